@@ -1,0 +1,190 @@
+//! Wiring and serving: config → pipeline → gRPC (Authorization + Health) and HTTP servers on the
+//! given listeners → wait for shutdown → mark not serving → drain in-flight work within the
+//! deadline. Integration tests call the same [`App::serve`] on port-0 listeners.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::challenge::Challenger;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, GrantsConfig};
+use crate::evidence::LogEvidence;
+use crate::grant::{GrantStore, MemoryStore};
+use crate::grpc::CheckService;
+use crate::identity::{Identity, JwksError};
+use crate::pipeline::Pipeline;
+use crate::policy::PolicyError;
+use crate::policy::rego::RegoPolicy;
+use crate::route::RouteTable;
+use crate::txn::{Binder, TxnError};
+
+/// Why the sidecar could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("transaction binding: {0}")]
+    Txn(#[from] TxnError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built sidecar, ready to serve.
+pub struct App {
+    pipeline: Arc<Pipeline>,
+    drain: Duration,
+}
+
+impl App {
+    /// Builds every component from validated config, with the system clock.
+    pub async fn build(config: &Config) -> Result<Self, AppError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with an injected clock (tests).
+    pub async fn build_with_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AppError> {
+        Ok(Self {
+            pipeline: Arc::new(pipeline(config, clock).await?),
+            drain: Duration::from_millis(config.decision.drain_ms),
+        })
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the configured deadline.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(true));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AuthorizationServer<CheckService>>()
+            .await;
+        spawn_jwks_refresh(&self.pipeline, stop_rx.clone());
+        let grpc_server = Server::builder()
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(CheckService::new(
+                self.pipeline.clone(),
+            )))
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc), stopped(stop_rx.clone()));
+        let grpc_task = tokio::spawn(grpc_server);
+        let http_task = tokio::spawn(crate::http::serve(http, ready.clone(), stopped(stop_rx)));
+        tracing::info!("stepguard serving");
+        shutdown.await;
+        tracing::info!(drain_ms = self.drain.as_millis() as u64, "shutting down");
+        ready.store(false, Ordering::SeqCst);
+        health
+            .set_not_serving::<AuthorizationServer<CheckService>>()
+            .await;
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.drain, async {
+            let grpc = grpc_task.await;
+            let http = http_task.await;
+            (grpc, http)
+        })
+        .await;
+        match drained {
+            Ok((Ok(grpc), Ok(http))) => {
+                grpc?;
+                http?;
+            }
+            Ok(_) => tracing::error!("a server task failed while draining"),
+            Err(_) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        }
+        Ok(())
+    }
+}
+
+async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, AppError> {
+    let policy = RegoPolicy::load(
+        &config.resolve(&config.policy.source),
+        &config.policy.entrypoint,
+        Duration::from_millis(config.policy.timeout_ms),
+    )?;
+    tracing::info!(
+        revision = crate::policy::PolicyEngine::revision(&policy),
+        "policy loaded"
+    );
+    let grants: Arc<dyn GrantStore> = match &config.grants {
+        GrantsConfig::Memory { max_entries } => Arc::new(MemoryStore::new(*max_entries)),
+    };
+    Ok(Pipeline {
+        routes: RouteTable::new(&config.actions),
+        identity: Identity::new(&config.identity, config).await?,
+        binder: Binder::from_config(config)?,
+        grants,
+        policy: Arc::new(policy),
+        challenger: Challenger::new(config.challenge.clone()),
+        evidence: Arc::new(LogEvidence),
+        clock,
+        budget: Duration::from_millis(config.decision.budget_ms),
+        policy_timeout: Duration::from_millis(config.policy.timeout_ms),
+        max_segments: config.decision.max_path_segments,
+    })
+}
+
+/// Refreshes URL JWKS in the background at their TTL.
+fn spawn_jwks_refresh(pipeline: &Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+    let pipeline = pipeline.clone();
+    let Some(period) = pipeline.identity.jwks().filter_map(|j| j.ttl()).min() else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+            for jwks in pipeline.identity.jwks() {
+                if jwks.ttl().is_some() {
+                    jwks.refresh(true).await;
+                }
+            }
+        }
+    });
+}
+
+/// Resolves when the stop flag is raised.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await.unwrap_or_default(),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or_default();
+}

@@ -1,0 +1,570 @@
+//! The typed configuration file: one YAML document, unknown keys rejected, validated as a whole
+//! before any port is bound. Every field is documented in `docs/configuration.md`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::route::PathTemplate;
+
+/// A configuration problem, naming the field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    #[serde(default)]
+    pub decision: DecisionConfig,
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+    pub identity: IdentityConfig,
+    pub challenge: ChallengeConfig,
+    pub transaction: TransactionConfig,
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub grants: GrantsConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Directory relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// gRPC: envoy.service.auth.v3.Authorization and grpc.health.v1.Health.
+    pub grpc: SocketAddr,
+    /// HTTP: /healthz, /readyz.
+    pub http: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Budget for one decision, well below Envoy's ext_authz timeout; past it the answer is 503.
+    pub budget_ms: u64,
+    /// How long in-flight checks may drain after SIGTERM/SIGINT.
+    pub drain_ms: u64,
+    /// Largest number of path segments classified; longer paths are denied (400).
+    pub max_path_segments: usize,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            budget_ms: 250,
+            drain_ms: 5_000,
+            max_path_segments: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// One sensitive action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    pub name: String,
+    /// How requests are matched to this action; absent for actions only named by route tags.
+    #[serde(default, rename = "match")]
+    pub matcher: Option<MatchConfig>,
+    pub risk: Risk,
+    #[serde(default = "yes")]
+    pub reversible: bool,
+    #[serde(default)]
+    pub privileged: bool,
+    /// Request fields that bind the transaction: `path.P`, `query.Q`, `header.H`, `body.a.b`.
+    #[serde(default)]
+    pub bind: Vec<String>,
+    /// Field holding the transaction value (a bound field), e.g. `body.amount`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Field holding the currency (a bound field), e.g. `body.currency`.
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Upper-case HTTP methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Exact host (port ignored) or `*.suffix`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path template: literal segments, `{param}` segments, and an optional trailing `**`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Trust claims that Envoy's jwt_authn filter verified and put in dynamic metadata.
+    #[serde(default)]
+    pub jwt_authn: Option<JwtAuthnConfig>,
+    #[serde(default)]
+    pub workloads: WorkloadConfig,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks: JwksConfig,
+}
+
+/// Where an issuer's keys come from: exactly one of `file` or `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Least time between two fetches triggered by unknown `kid`s.
+    #[serde(default = "default_refresh_secs")]
+    pub min_refresh_secs: u64,
+    /// URL keys are refetched in the background after this long.
+    #[serde(default = "default_jwks_ttl")]
+    pub ttl_secs: u64,
+}
+
+/// A resolved key source.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url {
+        url: String,
+        min_refresh_secs: u64,
+        ttl_secs: u64,
+    },
+}
+
+impl JwksConfig {
+    /// The source, with a file path resolved against the config directory.
+    pub fn source(&self, config: &Config) -> JwksSource {
+        match (&self.file, &self.url) {
+            (Some(file), _) => JwksSource::File(config.resolve(file)),
+            (None, url) => JwksSource::Url {
+                url: url.clone().unwrap_or_default(),
+                min_refresh_secs: self.min_refresh_secs,
+                ttl_secs: self.ttl_secs,
+            },
+        }
+    }
+}
+
+fn default_refresh_secs() -> u64 {
+    30
+}
+fn default_jwks_ttl() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthnConfig {
+    /// The `payload_in_metadata` name used in Envoy's jwt_authn provider.
+    pub payload_key: String,
+    /// Issuers (from `identity.issuers`) whose jwt_authn-verified payloads are trusted.
+    pub issuers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// SPIFFE trust domains whose mTLS peers are workloads.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeConfig {
+    pub authorization_endpoint: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Ordered `acr` values, weakest first.
+    pub acr_ladder: Vec<String>,
+    #[serde(default = "default_challenge_ttl")]
+    pub ttl_secs: u64,
+    #[serde(default = "default_scope")]
+    pub scope: String,
+}
+
+fn default_challenge_ttl() -> u64 {
+    300
+}
+fn default_scope() -> String {
+    "openid".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// The key id used for new digests.
+    pub active_key: String,
+    pub keys: Vec<TxnKeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxnKeyConfig {
+    pub id: String,
+    /// A file holding the secret (at least 32 bytes).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the secret (at least 32 bytes).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A directory of `.rego` files (and `data.json`), or one `.rego` file.
+    pub source: PathBuf,
+    #[serde(default = "default_entrypoint")]
+    pub entrypoint: String,
+    /// Evaluation time limit; a policy past it is a fault (503).
+    #[serde(default = "default_policy_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_entrypoint() -> String {
+    "stepguard/authz/decision".into()
+}
+fn default_policy_timeout() -> u64 {
+    100
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "store", rename_all = "lowercase")]
+pub enum GrantsConfig {
+    Memory {
+        #[serde(default = "default_max_entries")]
+        max_entries: usize,
+    },
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        Self::Memory {
+            max_entries: default_max_entries(),
+        }
+    }
+}
+
+fn default_max_entries() -> usize {
+    100_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `json` (default) or `text`.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info` or `stepguard=debug`.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: "json".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::parse(&text, &base)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config =
+            yaml_serde::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A path from the file, resolved against the config's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_decision()?;
+        self.validate_actions()?;
+        self.validate_identity()?;
+        self.validate_challenge()?;
+        self.validate_transaction()?;
+        if self.policy.timeout_ms == 0 || self.policy.timeout_ms > self.decision.budget_ms {
+            return Err(invalid(
+                "policy.timeout_ms",
+                "must be between 1 and decision.budget_ms",
+            ));
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
+            return Err(invalid("telemetry.log_format", "must be `json` or `text`"));
+        }
+        Ok(())
+    }
+
+    fn validate_decision(&self) -> Result<(), ConfigError> {
+        if !(10..=5_000).contains(&self.decision.budget_ms) {
+            return Err(invalid("decision.budget_ms", "must be between 10 and 5000"));
+        }
+        if self.decision.max_path_segments == 0 {
+            return Err(invalid("decision.max_path_segments", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_actions(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, action) in self.actions.iter().enumerate() {
+            let field = |f: &str| format!("actions[{i}].{f}");
+            if !valid_action_name(&action.name) {
+                return Err(invalid(
+                    field("name"),
+                    "use lower-case letters, digits, `.`, `_` and `-`",
+                ));
+            }
+            if !names.insert(action.name.as_str()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("duplicate action `{}`", action.name),
+                ));
+            }
+            let params = match &action.matcher {
+                Some(m) => validate_match(m, &field("match"))?,
+                None => Vec::new(),
+            };
+            for (j, bind) in action.bind.iter().enumerate() {
+                validate_bind(bind, &params)
+                    .map_err(|m| invalid(field(&format!("bind[{j}]")), m))?;
+            }
+            for (name, f) in [("value", &action.value), ("currency", &action.currency)] {
+                if let Some(f) = f.as_ref().filter(|f| !action.bind.contains(f)) {
+                    return Err(invalid(
+                        field(name),
+                        format!("`{f}` must also be listed in `bind`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        if self.identity.leeway_secs > 300 {
+            return Err(invalid("identity.leeway_secs", "at most 300 seconds"));
+        }
+        for (i, issuer) in self.identity.issuers.iter().enumerate() {
+            let field = |f: &str| format!("identity.issuers[{i}].{f}");
+            if issuer.issuer.is_empty() {
+                return Err(invalid(field("issuer"), "must not be empty"));
+            }
+            if issuer.audiences.is_empty() {
+                return Err(invalid(field("audiences"), "list at least one audience"));
+            }
+            if issuer.algorithms.is_empty() {
+                return Err(invalid(field("algorithms"), "list at least one algorithm"));
+            }
+            for alg in &issuer.algorithms {
+                crate::identity::parse_algorithm(alg)
+                    .map_err(|m| invalid(field("algorithms"), m))?;
+            }
+            if issuer.jwks.file.is_some() == issuer.jwks.url.is_some() {
+                return Err(invalid(field("jwks"), "set exactly one of file or url"));
+            }
+            if let Some(url) = &issuer.jwks.url
+                && !(url.starts_with("https://") || is_loopback_http(url))
+            {
+                return Err(invalid(
+                    field("jwks.url"),
+                    "must be https:// (plain http only on loopback)",
+                ));
+            }
+        }
+        if let Some(jwt_authn) = &self.identity.jwt_authn {
+            for iss in &jwt_authn.issuers {
+                if !self.identity.issuers.iter().any(|i| &i.issuer == iss) {
+                    return Err(invalid(
+                        "identity.jwt_authn.issuers",
+                        format!("`{iss}` is not in identity.issuers"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_challenge(&self) -> Result<(), ConfigError> {
+        let c = &self.challenge;
+        if c.acr_ladder.is_empty() {
+            return Err(invalid(
+                "challenge.acr_ladder",
+                "list at least one acr value",
+            ));
+        }
+        let unique: HashSet<_> = c.acr_ladder.iter().collect();
+        if unique.len() != c.acr_ladder.len() {
+            return Err(invalid("challenge.acr_ladder", "values must be unique"));
+        }
+        for (name, url) in [
+            ("authorization_endpoint", &c.authorization_endpoint),
+            ("redirect_uri", &c.redirect_uri),
+        ] {
+            if !(url.starts_with("https://") || is_loopback_http(url)) {
+                return Err(invalid(
+                    format!("challenge.{name}"),
+                    "must be https:// (plain http only on loopback)",
+                ));
+            }
+        }
+        if c.client_id.is_empty() {
+            return Err(invalid("challenge.client_id", "must not be empty"));
+        }
+        if !(30..=3_600).contains(&c.ttl_secs) {
+            return Err(invalid("challenge.ttl_secs", "must be between 30 and 3600"));
+        }
+        Ok(())
+    }
+
+    fn validate_transaction(&self) -> Result<(), ConfigError> {
+        let t = &self.transaction;
+        if !t.keys.iter().any(|k| k.id == t.active_key) {
+            return Err(invalid(
+                "transaction.active_key",
+                format!("no key with id `{}` in transaction.keys", t.active_key),
+            ));
+        }
+        for (i, key) in t.keys.iter().enumerate() {
+            if key.id.is_empty() || key.id.contains(':') {
+                return Err(invalid(
+                    format!("transaction.keys[{i}].id"),
+                    "must be non-empty and contain no `:`",
+                ));
+            }
+            if key.secret_file.is_some() == key.secret_env.is_some() {
+                return Err(invalid(
+                    format!("transaction.keys[{i}]"),
+                    "set exactly one of secret_file or secret_env",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+fn validate_match(m: &MatchConfig, field: &str) -> Result<Vec<String>, ConfigError> {
+    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    for method in &m.methods {
+        if !METHODS.contains(&method.as_str()) {
+            return Err(invalid(
+                format!("{field}.methods"),
+                format!("unknown method `{method}` (use upper case)"),
+            ));
+        }
+    }
+    let template = PathTemplate::parse(&m.path).map_err(|e| invalid(format!("{field}.path"), e))?;
+    Ok(template.params().map(str::to_string).collect())
+}
+
+fn validate_bind(bind: &str, params: &[String]) -> Result<(), String> {
+    let (kind, name) = bind
+        .split_once('.')
+        .ok_or_else(|| format!("`{bind}`: use path.P, query.Q, header.H or body.a.b"))?;
+    if name.is_empty() {
+        return Err(format!("`{bind}`: field name is empty"));
+    }
+    match kind {
+        "path" if params.iter().any(|p| p == name) => Ok(()),
+        "path" => Err(format!(
+            "`{bind}`: `{name}` is not a parameter of the path template"
+        )),
+        "query" | "body" => Ok(()),
+        "header" if name == name.to_ascii_lowercase() => Ok(()),
+        "header" => Err(format!("`{bind}`: header names are lower case")),
+        _ => Err(format!(
+            "`{bind}`: use path.P, query.Q, header.H or body.a.b"
+        )),
+    }
+}
+
+fn is_loopback_http(url: &str) -> bool {
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+//! What the pipeline decided, independent of Envoy: the verdict, its reasons, and what the
+//! evidence and the response need. `response` renders it for Envoy; `stepguard check` prints it.
+
+use serde::Serialize;
+
+use crate::grant::Requirement;
+
+/// The verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Let the request through.
+    Allow,
+    /// Step-up required: a redirect for browsers, an RFC 9470 401 for API clients.
+    Challenge {
+        challenge_id: String,
+        requirement: Requirement,
+        /// The IdP authorization URL, for browsers.
+        location: Option<String>,
+    },
+    /// Missing or invalid token on a sensitive route: 401 `invalid_token`.
+    Unauthenticated { description: String },
+    /// Refused: 4xx/5xx with a reason.
+    Deny { status: u16 },
+    /// An internal fault on a sensitive route: 503.
+    Fault,
+}
+
+/// One decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub id: String,
+    pub verdict: Verdict,
+    /// Primary reason code.
+    pub reason: String,
+    /// Every reason code that applied.
+    pub reasons: Vec<String>,
+    /// The sensitive action, if any.
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    pub transaction: Option<String>,
+    pub grant_id: Option<String>,
+    pub policy_revision: Option<String>,
+    /// Client-sent `x-stepguard-*` headers to strip before the upstream.
+    #[serde(skip)]
+    pub remove_headers: Vec<String>,
+}
+
+impl Decision {
+    pub fn new(id: String, verdict: Verdict, reason: &str) -> Self {
+        Self {
+            id,
+            verdict,
+            reason: reason.to_string(),
+            reasons: vec![reason.to_string()],
+            action: None,
+            subject: None,
+            transaction: None,
+            grant_id: None,
+            policy_revision: None,
+            remove_headers: Vec::new(),
+        }
+    }
+
+    /// An explicit 503 for an internal fault.
+    pub fn fault(id: String, reason: &str) -> Self {
+        Self::new(id, Verdict::Fault, reason)
+    }
+
+    pub fn is_allow(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+
+    /// The verdict's short name: allow, challenge, unauthenticated, deny, fault.
+    pub fn outcome(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Allow => "allow",
+            Verdict::Challenge { .. } => "challenge",
+            Verdict::Unauthenticated { .. } => "unauthenticated",
+            Verdict::Deny { .. } => "deny",
+            Verdict::Fault => "fault",
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Who is asking: a verified bearer JWT (strict validation against per-issuer JWKS), claims that
+//! Envoy's `jwt_authn` filter verified (only when trusted by config), or a workload identified by
+//! its mTLS peer principal (SPIFFE ID). Client-sent `x-stepguard-*` headers never count: the
+//! request layer removed them before this module runs.
+
+mod claims;
+mod jwks;
+mod token;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+pub use claims::{Actor, Subject, SubjectKind};
+pub use jwks::{Jwks, JwksError};
+pub use token::parse_algorithm;
+
+use crate::config::IdentityConfig;
+use crate::request::AuthzRequest;
+
+/// Why a request has no usable identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no credential presented")]
+    Missing,
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
+}
+
+/// Resolves the subject of a request.
+pub struct Identity {
+    issuers: HashMap<String, token::Issuer>,
+    leeway: i64,
+    jwt_authn: Option<(String, Vec<String>)>,
+    trust_domains: Vec<String>,
+}
+
+impl Identity {
+    /// Builds the resolver, loading every JWKS once (files now, URLs on first use or refresh).
+    pub async fn new(
+        config: &IdentityConfig,
+        base: &crate::config::Config,
+    ) -> Result<Self, JwksError> {
+        let mut issuers = HashMap::new();
+        for issuer in &config.issuers {
+            let jwks = Jwks::load(issuer.jwks.source(base)).await?;
+            issuers.insert(issuer.issuer.clone(), token::Issuer::new(issuer, jwks));
+        }
+        Ok(Self {
+            issuers,
+            leeway: config.leeway_secs as i64,
+            jwt_authn: config
+                .jwt_authn
+                .as_ref()
+                .map(|j| (j.payload_key.clone(), j.issuers.clone())),
+            trust_domains: config.workloads.trust_domains.clone(),
+        })
+    }
+
+    /// The JWKS of every issuer, for background refresh.
+    pub fn jwks(&self) -> impl Iterator<Item = &Jwks> {
+        self.issuers.values().map(token::Issuer::jwks)
+    }
+
+    /// Resolves the request's subject at `now` (unix seconds).
+    pub async fn resolve(&self, req: &AuthzRequest, now: i64) -> Result<Subject, IdentityError> {
+        if let Some(authorization) = req.header("authorization") {
+            let token =
+                bearer(authorization).ok_or(IdentityError::InvalidToken("not a bearer token"))?;
+            let claims = token::verify(token, &self.issuers, now, self.leeway).await?;
+            return Ok(Subject::from_claims(
+                claims,
+                now,
+                req.raw.source_principal.clone(),
+            ));
+        }
+        if let Some(claims) = self.jwt_authn_claims(req, now)? {
+            return Ok(Subject::from_claims(
+                claims,
+                now,
+                req.raw.source_principal.clone(),
+            ));
+        }
+        if let Some(spiffe) = self.workload(req) {
+            return Ok(Subject::workload(spiffe));
+        }
+        Err(IdentityError::Missing)
+    }
+
+    fn jwt_authn_claims(
+        &self,
+        req: &AuthzRequest,
+        now: i64,
+    ) -> Result<Option<Value>, IdentityError> {
+        let Some((key, trusted)) = &self.jwt_authn else {
+            return Ok(None);
+        };
+        let Some(payload) = req
+            .raw
+            .filter_metadata
+            .get("envoy.filters.http.jwt_authn")
+            .and_then(|m| m.get(key))
+        else {
+            return Ok(None);
+        };
+        let iss = payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !trusted.iter().any(|t| t == iss) {
+            return Err(IdentityError::InvalidToken("jwt_authn issuer not trusted"));
+        }
+        let issuer = self
+            .issuers
+            .get(iss)
+            .ok_or(IdentityError::InvalidToken("jwt_authn issuer not trusted"))?;
+        issuer.validate_claims(payload, now, self.leeway)?;
+        Ok(Some(payload.clone()))
+    }
+
+    fn workload(&self, req: &AuthzRequest) -> Option<String> {
+        let principal = req.raw.source_principal.as_deref()?;
+        let rest = principal.strip_prefix("spiffe://")?;
+        let domain = rest.split('/').next()?;
+        self.trust_domains
+            .iter()
+            .any(|d| d == domain)
+            .then(|| principal.to_string())
+    }
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests;

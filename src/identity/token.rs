@@ -1,0 +1,174 @@
+//! Strict JWT verification: compact form only, allow-listed algorithms per issuer (`none` and
+//! symmetric algorithms never), `crit` rejected, signature by the issuer's JWKS `kid`, exact
+//! `iss`, `aud` against the configured audiences, numeric `exp`/`nbf`/`iat`/`auth_time` with a
+//! small leeway against the injected clock.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use serde_json::Value;
+
+use super::IdentityError;
+use super::jwks::Jwks;
+use crate::config::IssuerConfig;
+
+/// Longest token accepted.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// One trusted issuer.
+pub(super) struct Issuer {
+    name: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    jwks: Jwks,
+}
+
+/// Parses an allow-listed algorithm name; `none` and HMAC are refused.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg: Algorithm = name
+        .parse()
+        .map_err(|_| format!("unknown algorithm `{name}`"))?;
+    if alg.family() == AlgorithmFamily::Hmac {
+        return Err(format!("`{name}`: symmetric algorithms are not accepted"));
+    }
+    Ok(alg)
+}
+
+fn invalid(reason: &'static str) -> IdentityError {
+    IdentityError::InvalidToken(reason)
+}
+
+impl Issuer {
+    pub(super) fn new(config: &IssuerConfig, jwks: Jwks) -> Self {
+        Self {
+            name: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            algorithms: config
+                .algorithms
+                .iter()
+                .filter_map(|a| parse_algorithm(a).ok())
+                .collect(),
+            jwks,
+        }
+    }
+
+    pub(super) fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
+
+    /// Validates registered claims of an already-verified payload.
+    pub(super) fn validate_claims(
+        &self,
+        claims: &Value,
+        now: i64,
+        leeway: i64,
+    ) -> Result<(), IdentityError> {
+        if claims.get("iss").and_then(Value::as_str) != Some(self.name.as_str()) {
+            return Err(invalid("wrong issuer"));
+        }
+        let exp = numeric(claims, "exp")?.ok_or(invalid("missing exp"))?;
+        if now > exp + leeway {
+            return Err(invalid("expired"));
+        }
+        if numeric(claims, "nbf")?.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(invalid("not yet valid"));
+        }
+        if numeric(claims, "iat")?.is_some_and(|iat| iat > now + leeway) {
+            return Err(invalid("issued in the future"));
+        }
+        if numeric(claims, "auth_time")?.is_some_and(|t| t > now + leeway) {
+            return Err(invalid("auth_time in the future"));
+        }
+        if !self.audience_ok(claims.get("aud")) {
+            return Err(invalid("wrong audience"));
+        }
+        Ok(())
+    }
+
+    fn audience_ok(&self, aud: Option<&Value>) -> bool {
+        match aud {
+            Some(Value::String(a)) => self.audiences.contains(a),
+            Some(Value::Array(list)) => list.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|c| c == a))
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// A time claim: absent is `None`; present but not a finite number is an error.
+fn numeric(claims: &Value, name: &'static str) -> Result<Option<i64>, IdentityError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .map(Some)
+            .ok_or(invalid("time claim out of range")),
+        Some(_) => Err(invalid("time claim is not a number")),
+    }
+}
+
+fn decode_json(part: &str) -> Result<Value, IdentityError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| invalid("bad base64url"))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid("bad JSON"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(invalid("not a JSON object"))
+    }
+}
+
+/// Verifies a compact JWS and returns its claims.
+pub(super) async fn verify(
+    token: &str,
+    issuers: &HashMap<String, Issuer>,
+    now: i64,
+    leeway: i64,
+) -> Result<Value, IdentityError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("token too large"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("not a compact JWS"));
+    };
+    let header = decode_json(h)?;
+    if header.get("crit").is_some() {
+        return Err(invalid("crit header not supported"));
+    }
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(invalid("missing alg"))?;
+    let alg = parse_algorithm(alg_name).map_err(|_| invalid("algorithm not allowed"))?;
+    let claims = decode_json(p)?;
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(invalid("missing iss"))?;
+    let issuer = issuers.get(iss).ok_or(invalid("untrusted issuer"))?;
+    if !issuer.algorithms.contains(&alg) {
+        return Err(invalid("algorithm not allowed"));
+    }
+    let kid = header.get("kid").and_then(Value::as_str);
+    let key = issuer
+        .jwks
+        .key(kid, alg)
+        .await
+        .ok_or(invalid("unknown key"))?;
+    let message = &token[..h.len() + 1 + p.len()];
+    match jsonwebtoken::crypto::verify(s, message.as_bytes(), &key, alg) {
+        Ok(true) => {}
+        _ => return Err(invalid("bad signature")),
+    }
+    issuer.validate_claims(&claims, now, leeway)?;
+    Ok(claims)
+}

@@ -1,0 +1,44 @@
+//! stepguard: step-up authentication as a transaction-level control, for Envoy ext_authz.
+//!
+//! # Layout
+//! One decision flows through these modules, top to bottom (see `Pipeline::decide`):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`grpc`], [`response`] | the Envoy edge: CheckRequest in, CheckResponse out |
+//! | [`request`] | the normalized request every stage reads |
+//! | [`route`] | the sensitive-action table, best match, route tags |
+//! | [`identity`] | JWT/JWKS verification, jwt_authn metadata, SPIFFE workloads, `act` chains |
+//! | [`txn`] | transaction binding: canonical fields → keyed digest with key id |
+//! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
+//! | [`policy`] | `PolicyEngine`, the input document and output contract; [`policy::rego`] |
+//! | [`challenge`] | issuing challenges: OIDC redirect, RFC 9470 401 |
+//! | [`pipeline`], [`decision`] | `decide()` and what it returns |
+//! | [`evidence`] | audit records |
+//! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`] | wiring |
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod challenge;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod decision;
+pub mod evidence;
+pub mod grant;
+pub mod grpc;
+pub mod http;
+pub mod identity;
+pub mod pipeline;
+pub mod policy;
+pub mod request;
+pub mod response;
+pub mod route;
+pub mod telemetry;
+pub mod txn;
+
+/// stepguard's own protobuf API (`proto/stepguard/v1`).
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("stepguard.v1");
+}

@@ -1,0 +1,288 @@
+//! `Pipeline::decide`: the one orchestrator. It reads top to bottom like the product: normalize,
+//! classify, identify, bind the transaction, find its grant, evaluate policy, then allow (spending
+//! a single-use grant atomically), challenge or deny, and record evidence. It never returns an
+//! error: every fault on a sensitive route becomes an explicit deny inside the budget.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::challenge::{Challenger, random_token};
+use crate::clock::Clock;
+use crate::decision::{Decision, Verdict};
+use crate::evidence::Evidence;
+use crate::grant::{Grant, GrantStore, GrantTerms, Requirement};
+use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
+use crate::policy::{InputParts, Outcome, PolicyEngine, build_input};
+use crate::request::{AuthzRequest, RawRequest};
+use crate::route::{Action, Classification, RouteTable};
+use crate::txn::{Binder, Transaction, TxnError};
+
+/// Everything a decision needs, built once at start-up.
+pub struct Pipeline {
+    pub routes: RouteTable,
+    pub identity: Identity,
+    pub binder: Binder,
+    pub grants: Arc<dyn GrantStore>,
+    pub policy: Arc<dyn PolicyEngine>,
+    pub challenger: Challenger,
+    pub evidence: Arc<dyn Evidence>,
+    pub clock: Arc<dyn Clock>,
+    pub budget: Duration,
+    pub policy_timeout: Duration,
+    pub max_segments: usize,
+}
+
+/// A stage's early answer.
+type Step<T> = Result<T, Decision>;
+
+/// A sensitive request, classified and identified.
+struct Sensitive {
+    req: AuthzRequest,
+    action: Arc<Action>,
+    subject: Subject,
+    txn: Transaction,
+}
+
+impl Pipeline {
+    /// Decides one request, within the budget, never failing.
+    pub async fn decide(&self, raw: RawRequest) -> Decision {
+        let id = random_token(12).unwrap_or_else(|| "unavailable".into());
+        let remove = crate::request::reserved_names(&raw.headers);
+        let mut decision = match tokio::time::timeout(self.budget, self.run(&id, raw)).await {
+            Ok(decision) => decision,
+            Err(_) => Decision::fault(id, "decision_budget_exceeded"),
+        };
+        decision.remove_headers = remove;
+        decision
+    }
+
+    async fn run(&self, id: &str, raw: RawRequest) -> Decision {
+        let now = self.clock.now();
+        let s = match self.sensitive(id, raw, now).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Decision::new(id.into(), Verdict::Allow, "not_sensitive"),
+            Err(decision) => return self.finish(decision, None).await,
+        };
+        let decision = match self.evaluate(id, &s, now).await {
+            Ok(decision) | Err(decision) => decision,
+        };
+        self.finish(decision, Some(&s)).await
+    }
+
+    /// Steps 1-3: normalize, classify, identify, bind. `None` for a non-sensitive route.
+    async fn sensitive(&self, id: &str, raw: RawRequest, now: i64) -> Step<Option<Sensitive>> {
+        let deny =
+            |status, reason: &str| Decision::new(id.into(), Verdict::Deny { status }, reason);
+        let req = AuthzRequest::new(raw, self.max_segments).map_err(|e| {
+            tracing::info!(decision_id = id, error = %e, "malformed request");
+            deny(400, "malformed_request")
+        })?;
+        let (action, params) = match self.routes.classify(&req) {
+            Ok(Classification::Public) => return Ok(None),
+            Ok(Classification::Sensitive { action, params }) => (action, params),
+            Err(e) => {
+                tracing::error!(decision_id = id, error = %e, "route tag misconfigured");
+                return Err(Decision::fault(id.into(), "unknown_action_tag"));
+            }
+        };
+        let with_action = |mut d: Decision| {
+            d.action = Some(action.name.clone());
+            d
+        };
+        let subject = self.identity.resolve(&req, now).await.map_err(|e| {
+            let description = match e {
+                IdentityError::Missing => "A bearer token is required".to_string(),
+                IdentityError::InvalidToken(why) => format!("The access token is invalid: {why}"),
+            };
+            with_action(Decision::new(
+                id.into(),
+                Verdict::Unauthenticated { description },
+                "invalid_token",
+            ))
+        })?;
+        let txn = self
+            .bind(&action, &subject, &req, &params)
+            .map_err(|reason| with_action(deny(400, reason)))?;
+        Ok(Some(Sensitive {
+            req,
+            action,
+            subject,
+            txn,
+        }))
+    }
+
+    fn bind(
+        &self,
+        action: &Action,
+        subject: &Subject,
+        req: &AuthzRequest,
+        params: &HashMap<String, String>,
+    ) -> Result<Transaction, &'static str> {
+        self.binder
+            .bind(action, subject, req, params)
+            .map_err(|e| match e {
+                TxnError::BodyUnavailable(_) => "body_unavailable",
+                TxnError::Ambiguous(_) => "ambiguous_transaction_field",
+                TxnError::Key(..) => "binding_key_unavailable",
+            })
+    }
+
+    /// Steps 4-7: grant lookup, policy, and acting on the outcome.
+    async fn evaluate(&self, id: &str, s: &Sensitive, now: i64) -> Step<Decision> {
+        let fault = |reason: &str| Decision::fault(id.into(), reason);
+        let grant = self
+            .grants
+            .find_grant(&s.txn.digest, now)
+            .await
+            .map_err(|e| {
+                tracing::error!(decision_id = id, error = %e, "grant lookup failed");
+                fault("grant_store_unavailable")
+            })?;
+        let input = build_input(&InputParts {
+            req: &s.req,
+            action: &s.action,
+            subject: &s.subject,
+            txn: &s.txn,
+            grant: grant.as_ref(),
+            now,
+            ladder: self.challenger.ladder(),
+        });
+        let outcome = self.policy_outcome(id, input).await?;
+        Ok(match outcome {
+            Outcome::Allow {
+                reason,
+                reasons,
+                used_grant,
+                ..
+            } => {
+                let spent = match (used_grant, &grant) {
+                    (true, Some(g)) => Some(self.spend(id, g, now).await?),
+                    (true, None) => return Err(fault("policy_used_missing_grant")),
+                    (false, _) => None,
+                };
+                let mut d = Decision::new(id.into(), Verdict::Allow, &reason);
+                d.reasons = reasons;
+                d.grant_id = spent;
+                d
+            }
+            Outcome::Deny {
+                status,
+                reason,
+                reasons,
+            } => {
+                let mut d = Decision::new(id.into(), Verdict::Deny { status }, &reason);
+                d.reasons = reasons;
+                d
+            }
+            Outcome::StepUp { .. } if s.subject.kind == SubjectKind::Workload => Decision::new(
+                id.into(),
+                Verdict::Deny { status: 403 },
+                "workload_requires_transaction_token",
+            ),
+            Outcome::StepUp {
+                reason,
+                reasons,
+                requirement,
+                terms,
+            } => {
+                let mut d = self.challenge(id, s, requirement, terms, now).await?;
+                d.reason = reason;
+                d.reasons = reasons;
+                d
+            }
+        })
+    }
+
+    async fn policy_outcome(&self, id: &str, input: serde_json::Value) -> Step<Outcome> {
+        let policy = self.policy.clone();
+        let task = tokio::task::spawn_blocking(move || policy.evaluate(&input));
+        let fault = |reason: &str| Decision::fault(id.into(), reason);
+        let value = match tokio::time::timeout(self.policy_timeout, task).await {
+            Ok(Ok(Ok(value))) => value,
+            Ok(Ok(Err(e))) => {
+                tracing::error!(decision_id = id, error = %e, "policy evaluation failed");
+                return Err(fault("policy_error"));
+            }
+            Ok(Err(_)) => return Err(fault("policy_panicked")),
+            Err(_) => return Err(fault("policy_timeout")),
+        };
+        Outcome::from_value(&value, self.challenger.ladder()).map_err(|e| {
+            tracing::error!(decision_id = id, error = %e, "policy output rejected");
+            fault("policy_contract_violation")
+        })
+    }
+
+    /// Spends the grant atomically; a grant already spent by a concurrent request is refused.
+    async fn spend(&self, id: &str, grant: &Grant, now: i64) -> Step<String> {
+        match self.grants.consume(grant, now).await {
+            Ok(true) => Ok(grant.id.clone()),
+            Ok(false) => Err(Decision::new(
+                id.into(),
+                Verdict::Deny { status: 403 },
+                "grant_already_used",
+            )),
+            Err(e) => {
+                tracing::error!(decision_id = id, error = %e, "grant consume failed");
+                // An ambiguous consume counts as spent: the user steps up again.
+                Err(Decision::fault(id.into(), "grant_store_unavailable"))
+            }
+        }
+    }
+
+    async fn challenge(
+        &self,
+        id: &str,
+        s: &Sensitive,
+        requirement: Requirement,
+        terms: GrantTerms,
+        now: i64,
+    ) -> Step<Decision> {
+        let fault = |reason: &str| Decision::fault(id.into(), reason);
+        let challenge = self
+            .challenger
+            .challenge(
+                &s.action,
+                &s.subject,
+                &s.txn,
+                &s.req,
+                requirement,
+                terms,
+                now,
+            )
+            .ok_or_else(|| fault("rng_unavailable"))?;
+        let verdict = Verdict::Challenge {
+            challenge_id: challenge.id.clone(),
+            requirement: challenge.requirement.clone(),
+            location: s
+                .req
+                .is_browser()
+                .then(|| self.challenger.authorization_url(&challenge)),
+        };
+        self.grants.put_challenge(challenge).await.map_err(|e| {
+            tracing::error!(decision_id = id, error = %e, "storing challenge failed");
+            fault("grant_store_unavailable")
+        })?;
+        Ok(Decision::new(id.into(), verdict, "step_up_required"))
+    }
+
+    /// Fills in the context and records evidence; an approval without evidence is refused.
+    async fn finish(&self, mut decision: Decision, s: Option<&Sensitive>) -> Decision {
+        if let Some(s) = s {
+            decision.action = Some(s.action.name.clone());
+            decision.subject = Some(s.subject.binding_key());
+            decision.transaction = Some(s.txn.digest.clone());
+            decision.policy_revision = Some(self.policy.revision().to_string());
+        }
+        if let Err(e) = self.evidence.record(&decision, s.map(|s| &s.txn)).await {
+            tracing::error!(decision_id = %decision.id, error = %e, "evidence not recorded");
+            if decision.is_allow() {
+                return Decision::fault(decision.id, "evidence_unavailable");
+            }
+        }
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+//! The Rego engine: `.rego` sources (and `data.json`) evaluated in-process by `regorus`, compiled
+//! once for the configured entrypoint and evaluated with a wall-clock limit. Also the Rego unit
+//! test runner behind `stepguard policy test`.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use regorus::utils::limits::{ExecutionTimerConfig, set_fallback_execution_timer_config};
+use regorus::{CompiledPolicy, Engine};
+use serde_json::Value;
+
+use super::{PolicyEngine, PolicyError};
+
+/// A compiled Rego policy.
+pub struct RegoPolicy {
+    compiled: CompiledPolicy,
+    revision: String,
+}
+
+/// The policy sources found at a path.
+struct Sources {
+    rego: Vec<(PathBuf, String)>,
+    data: Vec<(PathBuf, String)>,
+}
+
+impl RegoPolicy {
+    /// Loads every non-test `.rego` and `data.json` under `source` and compiles `entrypoint`
+    /// (`stepguard/authz/decision` or `data.stepguard.authz.decision`).
+    pub fn load(source: &Path, entrypoint: &str, timeout: Duration) -> Result<Self, PolicyError> {
+        let sources = read_sources(source, false)?;
+        let mut engine = engine_with(&sources)?;
+        let rule = entrypoint_rule(entrypoint);
+        let compiled = engine
+            .compile_with_entrypoint(&rule.as_str().into())
+            .map_err(|e| PolicyError::Load(format!("entrypoint `{rule}`: {e}")))?;
+        set_fallback_execution_timer_config(Some(ExecutionTimerConfig {
+            limit: timeout,
+            check_interval: NonZeroU32::MIN.saturating_add(63),
+        }));
+        Ok(Self {
+            compiled,
+            revision: revision(&sources),
+        })
+    }
+}
+
+impl PolicyEngine for RegoPolicy {
+    fn evaluate(&self, input: &Value) -> Result<Value, PolicyError> {
+        let value = self
+            .compiled
+            .eval_with_input(regorus::Value::from(input.clone()))
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        if value == regorus::Value::Undefined {
+            return Err(PolicyError::Undefined);
+        }
+        serde_json::to_value(&value).map_err(|e| PolicyError::Eval(e.to_string()))
+    }
+
+    fn revision(&self) -> &str {
+        &self.revision
+    }
+}
+
+/// `stepguard/authz/decision` → `data.stepguard.authz.decision`.
+fn entrypoint_rule(entrypoint: &str) -> String {
+    if entrypoint.starts_with("data.") {
+        entrypoint.to_string()
+    } else {
+        format!("data.{}", entrypoint.trim_matches('/').replace('/', "."))
+    }
+}
+
+fn engine_with(sources: &Sources) -> Result<Engine, PolicyError> {
+    let mut engine = Engine::new();
+    for (path, text) in &sources.rego {
+        engine
+            .add_policy(path.display().to_string(), text.clone())
+            .map_err(|e| PolicyError::Load(e.to_string()))?;
+    }
+    for (path, text) in &sources.data {
+        let data = regorus::Value::from_json_str(text)
+            .map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
+        engine
+            .add_data(data)
+            .map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
+    }
+    Ok(engine)
+}
+
+fn read_sources(source: &Path, with_tests: bool) -> Result<Sources, PolicyError> {
+    let mut files = Vec::new();
+    collect(source, &mut files)?;
+    files.sort();
+    let mut sources = Sources {
+        rego: Vec::new(),
+        data: Vec::new(),
+    };
+    for path in files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let is_rego = name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego"));
+        if !is_rego && name != "data.json" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
+        if is_rego {
+            sources.rego.push((path, text));
+        } else {
+            sources.data.push((path, text));
+        }
+    }
+    if sources.rego.is_empty() {
+        return Err(PolicyError::Load(format!(
+            "no .rego files in {}",
+            source.display()
+        )));
+    }
+    Ok(sources)
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// A content hash over every source, stable across machines.
+fn revision(sources: &Sources) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for (path, text) in sources.rego.iter().chain(&sources.data) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        ctx.update(name.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(text.as_bytes());
+        ctx.update(&[0]);
+    }
+    let hash = ctx.finish();
+    let hex: String = hash.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// The result of one Rego test.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    pub name: String,
+    pub outcome: TestOutcome,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    Pass,
+    Fail,
+    Error(String),
+}
+
+/// Runs every `test_*` rule of every `*_test.rego` package under `source`, like `opa test`.
+pub fn run_tests(source: &Path) -> Result<Vec<TestResult>, PolicyError> {
+    let sources = read_sources(source, true)?;
+    let engine = engine_with(&sources)?;
+    let mut results = Vec::new();
+    for (path, text) in &sources.rego {
+        if !path.to_string_lossy().ends_with("_test.rego") {
+            continue;
+        }
+        let package = package_of(text)
+            .ok_or_else(|| PolicyError::Load(format!("{}: no package", path.display())))?;
+        for rule in test_rules(text) {
+            let name = format!("data.{package}.{rule}");
+            let started = Instant::now();
+            let mut engine = engine.clone();
+            let outcome = match engine.eval_rule(name.clone()) {
+                Ok(regorus::Value::Bool(true)) => TestOutcome::Pass,
+                Ok(_) => TestOutcome::Fail,
+                Err(e) => TestOutcome::Error(e.to_string()),
+            };
+            results.push(TestResult {
+                name,
+                outcome,
+                elapsed: started.elapsed(),
+            });
+        }
+    }
+    Ok(results)
+}
+
+fn package_of(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("package "))
+        .map(str::trim)
+}
+
+/// Names of `test_*` rules defined at the start of a line, in order, once each.
+fn test_rules(text: &str) -> Vec<&str> {
+    let mut rules: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("test_") else {
+            continue;
+        };
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &line[..5 + len];
+        if !rules.contains(&name) {
+            rules.push(name);
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests;

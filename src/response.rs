@@ -1,0 +1,188 @@
+//! Decisions to Envoy responses, in one table: allow (OK, upstream headers, client
+//! `x-stepguard-*` removed, dynamic metadata), challenge (302 to the IdP or RFC 9470 401),
+//! invalid token (401), deny (4xx with a reason) and fault (503). Nothing else builds responses.
+
+use envoy_types::ext_authz::v3::pb::{
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use serde_json::json;
+
+use crate::challenge::{insufficient_authentication, invalid_token};
+use crate::decision::{Decision, Verdict};
+
+/// Header carrying the decision id, to the upstream on allow and to the client on deny.
+pub const DECISION_ID_HEADER: &str = "x-stepguard-decision-id";
+/// Header naming the sensitive action, to the upstream.
+pub const ACTION_HEADER: &str = "x-stepguard-action";
+
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+const UNAVAILABLE: i32 = 14;
+const UNAUTHENTICATED: i32 = 16;
+
+/// Renders a decision.
+pub fn render(decision: &Decision) -> CheckResponse {
+    match &decision.verdict {
+        Verdict::Allow => allow(decision),
+        Verdict::Challenge {
+            location: Some(location),
+            ..
+        } => denied(
+            decision,
+            302,
+            UNAUTHENTICATED,
+            vec![
+                header("location", location),
+                header("cache-control", "no-store"),
+            ],
+            String::new(),
+        ),
+        Verdict::Challenge {
+            challenge_id,
+            requirement,
+            location: None,
+        } => {
+            let www = insufficient_authentication(
+                requirement,
+                "A stronger authentication is required for this transaction",
+            );
+            let body = json!({
+                "error": "insufficient_user_authentication",
+                "challenge_id": challenge_id,
+                "acr_values": requirement.acr_values,
+                "max_age": requirement.max_age,
+                "reason": decision.reason,
+                "decision_id": decision.id,
+            });
+            denied(
+                decision,
+                401,
+                UNAUTHENTICATED,
+                json_headers(Some(&www)),
+                body.to_string(),
+            )
+        }
+        Verdict::Unauthenticated { description } => {
+            let body = json!({"error": "invalid_token", "error_description": description, "decision_id": decision.id});
+            denied(
+                decision,
+                401,
+                UNAUTHENTICATED,
+                json_headers(Some(&invalid_token(description))),
+                body.to_string(),
+            )
+        }
+        Verdict::Deny { status } => {
+            let body = json!({"error": "access_denied", "reason": decision.reason, "decision_id": decision.id});
+            denied(
+                decision,
+                *status,
+                PERMISSION_DENIED,
+                json_headers(None),
+                body.to_string(),
+            )
+        }
+        Verdict::Fault => {
+            let body = json!({"error": "temporarily_unavailable", "reason": decision.reason, "decision_id": decision.id});
+            denied(
+                decision,
+                503,
+                UNAVAILABLE,
+                json_headers(None),
+                body.to_string(),
+            )
+        }
+    }
+}
+
+fn allow(decision: &Decision) -> CheckResponse {
+    let mut headers = vec![header(DECISION_ID_HEADER, &decision.id)];
+    if let Some(action) = &decision.action {
+        headers.push(header(ACTION_HEADER, action));
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove: decision.remove_headers.clone(),
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(metadata(decision)),
+    }
+}
+
+fn denied(
+    decision: &Decision,
+    status: u16,
+    code: i32,
+    mut headers: Vec<HeaderValueOption>,
+    body: String,
+) -> CheckResponse {
+    headers.push(header(DECISION_ID_HEADER, &decision.id));
+    let status_code =
+        HttpStatusCode::try_from(i32::from(status)).unwrap_or(HttpStatusCode::Forbidden);
+    CheckResponse {
+        status: Some(rpc::Status {
+            code,
+            message: decision.reason.clone(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: status_code as i32,
+            }),
+            headers,
+            body,
+        })),
+        dynamic_metadata: Some(metadata(decision)),
+    }
+}
+
+fn json_headers(www_authenticate: Option<&str>) -> Vec<HeaderValueOption> {
+    let mut headers = vec![
+        header("content-type", "application/json"),
+        header("cache-control", "no-store"),
+    ];
+    if let Some(value) = www_authenticate {
+        headers.push(header("www-authenticate", value));
+    }
+    headers
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+/// The decision in dynamic metadata, for access logs and later filters.
+fn metadata(decision: &Decision) -> Struct {
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("decision_id".to_string(), string(&decision.id));
+    fields.insert("decision".to_string(), string(decision.outcome()));
+    fields.insert("reason".to_string(), string(&decision.reason));
+    if let Some(action) = &decision.action {
+        fields.insert("action".to_string(), string(action));
+    }
+    Struct {
+        fields: fields.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

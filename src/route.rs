@@ -1,0 +1,291 @@
+//! Sensitive-action classification: a table of actions built and validated at start-up, a pure
+//! best-match over it, and Envoy's per-route `context_extensions` tags.
+//!
+//! Precedence: the table matches method, host and path template; a route tag
+//! (`stepguard.action`) names a configured action. When only one applies it is used; when both
+//! apply and differ, the one with the higher risk wins (ties go to the table), so a tag can make a
+//! route sensitive but never make a sensitive route less so. A tag naming an unknown action is a
+//! configuration fault (the pipeline answers 503).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{ActionConfig, Risk};
+use crate::request::AuthzRequest;
+
+/// The context-extension key service owners use to tag routes.
+pub const ACTION_TAG: &str = "stepguard.action";
+
+/// A sensitive action, as configured.
+#[derive(Debug)]
+pub struct Action {
+    pub name: String,
+    pub risk: Risk,
+    pub reversible: bool,
+    pub privileged: bool,
+    pub bind: Vec<BindField>,
+    pub value: Option<BindField>,
+    pub currency: Option<BindField>,
+    matcher: Option<Matcher>,
+}
+
+/// A request field that binds the transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindField {
+    Path(String),
+    Query(String),
+    Header(String),
+    Body(Vec<String>),
+}
+
+impl BindField {
+    /// Parses `path.P`, `query.Q`, `header.H` or `body.a.b` (validated by the config).
+    pub fn parse(spec: &str) -> Option<Self> {
+        let (kind, name) = spec.split_once('.')?;
+        Some(match kind {
+            "path" => Self::Path(name.into()),
+            "query" => Self::Query(name.into()),
+            "header" => Self::Header(name.into()),
+            "body" => Self::Body(name.split('.').map(str::to_string).collect()),
+            _ => return None,
+        })
+    }
+
+    /// The field's name as written in the config (`body.payee.iban`).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Path(p) => format!("path.{p}"),
+            Self::Query(q) => format!("query.{q}"),
+            Self::Header(h) => format!("header.{h}"),
+            Self::Body(parts) => format!("body.{}", parts.join(".")),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Matcher {
+    methods: Vec<String>,
+    host: Option<String>,
+    template: PathTemplate,
+}
+
+/// A path template: `/v1/accounts/{account}/transfers`, `/admin/**`.
+#[derive(Debug, Clone)]
+pub struct PathTemplate {
+    segments: Vec<Segment>,
+    rest: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+impl PathTemplate {
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let body = template
+            .strip_prefix('/')
+            .ok_or("path template must start with `/`")?;
+        let mut segments = Vec::new();
+        let mut rest = false;
+        let parts: Vec<&str> = body.split('/').filter(|s| !s.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            if *part == "**" {
+                if i + 1 != parts.len() {
+                    return Err("`**` is only allowed as the last segment".into());
+                }
+                rest = true;
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if name.is_empty() || name.contains(['{', '}', '*']) {
+                    return Err(format!("bad parameter segment `{part}`"));
+                }
+                if segments
+                    .iter()
+                    .any(|s| matches!(s, Segment::Param(n) if n == name))
+                {
+                    return Err(format!("parameter `{name}` appears twice"));
+                }
+                segments.push(Segment::Param(name.into()));
+            } else if part.contains(['{', '}', '*']) {
+                return Err(format!(
+                    "segment `{part}` mixes literal text with `{{`, `}}` or `*`"
+                ));
+            } else {
+                segments.push(Segment::Literal((*part).into()));
+            }
+        }
+        Ok(Self { segments, rest })
+    }
+
+    /// The names of the `{params}`.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(p) => Some(p.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Matches decoded path segments; returns the params and a specificity score.
+    fn matches(&self, path: &[String]) -> Option<(HashMap<String, String>, Score)> {
+        let fits = if self.rest {
+            path.len() >= self.segments.len()
+        } else {
+            path.len() == self.segments.len()
+        };
+        if !fits {
+            return None;
+        }
+        let mut params = HashMap::new();
+        let mut literals = 0;
+        for (segment, value) in self.segments.iter().zip(path) {
+            match segment {
+                Segment::Literal(l) if l == value => literals += 1,
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => {
+                    params.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        Some((params, Score(!self.rest, literals, self.segments.len())))
+    }
+}
+
+/// Exact (no `**`) beats prefix; then more literal segments; then longer templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Score(bool, usize, usize);
+
+/// The outcome of classification.
+#[derive(Debug, Clone)]
+pub enum Classification {
+    /// No action applies: the route is not sensitive.
+    Public,
+    Sensitive {
+        action: Arc<Action>,
+        /// Path parameters from the matched template (empty when matched by tag only).
+        params: HashMap<String, String>,
+    },
+}
+
+/// Why a request could not be classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("route tag names unknown action `{0}`")]
+    UnknownTag(String),
+}
+
+/// The table of sensitive actions.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    actions: Vec<Arc<Action>>,
+    by_name: HashMap<String, Arc<Action>>,
+}
+
+impl RouteTable {
+    /// Builds the table from validated config.
+    pub fn new(configs: &[ActionConfig]) -> Self {
+        let actions: Vec<Arc<Action>> = configs.iter().map(|c| Arc::new(build(c))).collect();
+        let by_name = actions
+            .iter()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        Self { actions, by_name }
+    }
+
+    pub fn action(&self, name: &str) -> Option<&Arc<Action>> {
+        self.by_name.get(name)
+    }
+
+    /// Classifies a request by the table and the route tag.
+    pub fn classify(&self, req: &AuthzRequest) -> Result<Classification, RouteError> {
+        let tagged = match req.context_extensions.get(ACTION_TAG) {
+            Some(name) => Some(
+                self.by_name
+                    .get(name)
+                    .ok_or_else(|| RouteError::UnknownTag(name.clone()))?,
+            ),
+            None => None,
+        };
+        let table = self.best_match(req);
+        Ok(match (table, tagged) {
+            (None, None) => Classification::Public,
+            (Some((action, params)), None) => Classification::Sensitive { action, params },
+            (None, Some(tag)) => Classification::Sensitive {
+                action: tag.clone(),
+                params: HashMap::new(),
+            },
+            (Some((action, params)), Some(tag)) if action.risk >= tag.risk => {
+                Classification::Sensitive { action, params }
+            }
+            (Some(_), Some(tag)) => Classification::Sensitive {
+                action: tag.clone(),
+                params: HashMap::new(),
+            },
+        })
+    }
+
+    fn best_match(&self, req: &AuthzRequest) -> Option<(Arc<Action>, HashMap<String, String>)> {
+        let mut best: Option<(Score, &Arc<Action>, HashMap<String, String>)> = None;
+        for action in &self.actions {
+            let Some(m) = &action.matcher else { continue };
+            if !m.methods.is_empty() && !m.methods.contains(&req.method) {
+                continue;
+            }
+            if !host_matches(m.host.as_deref(), &req.host) {
+                continue;
+            }
+            if let Some((params, score)) = m.template.matches(&req.segments)
+                && best.as_ref().is_none_or(|(s, ..)| score > *s)
+            {
+                best = Some((score, action, params));
+            }
+        }
+        best.map(|(_, action, params)| (action.clone(), params))
+    }
+}
+
+fn build(c: &ActionConfig) -> Action {
+    let field = |f: &Option<String>| f.as_deref().and_then(BindField::parse);
+    Action {
+        name: c.name.clone(),
+        risk: c.risk,
+        reversible: c.reversible,
+        privileged: c.privileged,
+        bind: c.bind.iter().filter_map(|b| BindField::parse(b)).collect(),
+        value: field(&c.value),
+        currency: field(&c.currency),
+        matcher: c.matcher.as_ref().map(|m| Matcher {
+            methods: m.methods.clone(),
+            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            // The config validated every template before the table is built.
+            template: PathTemplate::parse(&m.path).unwrap_or(PathTemplate {
+                segments: Vec::new(),
+                rest: false,
+            }),
+        }),
+    }
+}
+
+fn host_matches(pattern: Option<&str>, host: &str) -> bool {
+    let Some(pattern) = pattern else { return true };
+    let host = strip_port(host);
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|h| h.ends_with('.') && h.len() > 1),
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! Transaction binding: the canonical values of the fields an action declares (path params,
+//! query params, headers, JSON or form body fields) and a keyed digest over them,
+//! HMAC-SHA-256(key, subject ‖ action ‖ method ‖ fields), tagged with the key id so keys can
+//! rotate. Changing the amount, the payee, the account, the subject or the method changes the
+//! digest, so a grant for one transaction never approves another.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_lc_rs::hmac;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Config, TxnKeyConfig};
+use crate::identity::Subject;
+use crate::request::{AuthzRequest, Body};
+use crate::route::{Action, BindField};
+
+/// Domain separation for digests of this format.
+const DOMAIN: &[u8] = b"stepguard/txn/v1";
+/// Shortest secret accepted.
+const MIN_SECRET: usize = 32;
+
+/// Why a transaction could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    #[error("the request body is needed to bind `{0}` but was truncated or unreadable")]
+    BodyUnavailable(String),
+    #[error("`{0}` has more than one value")]
+    Ambiguous(String),
+    #[error("key `{0}`: {1}")]
+    Key(String, String),
+}
+
+/// A bound transaction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transaction {
+    /// `key_id:base64url(hmac)`.
+    pub digest: String,
+    pub key_id: String,
+    /// Field name → canonical value (`None` when absent).
+    pub bound: BTreeMap<String, Option<String>>,
+    pub value: Option<f64>,
+    pub currency: Option<String>,
+}
+
+/// The binding keys: one active, others kept for verification during rotation.
+pub struct Binder {
+    active: String,
+    keys: HashMap<String, hmac::Key>,
+}
+
+impl Binder {
+    /// Loads every configured key.
+    pub fn from_config(config: &Config) -> Result<Self, TxnError> {
+        let mut keys = HashMap::new();
+        for key in &config.transaction.keys {
+            let secret = read_secret(key, config)?;
+            keys.insert(key.id.clone(), hmac::Key::new(hmac::HMAC_SHA256, &secret));
+        }
+        Ok(Self {
+            active: config.transaction.active_key.clone(),
+            keys,
+        })
+    }
+
+    /// A binder with one in-memory key (tests and benches).
+    pub fn with_key(id: &str, secret: &[u8]) -> Self {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        Self {
+            active: id.into(),
+            keys: HashMap::from([(id.to_string(), key)]),
+        }
+    }
+
+    /// Binds the request's transaction under the active key.
+    pub fn bind(
+        &self,
+        action: &Action,
+        subject: &Subject,
+        req: &AuthzRequest,
+        params: &HashMap<String, String>,
+    ) -> Result<Transaction, TxnError> {
+        let mut fields = Vec::with_capacity(action.bind.len());
+        for field in &action.bind {
+            fields.push((field.name(), extract(field, req, params)?));
+        }
+        let digest = self.digest(&self.active, action, subject, &req.method, &fields)?;
+        let lookup = |f: &Option<BindField>| {
+            let name = f.as_ref()?.name();
+            fields.iter().find(|(n, _)| *n == name)?.1.clone()
+        };
+        Ok(Transaction {
+            digest,
+            key_id: self.active.clone(),
+            value: lookup(&action.value).and_then(|v| number(&v)),
+            currency: lookup(&action.currency).map(|v| untag(&v).to_string()),
+            bound: fields.into_iter().collect(),
+        })
+    }
+
+    fn digest(
+        &self,
+        key_id: &str,
+        action: &Action,
+        subject: &Subject,
+        method: &str,
+        fields: &[(String, Option<String>)],
+    ) -> Result<String, TxnError> {
+        let key = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| TxnError::Key(key_id.into(), "unknown".into()))?;
+        let mut ctx = hmac::Context::with_key(key);
+        let mut put = |bytes: Option<&[u8]>| match bytes {
+            Some(b) => {
+                ctx.update(&(b.len() as u32).to_be_bytes());
+                ctx.update(b);
+            }
+            None => ctx.update(&u32::MAX.to_be_bytes()),
+        };
+        put(Some(DOMAIN));
+        put(Some(subject.binding_key().as_bytes()));
+        put(Some(action.name.as_bytes()));
+        put(Some(method.as_bytes()));
+        for (name, value) in fields {
+            put(Some(name.as_bytes()));
+            put(value.as_deref().map(str::as_bytes));
+        }
+        let tag = ctx.sign();
+        Ok(format!("{key_id}:{}", URL_SAFE_NO_PAD.encode(tag.as_ref())))
+    }
+}
+
+fn read_secret(key: &TxnKeyConfig, config: &Config) -> Result<Vec<u8>, TxnError> {
+    let err = |m: String| TxnError::Key(key.id.clone(), m);
+    let secret = match (&key.secret_file, &key.secret_env) {
+        (Some(path), _) => std::fs::read(config.resolve(path)).map_err(|e| err(e.to_string()))?,
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| err(format!("environment variable {var} is not set")))?
+            .into_bytes(),
+        (None, None) => return Err(err("no secret".into())),
+    };
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < MIN_SECRET {
+        return Err(err(format!("secret shorter than {MIN_SECRET} bytes")));
+    }
+    Ok(secret)
+}
+
+/// The canonical, type-tagged value of one field.
+fn extract(
+    field: &BindField,
+    req: &AuthzRequest,
+    params: &HashMap<String, String>,
+) -> Result<Option<String>, TxnError> {
+    let single = |mut values: Vec<&str>| -> Result<Option<String>, TxnError> {
+        match values.len() {
+            0 => Ok(None),
+            1 => Ok(values.pop().map(|v| format!("s:{v}"))),
+            _ => Err(TxnError::Ambiguous(field.name())),
+        }
+    };
+    match field {
+        BindField::Path(p) => Ok(params.get(p).map(|v| format!("s:{v}"))),
+        BindField::Query(q) => single(
+            req.query
+                .iter()
+                .filter(|(k, _)| k == q)
+                .map(|(_, v)| v.as_str())
+                .collect(),
+        ),
+        BindField::Header(h) => Ok(req.header(h).map(|v| format!("s:{v}"))),
+        BindField::Body(path) => match &req.body {
+            Body::Empty => Ok(None),
+            Body::Json(json) => Ok(pointer(json, path).map(canonical)),
+            Body::Form(pairs) if path.len() == 1 => single(
+                pairs
+                    .iter()
+                    .filter(|(k, _)| *k == path[0])
+                    .map(|(_, v)| v.as_str())
+                    .collect(),
+            ),
+            Body::Form(_) => Ok(None),
+            Body::Truncated | Body::Unreadable => Err(TxnError::BodyUnavailable(field.name())),
+        },
+    }
+}
+
+fn pointer<'a>(json: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(json, |v, part| match v {
+        Value::Object(map) => map.get(part),
+        Value::Array(list) => list.get(part.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// Canonical text of a JSON value: numbers by value (100 = 100.0 = 1e2), objects with sorted keys.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("s:{s}"),
+        Value::Number(n) => format!("n:{}", canonical_number(n)),
+        Value::Bool(b) => format!("b:{b}"),
+        Value::Null => "null".into(),
+        other => format!("j:{other}"),
+    }
+}
+
+fn canonical_number(n: &serde_json::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        return i.to_string();
+    }
+    if let Some(u) = n.as_u64() {
+        return u.to_string();
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+fn untag(value: &str) -> &str {
+    value.split_once(':').map_or(value, |(_, v)| v)
+}
+
+fn number(value: &str) -> Option<f64> {
+    untag(value)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+}
+
+#[cfg(test)]
+mod tests;
