@@ -68,6 +68,10 @@ impl App {
         &self.pipeline
     }
 
+    pub fn into_pipeline(self) -> Arc<Pipeline> {
+        self.pipeline
+    }
+
     /// Serves until `shutdown` resolves, then drains within the configured deadline.
     pub async fn serve(
         self,

@@ -35,6 +35,8 @@ pub mod request;
 pub mod response;
 pub mod route;
 pub mod telemetry;
+#[cfg(test)]
+mod testkit;
 pub mod txn;
 
 /// stepguard's own protobuf API (`proto/stepguard/v1`).

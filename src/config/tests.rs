@@ -1,1 +1,116 @@
 use super::*;
+
+fn quickstart() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local/stepguard.yaml"
+    ))
+    .unwrap()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(
+        text,
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local")),
+    )
+}
+
+fn error_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn quickstart_config_is_valid() {
+    let config = parse(&quickstart()).unwrap();
+    assert_eq!(config.actions.len(), 4);
+    assert_eq!(config.challenge.acr_ladder, ["aal1", "aal2", "aal3"]);
+    assert!(config.resolve(Path::new("dev-jwks.json")).exists());
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let text = quickstart().replace("  budget_ms: 250", "  budget_ms: 250\n  budjet: 1");
+    assert!(error_of(&text).contains("budjet"), "{}", error_of(&text));
+}
+
+#[test]
+fn bad_path_template_names_the_field() {
+    let text = quickstart().replace("/v1/keys/{key}/export", "/v1/keys/{key}/**/export");
+    assert!(
+        error_of(&text).contains("actions[2].match.path"),
+        "{}",
+        error_of(&text)
+    );
+}
+
+#[test]
+fn bind_must_use_template_params() {
+    let text = quickstart().replace("bind: [path.key]", "bind: [path.kee]");
+    assert!(
+        error_of(&text).contains("actions[2].bind[0]"),
+        "{}",
+        error_of(&text)
+    );
+}
+
+#[test]
+fn value_field_must_be_bound() {
+    let text = quickstart().replace(
+        "bind: [path.account, body.amount, body.currency, body.payee]",
+        "bind: [path.account, body.currency]",
+    );
+    assert!(
+        error_of(&text).contains("actions[0].value"),
+        "{}",
+        error_of(&text)
+    );
+}
+
+#[test]
+fn symmetric_and_none_algorithms_are_refused() {
+    for alg in ["HS256", "none"] {
+        let text = quickstart().replace("algorithms: [ES256]", &format!("algorithms: [{alg}]"));
+        assert!(
+            error_of(&text).contains("identity.issuers[0].algorithms"),
+            "{alg}: {}",
+            error_of(&text)
+        );
+    }
+}
+
+#[test]
+fn active_key_must_exist() {
+    let text = quickstart().replace("active_key: dev1", "active_key: dev2");
+    assert!(error_of(&text).contains("transaction.active_key"));
+}
+
+#[test]
+fn duplicate_actions_and_ladder_values_are_refused() {
+    let text = quickstart().replace("name: keys.export", "name: payments.transfer");
+    assert!(error_of(&text).contains("duplicate action"));
+    let text = quickstart().replace("[aal1, aal2, aal3]", "[aal1, aal1]");
+    assert!(error_of(&text).contains("challenge.acr_ladder"));
+}
+
+#[test]
+fn remote_endpoints_must_be_https() {
+    let text = quickstart().replace("http://127.0.0.1:9000/auth", "http://idp.example.com/auth");
+    assert!(error_of(&text).contains("challenge.authorization_endpoint"));
+}
+
+#[test]
+fn jwks_needs_exactly_one_source() {
+    let text = quickstart().replace(
+        "        file: dev-jwks.json",
+        "        file: dev-jwks.json\n        url: https://idp/jwks",
+    );
+    assert!(error_of(&text).contains("identity.issuers[0].jwks"));
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    assert!(matches!(
+        Config::load(Path::new("/nonexistent.yaml")),
+        Err(ConfigError::Read { .. })
+    ));
+}

@@ -1,1 +1,245 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
 use super::*;
+use crate::request::RawRequest;
+
+const NOW: i64 = 1_800_000_000;
+const DIR: &str = crate::testkit::DIR;
+
+async fn identity(extra: &str) -> Identity {
+    let config =
+        crate::testkit::config(|t| t.replace("  workloads:\n", &format!("{extra}  workloads:\n")));
+    Identity::new(&config.identity, &config).await.unwrap()
+}
+
+fn header() -> Value {
+    crate::testkit::header()
+}
+
+fn sign(header: Value, claims: Value) -> String {
+    crate::testkit::sign(header, claims)
+}
+
+fn claims() -> Value {
+    crate::testkit::claims("alice", "aal2", NOW, 60)
+}
+
+fn request(authorization: Option<&str>) -> AuthzRequest {
+    let mut raw = RawRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    if let Some(a) = authorization {
+        raw.headers.insert("authorization".into(), a.into());
+    }
+    AuthzRequest::new(raw, 8).unwrap()
+}
+
+async fn resolve(id: &Identity, token: &str) -> Result<Subject, IdentityError> {
+    id.resolve(&request(Some(&format!("Bearer {token}"))), NOW)
+        .await
+}
+
+#[tokio::test]
+async fn a_valid_token_gives_a_human_subject() {
+    let id = identity("").await;
+    let s = resolve(&id, &sign(header(), claims())).await.unwrap();
+    assert_eq!(s.kind, SubjectKind::Human);
+    assert_eq!(s.id.as_deref(), Some("alice"));
+    assert_eq!(s.acr.as_deref(), Some("aal2"));
+    assert_eq!(s.amr, ["pwd", "otp"]);
+    assert_eq!(s.session_age, Some(60));
+    assert_eq!(s.binding_key(), "https://idp.stepguard.local|alice");
+}
+
+#[tokio::test]
+async fn malformed_tokens_are_invalid() {
+    let id = identity("").await;
+    let good = sign(header(), claims());
+    let (h, rest) = good.split_once('.').unwrap();
+    let (p, _) = rest.split_once('.').unwrap();
+    let none = format!(
+        "{}.{p}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none"}).to_string())
+    );
+    let jwks = std::fs::read(format!("{DIR}/dev-jwks.json")).unwrap();
+    let hs_message = format!(
+        "{}.{p}",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "kid": "dev-es256-1"}).to_string())
+    );
+    let hs_sig = jsonwebtoken::crypto::sign(
+        hs_message.as_bytes(),
+        &EncodingKey::from_secret(&jwks),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    let with = |k: &str, v: Value| {
+        let mut c = claims();
+        c[k] = v;
+        sign(header(), c)
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", none),
+        (
+            "HS256 with the public key",
+            format!("{hs_message}.{hs_sig}"),
+        ),
+        (
+            "unknown kid",
+            sign(json!({"alg": "ES256", "kid": "other"}), claims()),
+        ),
+        (
+            "crit",
+            sign(
+                json!({"alg": "ES256", "kid": "dev-es256-1", "crit": ["exp"]}),
+                claims(),
+            ),
+        ),
+        ("expired", with("exp", json!(NOW - 31))),
+        ("future nbf", with("nbf", json!(NOW + 31))),
+        ("wrong aud", with("aud", json!("other"))),
+        ("wrong iss", with("iss", json!("https://evil"))),
+        ("string exp", with("exp", json!((NOW + 300).to_string()))),
+        ("no exp", {
+            let mut c = claims();
+            c.as_object_mut().unwrap().remove("exp");
+            sign(header(), c)
+        }),
+        (
+            "tampered payload",
+            format!(
+                "{h}.{}.{}",
+                URL_SAFE_NO_PAD.encode(with("sub", json!("mallory"))),
+                good.rsplit('.').next().unwrap()
+            ),
+        ),
+        ("two parts", format!("{h}.{p}")),
+        ("garbage", "a.b.c".into()),
+        ("huge", "a".repeat(1 << 20)),
+    ];
+    for (name, token) in cases {
+        let started = std::time::Instant::now();
+        assert!(
+            matches!(
+                resolve(&id, &token).await,
+                Err(IdentityError::InvalidToken(_))
+            ),
+            "{name}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn leeway_and_audience_lists() {
+    let id = identity("").await;
+    let mut c = claims();
+    c["exp"] = json!(NOW - 20);
+    c["aud"] = json!(["x", "stepguard-demo"]);
+    assert!(resolve(&id, &sign(header(), c)).await.is_ok());
+}
+
+#[tokio::test]
+async fn duplicate_or_non_bearer_authorization_is_invalid() {
+    let id = identity("").await;
+    let t = sign(header(), claims());
+    for value in [
+        format!("Bearer {t}, Bearer {t}"),
+        format!("Basic {t}"),
+        "Bearer".into(),
+    ] {
+        let err = id.resolve(&request(Some(&value)), NOW).await.unwrap_err();
+        assert!(matches!(err, IdentityError::InvalidToken(_)), "{value}");
+    }
+    assert_eq!(
+        id.resolve(&request(None), NOW).await.unwrap_err(),
+        IdentityError::Missing
+    );
+}
+
+#[tokio::test]
+async fn delegation_chains_and_workload_tokens() {
+    let id = identity("").await;
+    let mut c = claims();
+    c["act"] = json!({"sub": "agent-7", "act": {"sub": "scheduler"}});
+    let s = resolve(&id, &sign(header(), c)).await.unwrap();
+    assert_eq!(
+        s.act
+            .iter()
+            .map(|a| a.sub.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["agent-7", "scheduler"]
+    );
+    let mut c = claims();
+    c["sub"] = json!("billing-svc");
+    c["client_id"] = json!("billing-svc");
+    c.as_object_mut().unwrap().remove("auth_time");
+    assert_eq!(
+        resolve(&id, &sign(header(), c)).await.unwrap().kind,
+        SubjectKind::Workload
+    );
+}
+
+#[tokio::test]
+async fn mtls_spiffe_peers_in_trusted_domains_are_workloads() {
+    let id = identity("").await;
+    let mut raw = RawRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    raw.source_principal = Some("spiffe://stepguard.local/ns/pay/sa/batch".into());
+    let s = id
+        .resolve(&AuthzRequest::new(raw.clone(), 8).unwrap(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.kind, SubjectKind::Workload);
+    assert_eq!(
+        s.workload.as_deref(),
+        Some("spiffe://stepguard.local/ns/pay/sa/batch")
+    );
+    raw.source_principal = Some("spiffe://elsewhere/ns/x".into());
+    assert_eq!(
+        id.resolve(&AuthzRequest::new(raw, 8).unwrap(), NOW)
+            .await
+            .unwrap_err(),
+        IdentityError::Missing
+    );
+}
+
+#[tokio::test]
+async fn jwt_authn_metadata_is_used_only_when_trusted() {
+    let mut raw = RawRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    raw.filter_metadata.insert(
+        "envoy.filters.http.jwt_authn".into(),
+        json!({"jwt_payload": claims()}),
+    );
+    let req = AuthzRequest::new(raw, 8).unwrap();
+    assert_eq!(
+        identity("").await.resolve(&req, NOW).await.unwrap_err(),
+        IdentityError::Missing
+    );
+    let trusted = identity(
+        "  jwt_authn:\n    payload_key: jwt_payload\n    issuers: [https://idp.stepguard.local]\n",
+    )
+    .await;
+    assert_eq!(
+        trusted.resolve(&req, NOW).await.unwrap().id.as_deref(),
+        Some("alice")
+    );
+    assert!(
+        trusted.resolve(&req, NOW + 400).await.is_err(),
+        "expiry still checked"
+    );
+}

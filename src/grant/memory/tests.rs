@@ -1,1 +1,130 @@
+use std::sync::Arc;
+
 use super::*;
+use crate::grant::{GrantTerms, Requirement};
+
+pub(crate) fn grant(digest: &str, uses: Option<u32>, now: i64) -> Grant {
+    Grant {
+        id: format!("g-{digest}"),
+        digest: digest.into(),
+        subject: "iss|alice".into(),
+        action: "payments.transfer".into(),
+        acr: "aal2".into(),
+        amr: vec!["otp".into()],
+        auth_time: now,
+        method: "oidc".into(),
+        challenge_id: Some("c1".into()),
+        issued_at: now,
+        expires_at: now + 60,
+        uses_left: uses,
+        policy_revision: None,
+    }
+}
+
+fn challenge(id: &str, now: i64) -> Challenge {
+    Challenge {
+        id: id.into(),
+        digest: "d".into(),
+        subject: "iss|alice".into(),
+        action: "payments.transfer".into(),
+        requirement: Requirement {
+            acr_values: vec!["aal2".into()],
+            max_age: 0,
+        },
+        terms: GrantTerms {
+            single_use: true,
+            ttl: 60,
+        },
+        issued_at: now,
+        expires_at: now + 300,
+        return_to: "/".into(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        attempts: 0,
+    }
+}
+
+#[tokio::test]
+async fn single_use_grant_is_spent_once() {
+    let store = MemoryStore::new(10);
+    store.put_grant(grant("d1", Some(1), 100)).await.unwrap();
+    let g = store.find_grant("d1", 100).await.unwrap().unwrap();
+    assert!(store.consume(&g, 100).await.unwrap());
+    assert!(!store.consume(&g, 100).await.unwrap());
+    assert!(store.find_grant("d1", 100).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn counted_and_reusable_grants() {
+    let store = MemoryStore::new(10);
+    store.put_grant(grant("d2", Some(2), 100)).await.unwrap();
+    store.put_grant(grant("d3", None, 100)).await.unwrap();
+    let g2 = store.find_grant("d2", 100).await.unwrap().unwrap();
+    assert!(store.consume(&g2, 100).await.unwrap());
+    assert!(store.consume(&g2, 100).await.unwrap());
+    assert!(!store.consume(&g2, 100).await.unwrap());
+    let g3 = store.find_grant("d3", 100).await.unwrap().unwrap();
+    for _ in 0..5 {
+        assert!(store.consume(&g3, 100).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn expired_grants_and_challenges_are_gone() {
+    let store = MemoryStore::new(10);
+    let g = grant("d4", Some(1), 100);
+    store.put_grant(g.clone()).await.unwrap();
+    assert!(store.find_grant("d4", 160).await.unwrap().is_none());
+    assert!(!store.consume(&g, 160).await.unwrap());
+    store.put_challenge(challenge("c1", 100)).await.unwrap();
+    assert!(store.challenge("c1", 399).await.unwrap().is_some());
+    assert!(store.challenge("c1", 400).await.unwrap().is_none());
+    assert!(store.close_challenge("c1").await.unwrap());
+    assert!(!store.close_challenge("c1").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_replaced_grant_is_not_spent_by_the_old_holder() {
+    let store = MemoryStore::new(10);
+    let old = grant("d5", Some(1), 100);
+    store.put_grant(old.clone()).await.unwrap();
+    let mut new = grant("d5", Some(1), 100);
+    new.id = "g-new".into();
+    store.put_grant(new).await.unwrap();
+    assert!(!store.consume(&old, 100).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_store_is_bounded() {
+    let store = MemoryStore::new(2);
+    store.put_grant(grant("a", Some(1), 100)).await.unwrap();
+    store.put_grant(grant("b", Some(1), 100)).await.unwrap();
+    assert_eq!(
+        store.put_grant(grant("c", Some(1), 100)).await,
+        Err(GrantError::Full)
+    );
+    // Once the first two expire they are swept to make room.
+    store.put_grant(grant("c", Some(1), 200)).await.unwrap();
+    assert_eq!(store.len().0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
+    let store = Arc::new(MemoryStore::new(10));
+    for round in 0..50 {
+        let digest = format!("race-{round}");
+        store.put_grant(grant(&digest, Some(1), 100)).await.unwrap();
+        let g = store.find_grant(&digest, 100).await.unwrap().unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (store, g) = (store.clone(), g.clone());
+                tokio::spawn(async move { store.consume(&g, 100).await.unwrap() })
+            })
+            .collect();
+        let mut spent = 0;
+        for t in tasks {
+            spent += usize::from(t.await.unwrap());
+        }
+        assert_eq!(spent, 1, "round {round}");
+    }
+}
