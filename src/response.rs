@@ -103,6 +103,19 @@ fn allow(decision: &Decision) -> CheckResponse {
     if let Some(action) = &decision.action {
         headers.push(header(ACTION_HEADER, action));
     }
+    // Envoy applies removals after additions: never remove what is being set (it is overwritten).
+    let headers_to_remove = decision
+        .remove_headers
+        .iter()
+        .filter(|name| {
+            !headers.iter().any(|h| {
+                h.header
+                    .as_ref()
+                    .is_some_and(|h| h.key.eq_ignore_ascii_case(name))
+            })
+        })
+        .cloned()
+        .collect();
     CheckResponse {
         status: Some(rpc::Status {
             code: OK,
@@ -110,7 +123,7 @@ fn allow(decision: &Decision) -> CheckResponse {
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers,
-            headers_to_remove: decision.remove_headers.clone(),
+            headers_to_remove,
             ..Default::default()
         })),
         dynamic_metadata: Some(metadata(decision)),

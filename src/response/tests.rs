@@ -4,7 +4,10 @@ use crate::grant::Requirement;
 fn decision(verdict: Verdict) -> Decision {
     let mut d = Decision::new("dec-1".into(), verdict, "why");
     d.action = Some("payments.transfer".into());
-    d.remove_headers = vec!["x-stepguard-subject".into()];
+    d.remove_headers = vec![
+        "x-stepguard-subject".into(),
+        "X-Stepguard-Decision-Id".into(),
+    ];
     d
 }
 

@@ -1,0 +1,12 @@
+//! Shared integration-test harness: real Envoy, an echo upstream, free ports.
+//!
+//! Include from a test file with `mod support;`. Each test binary uses only
+//! part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod envoy;
+pub mod ports;
+pub mod sidecar;
+pub mod tokens;
+pub mod upstream;

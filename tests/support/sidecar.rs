@@ -1,0 +1,101 @@
+//! stepguard itself, in-process: the production `App::serve` on port-0 listeners, on its own
+//! runtime thread so sync and async tests can both use it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use stepguard::app::App;
+use stepguard::config::Config;
+use tokio::sync::oneshot;
+
+use super::envoy::manifest_dir;
+
+/// A running sidecar; stopped (drained) on drop.
+pub struct Sidecar {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The quickstart config with `edit` applied to its text, resolved against deploy/local.
+pub fn quickstart(edit: impl Fn(String) -> String) -> Config {
+    let dir = manifest_dir().join("deploy/local");
+    let text = std::fs::read_to_string(dir.join("stepguard.yaml")).unwrap();
+    Config::parse(&edit(text), Path::new(&dir)).unwrap()
+}
+
+impl Sidecar {
+    /// Starts the quickstart sidecar (config edited by `edit`).
+    pub fn start(edit: impl Fn(String) -> String) -> Sidecar {
+        Self::start_with(quickstart(edit))
+    }
+
+    pub fn start_with(config: Config) -> Sidecar {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx
+                    .send((grpc.local_addr().unwrap(), http.local_addr().unwrap()))
+                    .unwrap();
+                let app = App::build(&config).await.unwrap();
+                app.serve(grpc, http, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let (grpc, http) = addr_rx.recv().unwrap();
+        let sidecar = Sidecar {
+            grpc,
+            http,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        sidecar.wait_ready();
+        sidecar
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.grpc).is_ok()
+                && std::net::TcpStream::connect(self.http).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("sidecar did not start listening");
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Stops the sidecar and waits for it to drain.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
