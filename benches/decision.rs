@@ -1,1 +1,574 @@
-fn main() {}
+//! Decision benchmarks (criterion): `cargo bench --bench decision`.
+//!
+//! Groups:
+//! - `route_classify`: `RouteTable::classify` on a 20-action table, public and sensitive paths.
+//! - `policy_eval`: the shipped Rego policy (`policies/`, `stepguard/authz/decision`) on the
+//!   input `build_input` makes for a stepped-up transfer (allow) and an aal1 one (step_up).
+//! - `decide`: the whole sensitive decision through `Pipeline::decide` (ES256 token verified
+//!   against the dev JWKS, transaction binding, memory grant lookup, policy on the blocking pool,
+//!   evidence), the pipeline built by `App::build` from `deploy/local/stepguard.yaml`. Wall time.
+//! - `decide_cpu`: the same decision measured in CPU time of the whole process (every thread's
+//!   `sum_exec_runtime` from `/proc/self/task/*/schedstat`), so the blocking-pool hand-off is
+//!   counted as the CPU it burns, not the time spent waiting for a wake-up.
+//! - `stage`: each stage of that decision on its own, to see where the time goes.
+//!
+//! A JSON `tracing` subscriber writing to a sink is installed, as `stepguard serve` installs one
+//! writing to stderr: the per-decision evidence record is formatted exactly as in production.
+//!
+//! Everything runs from the crate root (cargo bench does that), on a current-thread tokio
+//! runtime driven by `block_on` over a whole batch of iterations (`iter_custom`).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+use stepguard::app::App;
+use stepguard::config::{ActionConfig, Config, MatchConfig, Risk};
+use stepguard::decision::Verdict;
+use stepguard::evidence::Evidence;
+use stepguard::grant::GrantStore;
+use stepguard::pipeline::Pipeline;
+use stepguard::policy::rego::RegoPolicy;
+use stepguard::policy::{InputParts, Outcome, PolicyEngine, build_input};
+use stepguard::request::{AuthzRequest, RawRequest};
+use stepguard::route::{Classification, RouteTable};
+
+const CONFIG: &str = "deploy/local/stepguard.yaml";
+const SIGNING_KEY: &str = "deploy/local/dev-signing-key.DEV-ONLY.pem";
+const BODY: &str = r#"{"amount":100,"currency":"EUR","payee":"bob"}"#;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A dev token, as `examples/mint_token.rs` mints it.
+fn token(acr: &str, auth_age: i64) -> String {
+    let now = now();
+    let claims = json!({
+        "iss": "https://idp.stepguard.local", "sub": "alice", "aud": "stepguard-demo",
+        "iat": now, "exp": now + 3600, "auth_time": now - auth_age,
+        "amr": ["pwd", "otp"], "sid": "dev-session", "acr": acr,
+    });
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("dev-es256-1".into());
+    let pem = std::fs::read(SIGNING_KEY).expect("dev signing key");
+    let key = EncodingKey::from_ec_pem(&pem).expect("dev signing key is an EC PEM");
+    encode(&header, &claims, &key).expect("token signs")
+}
+
+/// What Envoy's ext_authz filter sends for a request, as `grpc::raw_request` converts it.
+fn raw(method: &str, path: &str, token: Option<&str>, body: &str) -> RawRequest {
+    let mut headers: HashMap<String, String> = [
+        (":authority", "127.0.0.1:10000"),
+        (":method", method),
+        (":path", path),
+        (":scheme", "http"),
+        ("user-agent", "h2load nghttp2/1.64.0"),
+        ("accept", "*/*"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "6f1c9a2e-5d0b-4e59-9a57-2f0f4cf1d6a1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Some(t) = token {
+        headers.insert("authorization".into(), format!("Bearer {t}"));
+    }
+    if !body.is_empty() {
+        headers.insert("content-type".into(), "application/json".into());
+        headers.insert("content-length".into(), body.len().to_string());
+    }
+    RawRequest {
+        id: "13873812612451390101".into(),
+        method: method.into(),
+        scheme: "http".into(),
+        host: "127.0.0.1:10000".into(),
+        path: path.into(),
+        protocol: "HTTP/2".into(),
+        headers,
+        body: body.as_bytes().to_vec(),
+        source_address: Some("127.0.0.1".into()),
+        source_port: Some(51234),
+        destination_address: Some("127.0.0.1".into()),
+        destination_port: Some(10000),
+        ..Default::default()
+    }
+}
+
+fn transfer(token: &str) -> RawRequest {
+    raw("POST", "/v1/accounts/A1/transfers", Some(token), BODY)
+}
+
+/// The quickstart's 4 actions plus 16 more of the same shapes: a 20-action table.
+fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
+    let mut actions = config.actions.clone();
+    let methods = ["POST", "PUT", "DELETE", "PATCH"];
+    let mut i = 0;
+    while actions.len() < 20 {
+        actions.push(ActionConfig {
+            name: format!("svc{i}.op"),
+            matcher: Some(MatchConfig {
+                methods: vec![methods[i % methods.len()].to_string()],
+                host: None,
+                path: match i % 4 {
+                    0 => format!("/v1/svc{i}/{{id}}/op"),
+                    1 => format!("/v2/accounts/{{account}}/svc{i}/{{item}}"),
+                    2 => format!("/v1/accounts/{{account}}/svc{i}"),
+                    _ => format!("/admin/svc{i}/**"),
+                },
+            }),
+            risk: if i % 3 == 0 {
+                Risk::Critical
+            } else {
+                Risk::High
+            },
+            reversible: true,
+            privileged: false,
+            bind: vec!["path.id".into()],
+            value: None,
+            currency: None,
+        });
+        i += 1;
+    }
+    actions
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Installs a JSON subscriber like `stepguard serve`'s, writing to a sink.
+fn install_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .json()
+        .flatten_event(true)
+        .try_init();
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    pipeline: Arc<Pipeline>,
+    stepped_up: String,
+    aal1: String,
+}
+
+fn fixture() -> Fixture {
+    install_logging();
+    let rt = runtime();
+    let config = Config::load(Path::new(CONFIG)).expect("quickstart config loads");
+    let app = rt
+        .block_on(App::build(&config))
+        .expect("quickstart app builds");
+    let fixture = Fixture {
+        pipeline: app.pipeline().clone(),
+        rt,
+        stepped_up: token("aal2", 5),
+        aal1: token("aal1", 3600),
+    };
+    // A benchmark of refusals would be worthless: check the decisions first.
+    let d = fixture
+        .rt
+        .block_on(fixture.pipeline.decide(transfer(&fixture.stepped_up)));
+    assert!(
+        matches!(d.verdict, Verdict::Allow) && d.reason == "session_satisfies",
+        "stepped-up transfer must be allowed by session, got {:?} / {}",
+        d.verdict,
+        d.reason
+    );
+    let d = fixture
+        .rt
+        .block_on(fixture.pipeline.decide(transfer(&fixture.aal1)));
+    assert!(
+        matches!(d.verdict, Verdict::Challenge { .. }),
+        "aal1 transfer must be challenged, got {:?} / {}",
+        d.verdict,
+        d.reason
+    );
+    let d = fixture.rt.block_on(
+        fixture
+            .pipeline
+            .decide(raw("GET", "/public/hello", None, "")),
+    );
+    assert!(d.reason == "not_sensitive", "public GET: {}", d.reason);
+    fixture
+}
+
+fn configure<M: Measurement>(g: &mut criterion::BenchmarkGroup<'_, M>) {
+    g.warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+        .throughput(Throughput::Elements(1));
+}
+
+fn bench_route(c: &mut Criterion, config: &Config) {
+    let table = RouteTable::new(&twenty_actions(config));
+    let public = AuthzRequest::new(raw("GET", "/public/hello", None, ""), 128).expect("public");
+    let sensitive = AuthzRequest::new(transfer("t"), 128).expect("sensitive request normalizes");
+    assert!(matches!(
+        table.classify(&public),
+        Ok(Classification::Public)
+    ));
+    assert!(matches!(
+        table.classify(&sensitive),
+        Ok(Classification::Sensitive { ref action, .. }) if action.name == "payments.transfer"
+    ));
+    let mut g = c.benchmark_group("route_classify");
+    configure(&mut g);
+    g.bench_function("public_get_20_actions", |b| {
+        b.iter(|| table.classify(black_box(&public)))
+    });
+    g.bench_function("sensitive_post_20_actions", |b| {
+        b.iter(|| table.classify(black_box(&sensitive)))
+    });
+    g.finish();
+}
+
+/// The policy input `Pipeline` builds for a transfer with this token (no grant stored).
+fn policy_input(f: &Fixture, token: &str) -> serde_json::Value {
+    let p = &f.pipeline;
+    let req = AuthzRequest::new(transfer(token), p.max_segments).expect("normalizes");
+    let Ok(Classification::Sensitive { action, params }) = p.routes.classify(&req) else {
+        panic!("transfer is sensitive")
+    };
+    let now = now();
+    let subject =
+        f.rt.block_on(p.identity.resolve(&req, now))
+            .expect("token verifies");
+    let txn = p
+        .binder
+        .bind(&action, &subject, &req, &params)
+        .expect("binds");
+    build_input(&InputParts {
+        req: &req,
+        action: &action,
+        subject: &subject,
+        txn: &txn,
+        grant: None,
+        now,
+        ladder: p.challenger.ladder(),
+    })
+}
+
+fn bench_policy(c: &mut Criterion, f: &Fixture) {
+    let policy = RegoPolicy::load(
+        Path::new("policies"),
+        "stepguard/authz/decision",
+        Duration::from_millis(100),
+    )
+    .expect("shipped policy loads");
+    let ladder = f.pipeline.challenger.ladder().to_vec();
+    let allow = policy_input(f, &f.stepped_up);
+    let step_up = policy_input(f, &f.aal1);
+    let out = policy.evaluate(&allow).expect("evaluates");
+    assert!(matches!(
+        Outcome::from_value(&out, &ladder),
+        Ok(Outcome::Allow { .. })
+    ));
+    let out = policy.evaluate(&step_up).expect("evaluates");
+    assert!(matches!(
+        Outcome::from_value(&out, &ladder),
+        Ok(Outcome::StepUp { .. })
+    ));
+    if std::env::var_os("STEPGUARD_BENCH_PRINT_INPUT").is_some() {
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&allow).unwrap_or_default()
+        );
+    }
+    let mut g = c.benchmark_group("policy_eval");
+    configure(&mut g);
+    g.bench_function("rego_allow_session_satisfies", |b| {
+        b.iter(|| policy.evaluate(black_box(&allow)))
+    });
+    g.bench_function("rego_step_up_aal1", |b| {
+        b.iter(|| policy.evaluate(black_box(&step_up)))
+    });
+    g.finish();
+}
+
+/// `iters` sensitive decisions in one `block_on`; returns the wall time.
+fn decide_batch(f: &Fixture, iters: u64) -> Duration {
+    let p = &f.pipeline;
+    let reqs: Vec<RawRequest> = (0..iters).map(|_| transfer(&f.stepped_up)).collect();
+    f.rt.block_on(async {
+        let start = Instant::now();
+        for raw in reqs {
+            black_box(p.decide(raw).await);
+        }
+        start.elapsed()
+    })
+}
+
+fn bench_decide(c: &mut Criterion, f: &Fixture) {
+    let mut g = c.benchmark_group("decide");
+    configure(&mut g);
+    g.bench_function("sensitive_transfer_allow", |b| {
+        b.iter_custom(|iters| decide_batch(f, iters))
+    });
+    g.bench_function("sensitive_transfer_step_up", |b| {
+        b.iter_custom(|iters| {
+            let p = &f.pipeline;
+            let reqs: Vec<RawRequest> = (0..iters).map(|_| transfer(&f.aal1)).collect();
+            f.rt.block_on(async {
+                let start = Instant::now();
+                for raw in reqs {
+                    black_box(p.decide(raw).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("public_get", |b| {
+        b.iter_custom(|iters| {
+            let p = &f.pipeline;
+            let reqs: Vec<RawRequest> = (0..iters)
+                .map(|_| raw("GET", "/public/hello", None, ""))
+                .collect();
+            f.rt.block_on(async {
+                let start = Instant::now();
+                for raw in reqs {
+                    black_box(p.decide(raw).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+/// Every stage of the sensitive decision on its own, in the order `Pipeline::decide` runs them.
+fn bench_stages(c: &mut Criterion, f: &Fixture) {
+    let p = &f.pipeline;
+    let rt = &f.rt;
+    let raw_req = transfer(&f.stepped_up);
+    let req = AuthzRequest::new(raw_req.clone(), p.max_segments).expect("normalizes");
+    let Ok(Classification::Sensitive { action, params }) = p.routes.classify(&req) else {
+        panic!("transfer is sensitive")
+    };
+    let now = now();
+    let subject = rt
+        .block_on(p.identity.resolve(&req, now))
+        .expect("token verifies");
+    let txn = p
+        .binder
+        .bind(&action, &subject, &req, &params)
+        .expect("binds");
+    let ladder = p.challenger.ladder();
+    let parts = InputParts {
+        req: &req,
+        action: &action,
+        subject: &subject,
+        txn: &txn,
+        grant: None,
+        now,
+        ladder,
+    };
+    let input = build_input(&parts);
+    let output = p.policy.evaluate(&input).expect("evaluates");
+    let decision = rt.block_on(p.decide(raw_req.clone()));
+
+    let mut g = c.benchmark_group("stage");
+    configure(&mut g);
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("0_raw_request_clone", |b| {
+        b.iter(|| black_box(raw_req.clone()))
+    });
+    g.bench_function("1_normalize_incl_clone", |b| {
+        b.iter(|| AuthzRequest::new(black_box(raw_req.clone()), p.max_segments))
+    });
+    g.bench_function("2_classify", |b| {
+        b.iter(|| p.routes.classify(black_box(&req)))
+    });
+    g.bench_function("3_identity_es256_verify", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(p.identity.resolve(black_box(&req), now).await.is_ok());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("4_bind_hmac", |b| {
+        b.iter(|| p.binder.bind(&action, &subject, black_box(&req), &params))
+    });
+    g.bench_function("5_grant_lookup_memory", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(
+                        p.grants
+                            .find_grant(black_box(&txn.digest), now)
+                            .await
+                            .is_ok(),
+                    );
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("6_build_input", |b| {
+        b.iter(|| build_input(black_box(&parts)))
+    });
+    g.bench_function("7_policy_eval_inline", |b| {
+        b.iter(|| p.policy.evaluate(black_box(&input)))
+    });
+    g.bench_function("7b_policy_eval_spawn_blocking", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let policy = p.policy.clone();
+                    let input = input.clone();
+                    black_box(
+                        tokio::task::spawn_blocking(move || policy.evaluate(&input))
+                            .await
+                            .is_ok(),
+                    );
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("8_outcome_parse", |b| {
+        b.iter(|| Outcome::from_value(black_box(&output), ladder))
+    });
+    g.bench_function("9_evidence_json_log", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(p.evidence.record(&decision, Some(&txn)).await.is_ok());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+/// CPU time of the whole process: the sum of every thread's `sum_exec_runtime` (ns).
+struct ProcessCpu;
+
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+struct NsFormatter;
+
+impl ValueFormatter for NsFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns cpu")
+        } else if typical < 1e6 {
+            (1e-3, "µs cpu")
+        } else if typical < 1e9 {
+            (1e-6, "ms cpu")
+        } else {
+            (1e-9, "s cpu")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let n = match t {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                *n as f64
+            }
+            _ => 1.0,
+        };
+        values.iter_mut().for_each(|v| *v = n * 1e9 / *v);
+        "elem/cpu-s"
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+impl Measurement for ProcessCpu {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        process_cpu_ns()
+    }
+    fn end(&self, i: u64) -> u64 {
+        process_cpu_ns().saturating_sub(i)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NsFormatter
+    }
+}
+
+fn bench_decide_cpu(c: &mut Criterion<ProcessCpu>, f: &Fixture) {
+    let mut g = c.benchmark_group("decide_cpu");
+    configure(&mut g);
+    g.bench_function("sensitive_transfer_allow", |b| {
+        b.iter_custom(|iters| {
+            let p = &f.pipeline;
+            let reqs: Vec<RawRequest> = (0..iters).map(|_| transfer(&f.stepped_up)).collect();
+            f.rt.block_on(async {
+                let start = process_cpu_ns();
+                for raw in reqs {
+                    black_box(p.decide(raw).await);
+                }
+                process_cpu_ns().saturating_sub(start)
+            })
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let config = Config::load(Path::new(CONFIG)).expect("quickstart config loads");
+    let f = fixture();
+    bench_route(&mut c, &config);
+    bench_policy(&mut c, &f);
+    bench_decide(&mut c, &f);
+    bench_stages(&mut c, &f);
+    if process_cpu_ns() > 0 {
+        let mut cpu = Criterion::default()
+            .with_measurement(ProcessCpu)
+            .configure_from_args();
+        bench_decide_cpu(&mut cpu, &f);
+        cpu.final_summary();
+    } else {
+        eprintln!("decide_cpu skipped: /proc/self/task/*/schedstat is not readable here");
+    }
+    c.final_summary();
+}
