@@ -22,9 +22,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the sidecar.
+    /// Run the sidecar (default: the quickstart config, in-memory grants, shipped policies).
     Serve {
-        #[arg(long)]
+        #[arg(long, default_value = "deploy/local/stepguard.yaml")]
         config: PathBuf,
     },
     /// Decide one CheckRequest (Envoy's proto3 JSON form) and print the decision.

@@ -200,3 +200,6 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
