@@ -3,7 +3,7 @@
 //! the edge sees protobuf types.
 //!
 //! Normalization is fail-closed: a path whose decoded segments could be read two ways (encoded
-//! `/` or `\`, dot segments, NUL, invalid UTF-8) or that is longer than the configured number of
+//! `/` or `\`, `;` path parameters, dot segments, NUL, invalid UTF-8) or that is longer than the configured number of
 //! segments is a [`RequestError`], which the pipeline answers with 400 before classification.
 
 mod json;
@@ -153,6 +153,11 @@ fn decode_segments(path: &str, max: usize) -> Result<Vec<String>, RequestError> 
             String::from_utf8(bytes).map_err(|_| RequestError::AmbiguousPath("invalid UTF-8"))?;
         if segment.contains(['/', '\\', '\0']) {
             return Err(RequestError::AmbiguousPath("encoded separator"));
+        }
+        // Servlet-style `;params` are stripped by some upstreams: `/transfers;x` would be read
+        // as `/transfers` there but classified differently here.
+        if segment.contains(';') {
+            return Err(RequestError::AmbiguousPath("path parameter"));
         }
         if segment == "." || segment == ".." {
             return Err(RequestError::AmbiguousPath("dot segment"));

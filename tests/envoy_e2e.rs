@@ -1,116 +1,214 @@
-//! Real Envoy (the harness bootstrap) in front of the real stepguard (the
-//! quickstart config) in front of an echo upstream: what Envoy sends stepguard
-//! and what the app then receives.
+//! End to end through real Envoy: each answer as the client sees it, what the upstream sees,
+//! and Envoy failing closed when the sidecar is gone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
 use serde_json::Value;
-use support::envoy::{Envoy, EnvoyConfig, RouteTag};
+use support::envoy::{Envoy, EnvoyConfig};
 use support::sidecar::Sidecar;
 use support::tokens::token;
 use support::upstream::EchoUpstream;
 
-const TRANSFER: &str = r#"{"amount": 100, "currency": "EUR", "payee": "bob"}"#;
-
 struct Stack {
-    // Field order is drop order: Envoy first, then its backends.
-    envoy: Envoy,
+    sidecar: Sidecar,
     upstream: EchoUpstream,
-    _sidecar: Sidecar,
+    envoy: Envoy,
     client: reqwest::Client,
 }
 
-fn stack(tags: Option<&[RouteTag]>) -> Stack {
+fn stack() -> Stack {
     let sidecar = Sidecar::start(|t| t);
     let upstream = EchoUpstream::start();
-    let cfg = EnvoyConfig::new(sidecar.grpc.port(), sidecar.http.port(), upstream.port());
-    let envoy = match tags {
-        Some(tags) => Envoy::start_with_tags(&cfg, tags),
-        None => Envoy::start(&cfg),
-    };
+    let envoy = Envoy::start(&EnvoyConfig::new(
+        sidecar.grpc.port(),
+        sidecar.http.port(),
+        upstream.port(),
+    ));
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
     Stack {
-        envoy,
+        sidecar,
         upstream,
-        _sidecar: sidecar,
-        client: reqwest::Client::new(),
+        envoy,
+        client,
     }
 }
 
-async fn json(response: reqwest::Response) -> Value {
-    let text = response.text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+const TRANSFER: &str = r#"{"amount": 100, "currency": "EUR", "payee": "bob"}"#;
+
+impl Stack {
+    fn transfer(&self, bearer: Option<&str>) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .post(self.envoy.url("/v1/accounts/A1/transfers"))
+            .header("content-type", "application/json")
+            .body(TRANSFER);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_stepguard_app_round_trip() {
-    let s = stack(None);
+async fn every_answer_through_envoy() {
+    let s = stack();
 
-    // Not sensitive: allowed, and forged x-stepguard-* never reach the app.
+    // Public: 200 from the upstream, forged x-stepguard-* headers never reach it.
     let r = s
         .client
         .get(s.envoy.url("/public/hello"))
         .header("x-stepguard-action", "forged")
         .header("x-stepguard-decision-id", "forged")
+        .header("x-stepguard-subject", "admin")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let seen = json(r).await;
-    assert_ne!(seen["headers"]["x-stepguard-action"], "forged", "{seen}");
-    assert_ne!(seen["headers"]["x-stepguard-decision-id"], "forged", "{seen}");
-    assert!(seen["headers"]["x-stepguard-decision-id"].is_string(), "{seen}");
-    assert_eq!(s.upstream.hits(), 1);
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last_request().unwrap();
+    let headers = seen["headers"].as_object().unwrap();
+    assert!(!headers.contains_key("x-stepguard-action"), "{headers:?}");
+    assert!(!headers.contains_key("x-stepguard-subject"), "{headers:?}");
+    assert_ne!(headers["x-stepguard-decision-id"], "forged");
 
-    // Sensitive, no credentials: refused before the app.
+    // No token on a sensitive route: RFC 6750 invalid_token, upstream untouched.
+    let hits = s.upstream.hits();
+    let r = s.transfer(None).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        header(&r, "www-authenticate").starts_with(r#"Bearer error="invalid_token""#),
+        "{}",
+        header(&r, "www-authenticate")
+    );
     let r = s
-        .client
-        .post(s.envoy.url("/v1/accounts/A1/transfers"))
-        .header("content-type", "application/json")
-        .body(TRANSFER)
+        .transfer(Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.headers().contains_key("www-authenticate"), "{:?}", r.headers());
-    assert_eq!(s.upstream.hits(), 1);
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    // Sensitive, strong enough: the app gets the body intact and the decision headers.
+    // Browser with a weak session: 302 to the IdP with the OIDC parameters.
+    let weak = token("alice", "aal1", 30);
     let r = s
-        .client
-        .post(s.envoy.url("/v1/accounts/A1/transfers"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", token("alice", "aal2", 5)))
-        .header("x-stepguard-action", "forged")
-        .body(TRANSFER)
+        .transfer(Some(&weak))
+        .header("accept", "text/html")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let seen = json(r).await;
-    assert_eq!(seen["body"], TRANSFER);
-    assert_eq!(seen["headers"]["x-stepguard-action"], "payments.transfer", "{seen}");
-    assert!(seen["headers"]["x-stepguard-decision-id"].is_string(), "{seen}");
-    assert_eq!(s.upstream.hits(), 2);
-
-    // Same transfer, path spelled to dodge classification: normalised by Envoy,
-    // still classified (no token => 401), never reaches the app.
-    for path in [
-        "/v1/accounts/A1/./transfers",
-        "/v1//accounts/A1/transfers",
-        "/v1/x/../accounts/A1/transfers",
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = header(&r, "location");
+    assert!(
+        location.starts_with("http://127.0.0.1:9000/auth?response_type=code&"),
+        "{location}"
+    );
+    for part in [
+        "client_id=stepguard-demo",
+        "acr_values=aal2+aal3",
+        "max_age=300",
+        "code_challenge_method=S256",
+        "state=",
+        "nonce=",
     ] {
+        assert!(location.contains(part), "{part} missing from {location}");
+    }
+    assert_eq!(header(&r, "cache-control"), "no-store");
+
+    // API client with a weak session: RFC 9470.
+    let r = s.transfer(Some(&weak)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        r#"Bearer error="insufficient_user_authentication", error_description="A stronger authentication is required for this transaction", acr_values="aal2 aal3", max_age="300""#
+    );
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["reason"], "acr_too_low");
+    assert!(body["challenge_id"].as_str().is_some_and(|c| c.len() >= 20));
+    assert_eq!(
+        s.upstream.hits(),
+        hits,
+        "no denied request reached the upstream"
+    );
+
+    // A stepped-up token: 200, and the upstream learns the decision and the action.
+    let strong = token("alice", "aal2", 5);
+    let r = s
+        .transfer(Some(&strong))
+        .header("x-stepguard-action", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last_request().unwrap();
+    assert_eq!(seen["headers"]["x-stepguard-action"], "payments.transfer");
+    assert_eq!(
+        seen["body"], TRANSFER,
+        "the body reaches the upstream intact"
+    );
+
+    // Privileged action: even a fresh aal3 session is challenged for this transaction.
+    let aal3 = token("alice", "aal3", 1);
+    let r = s
+        .client
+        .post(s.envoy.url("/v1/keys/k1/export"))
+        .bearer_auth(&aal3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&r, "www-authenticate").contains(r#"max_age="0""#));
+
+    // A route tagged in Envoy (context_extensions) is sensitive too.
+    let r = s
+        .client
+        .post(s.envoy.url("/v1/payments/P1/approve"))
+        .bearer_auth(&strong)
+        .header("x-payment-id", "P1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&r, "www-authenticate").contains("insufficient_user_authentication"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_sidecar_makes_envoy_deny() {
+    let mut s = stack();
+    let strong = token("alice", "aal2", 5);
+    assert_eq!(
+        s.transfer(Some(&strong)).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    s.sidecar.stop();
+    let hits = s.upstream.hits();
+    for path in ["/public/hello", "/v1/accounts/A1/transfers"] {
         let r = s
             .client
             .post(s.envoy.url(path))
-            .header("content-type", "application/json")
+            .bearer_auth(&strong)
             .body(TRANSFER)
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
     }
-    // Escaped slashes: Envoy refuses them outright.
+    assert_eq!(s.upstream.hits(), hits, "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_separators_are_refused_before_classification() {
+    let s = stack();
     let r = s
         .client
         .post(s.envoy.url("/v1/accounts/A1%2Ftransfers"))
@@ -118,56 +216,6 @@ async fn envoy_stepguard_app_round_trip() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(s.upstream.hits(), 2);
-
-    // The callback route bypasses ext_authz and reaches stepguard's HTTP port.
-    let r = s
-        .client
-        .get(s.envoy.url("/.stepguard/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(r.status(), 403);
-    assert_eq!(s.upstream.hits(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_tags_reach_stepguard() {
-    let approve = |s: &Stack| {
-        s.client
-            .post(s.envoy.url("/v1/payments/P1/approve"))
-            .header("x-payment-id", "P1")
-            .header("authorization", format!("Bearer {}", token("alice", "aal2", 5)))
-            .send()
-    };
-
-    // Untagged, the table does not know the route: not sensitive, allowed.
-    let s = stack(Some(&[]));
-    let r = approve(&s).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let seen = json(r).await;
-    assert!(seen["headers"]["x-stepguard-action"].is_null(), "{seen}");
-    drop(s);
-
-    // Tagged payments.approve (the default bootstrap): sensitive, and this
-    // action wants a fresh step-up, so the 5-second-old login is not enough.
-    let s = stack(None);
-    let r = approve(&s).await.unwrap();
-    assert!(
-        [302, 401].contains(&r.status().as_u16()),
-        "tagged approve without fresh step-up: {}",
-        r.status()
-    );
-    assert_eq!(s.upstream.hits(), 0);
-    drop(s);
-
-    // A tag naming an action stepguard does not know is a configuration fault.
-    let s = stack(Some(&[RouteTag::new(
-        "/v1/payments/[^/]+/approve",
-        "no.such.action",
-    )]));
-    let r = approve(&s).await.unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(s.upstream.hits(), 0);
 }

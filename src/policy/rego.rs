@@ -131,6 +131,10 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
     let entries = std::fs::read_dir(path)
         .map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
     for entry in entries.flatten() {
+        // Hidden entries are skipped: Kubernetes ConfigMap mounts hold `..data` copies.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let p = entry.path();
         if p.is_dir() {
             collect(&p, out)?;

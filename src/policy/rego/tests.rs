@@ -44,6 +44,12 @@ fn the_runner_reports_failures() {
         "package p_test\ntest_ok if data.p.x == 1\ntest_bad if data.p.x == 2\n",
     )
     .unwrap();
+    std::fs::create_dir_all(dir.join("..data")).unwrap();
+    std::fs::write(
+        dir.join("..data/p_test.rego"),
+        "package p_test\ntest_hidden if true\n",
+    )
+    .unwrap();
     let results = run_tests(&dir).unwrap();
     let outcomes: Vec<_> = results
         .iter()
