@@ -243,3 +243,39 @@ async fn jwt_authn_metadata_is_used_only_when_trusted() {
         "expiry still checked"
     );
 }
+
+/// The classic algorithm confusion: an RS256 issuer, a token "signed" with HS256 using the RSA
+/// public key (PEM, as published) as the HMAC secret.
+#[tokio::test]
+async fn hs256_signed_with_the_rsa_public_key_is_refused() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let config = crate::testkit::config(|t| {
+        t.replace("algorithms: [ES256]", "algorithms: [RS256]")
+            .replace(
+                "file: dev-jwks.json",
+                &format!("file: {fixtures}/rsa-test-jwks.json"),
+            )
+    });
+    let id = Identity::new(&config.identity, &config).await.unwrap();
+    let claims = claims();
+    let rs_key = EncodingKey::from_rsa_pem(
+        &std::fs::read(format!("{fixtures}/rsa-test-key.TEST-ONLY.pem")).unwrap(),
+    )
+    .unwrap();
+    let mut rs_header = jsonwebtoken::Header::new(Algorithm::RS256);
+    rs_header.kid = Some("rsa-test-1".into());
+    let good = jsonwebtoken::encode(&rs_header, &claims, &rs_key).unwrap();
+    assert!(
+        resolve(&id, &good).await.is_ok(),
+        "a real RS256 token verifies"
+    );
+    let public_pem = std::fs::read(format!("{fixtures}/rsa-test-public.pem")).unwrap();
+    let mut hs_header = jsonwebtoken::Header::new(Algorithm::HS256);
+    hs_header.kid = Some("rsa-test-1".into());
+    let forged =
+        jsonwebtoken::encode(&hs_header, &claims, &EncodingKey::from_secret(&public_pem)).unwrap();
+    assert_eq!(
+        resolve(&id, &forged).await.unwrap_err(),
+        IdentityError::InvalidToken("algorithm not allowed")
+    );
+}
