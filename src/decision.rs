@@ -15,7 +15,9 @@ pub enum Verdict {
     Challenge {
         challenge_id: String,
         requirement: Requirement,
-        /// The IdP authorization URL, for browsers.
+        /// The IdP authorization URL, for browsers (not serialized: it carries `state` and
+        /// `nonce`, which evidence and logs must not).
+        #[serde(skip)]
         location: Option<String>,
     },
     /// Missing or invalid token on a sensitive route: 401 `invalid_token`.
