@@ -5,66 +5,13 @@
 mod support;
 
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use serde_json::Value;
-use support::envoy::{Envoy, EnvoyConfig};
-use support::sidecar::Sidecar;
+use support::stack::{Stack, TRANSFER, header};
 use support::tokens::token;
-use support::upstream::EchoUpstream;
-
-struct Stack {
-    sidecar: Sidecar,
-    upstream: EchoUpstream,
-    envoy: Envoy,
-    client: reqwest::Client,
-}
-
-fn stack() -> Stack {
-    let sidecar = Sidecar::start(|t| t);
-    let upstream = EchoUpstream::start();
-    let envoy = Envoy::start(&EnvoyConfig::new(
-        sidecar.grpc.port(),
-        sidecar.http.port(),
-        upstream.port(),
-    ));
-    let client = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
-    Stack {
-        sidecar,
-        upstream,
-        envoy,
-        client,
-    }
-}
-
-const TRANSFER: &str = r#"{"amount": 100, "currency": "EUR", "payee": "bob"}"#;
-
-impl Stack {
-    fn transfer(&self, bearer: Option<&str>) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .post(self.envoy.url("/v1/accounts/A1/transfers"))
-            .header("content-type", "application/json")
-            .body(TRANSFER);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        req
-    }
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_through_envoy() {
-    let s = stack();
+    let s = Stack::start();
 
     // Public: 200 from the upstream, forged x-stepguard-* headers never reach it.
     let r = s
@@ -184,7 +131,7 @@ async fn every_answer_through_envoy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_sidecar_makes_envoy_deny() {
-    let mut s = stack();
+    let mut s = Stack::start();
     let strong = token("alice", "aal2", 5);
     assert_eq!(
         s.transfer(Some(&strong)).send().await.unwrap().status(),
@@ -208,7 +155,7 @@ async fn a_stopped_sidecar_makes_envoy_deny() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_separators_are_refused_before_classification() {
-    let s = stack();
+    let s = Stack::start();
     let r = s
         .client
         .post(s.envoy.url("/v1/accounts/A1%2Ftransfers"))

@@ -6,36 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use support::envoy::{Envoy, EnvoyConfig, RouteTag};
-use support::sidecar::Sidecar;
+use support::envoy::{Envoy, RouteTag};
+use support::stack::{Stack, TRANSFER};
 use support::tokens::token;
-use support::upstream::EchoUpstream;
-
-const TRANSFER: &str = r#"{"amount": 100, "currency": "EUR", "payee": "bob"}"#;
-
-struct Stack {
-    // Field order is drop order: Envoy first, then its backends.
-    envoy: Envoy,
-    upstream: EchoUpstream,
-    _sidecar: Sidecar,
-    client: reqwest::Client,
-}
-
-fn stack(tags: Option<&[RouteTag]>) -> Stack {
-    let sidecar = Sidecar::start(|t| t);
-    let upstream = EchoUpstream::start();
-    let cfg = EnvoyConfig::new(sidecar.grpc.port(), sidecar.http.port(), upstream.port());
-    let envoy = match tags {
-        Some(tags) => Envoy::start_with_tags(&cfg, tags),
-        None => Envoy::start(&cfg),
-    };
-    Stack {
-        envoy,
-        upstream,
-        _sidecar: sidecar,
-        client: reqwest::Client::new(),
-    }
-}
 
 async fn json(response: reqwest::Response) -> Value {
     let text = response.text().await.unwrap();
@@ -44,7 +17,7 @@ async fn json(response: reqwest::Response) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_stepguard_app_round_trip() {
-    let s = stack(None);
+    let s = Stack::start();
 
     // Not sensitive: allowed, and forged x-stepguard-* never reach the app.
     let r = s
@@ -187,7 +160,7 @@ async fn route_tags_reach_stepguard() {
     };
 
     // Untagged, the table does not know the route: not sensitive, allowed.
-    let s = stack(Some(&[]));
+    let s = Stack::start_with_tags(Some(&[]));
     let r = approve(&s).await.unwrap();
     assert_eq!(r.status(), 200);
     let seen = json(r).await;
@@ -196,7 +169,7 @@ async fn route_tags_reach_stepguard() {
 
     // Tagged payments.approve (the default bootstrap): sensitive, and this
     // action wants a fresh step-up, so the 5-second-old login is not enough.
-    let s = stack(None);
+    let s = Stack::start();
     let r = approve(&s).await.unwrap();
     assert!(
         [302, 401].contains(&r.status().as_u16()),
@@ -207,7 +180,7 @@ async fn route_tags_reach_stepguard() {
     drop(s);
 
     // A tag naming an action stepguard does not know is a configuration fault.
-    let s = stack(Some(&[RouteTag::new(
+    let s = Stack::start_with_tags(Some(&[RouteTag::new(
         "/v1/payments/[^/]+/approve",
         "no.such.action",
     )]));

@@ -8,5 +8,6 @@
 pub mod envoy;
 pub mod ports;
 pub mod sidecar;
+pub mod stack;
 pub mod tokens;
 pub mod upstream;
