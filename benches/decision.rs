@@ -18,6 +18,8 @@
 //! Everything runs from the crate root (cargo bench does that), on a current-thread tokio
 //! runtime driven by `block_on` over a whole batch of iterations (`iter_custom`).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a broken fixture should stop it
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
@@ -31,8 +33,6 @@ use serde_json::json;
 use stepguard::app::App;
 use stepguard::config::{ActionConfig, Config, MatchConfig, Risk};
 use stepguard::decision::Verdict;
-use stepguard::evidence::Evidence;
-use stepguard::grant::GrantStore;
 use stepguard::pipeline::Pipeline;
 use stepguard::policy::rego::RegoPolicy;
 use stepguard::policy::{InputParts, Outcome, PolicyEngine, build_input};

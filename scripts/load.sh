@@ -1,0 +1,467 @@
+#!/usr/bin/env bash
+# Load test: what stepguard costs behind Envoy, against Envoy alone and Envoy → an allow-all
+# ext_authz server. One command:
+#
+#   scripts/load.sh
+#
+# It builds the release binaries, starts stepguard (quickstart config copied to a temp dir with
+# free loopback ports and absolute paths) and examples/allow_all, then for each of three Envoy
+# bootstraps generated here, all fronting the same direct_response demo routes:
+#   none       no ext_authz filter
+#   allow_all  ext_authz → examples/allow_all (answers OK to everything)
+#   stepguard  ext_authz → stepguard
+# it runs:
+#   mix        wrk, 1 thread, $MIX_CONNS HTTP/1.1 connections, for $MIX_SECONDS s, a Lua script
+#              interleaving exactly 4 public GETs (/public/hello) with 1 sensitive POST
+#              (/v1/accounts/A1/transfers, JSON body, a stepped-up aal2 token minted once) per 5
+#              requests: throughput and p50/p90/p99 of the mix. wrk is bounded by time, not
+#              count (its thread:stop() does not end the run early, so a count bound would
+#              distort req/s).
+#   public     h2load (h2c), $H2_REQUESTS public GETs only: p50/p99 of that class.
+#   sensitive  h2load (h2c), $H2_REQUESTS sensitive POSTs only: p50/p99 of that class.
+# and checks every response was 2xx (a benchmark of 401s is worthless: it fails if any was not).
+#
+# Envoy runs with --concurrency 1 (one worker): the machine this was written for has 2 cores,
+# shared by Envoy, the ext_authz server and the load generator.
+#
+# Everything listens on 127.0.0.1 only; every load run is bounded (h2load by count, wrk by
+# duration) and by a timeout; every process started here is killed on exit (KEEP_TMP=1 keeps the
+# generated configs and logs).
+#
+# Environment: ENVOY (default .tools/venv/bin/envoy), MIX_SECONDS (10), MIX_CONNS (10),
+# H2_REQUESTS (10000), H2_CONNS (4), H2_STREAMS (1), RUN_TIMEOUT (60 s), SKIP_BUILD=1,
+# CARGO_JOBS (passed to cargo -j), RESULTS (a file to also write the summary to).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ENVOY="${ENVOY:-$ROOT/.tools/venv/bin/envoy}"
+MIX_SECONDS="${MIX_SECONDS:-10}"
+MIX_CONNS="${MIX_CONNS:-10}"
+H2_REQUESTS="${H2_REQUESTS:-10000}"
+H2_CONNS="${H2_CONNS:-4}"
+H2_STREAMS="${H2_STREAMS:-1}"
+RUN_TIMEOUT="${RUN_TIMEOUT:-60}"
+BODY='{"amount":100,"currency":"EUR","payee":"bob"}'
+
+die() { echo "load.sh: $*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------------------------
+missing=()
+[[ -x "$ENVOY" ]] || missing+=("envoy (expected at $ENVOY; set ENVOY=...)")
+command -v h2load >/dev/null || missing+=("h2load (Debian package nghttp2-client)")
+command -v wrk >/dev/null || missing+=("wrk (Debian package wrk)")
+command -v curl >/dev/null || missing+=("curl")
+command -v ss >/dev/null || missing+=("ss (Debian package iproute2)")
+command -v timeout >/dev/null || missing+=("timeout (coreutils)")
+if ((${#missing[@]})); then
+    echo "load.sh: missing tools:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    echo "  install with: apt-get install -y nghttp2-client wrk curl iproute2" >&2
+    exit 2
+fi
+
+# --- processes and cleanup -------------------------------------------------------------------
+TMP="$(mktemp -d -t stepguard-load.XXXXXX)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "${KEEP_TMP:-}" ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+LAST_PID=
+start() { # start NAME CMD... : runs CMD in the background, logs to $TMP/NAME.log, sets LAST_PID
+    local name="$1"; shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    LAST_PID="$!"
+    PIDS+=("$LAST_PID")
+}
+
+stop() { # stop PID : ends one process started here
+    local pid="$1" kept=()
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+    PIDS=("${kept[@]}")
+}
+
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 30000))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+wait_until() { # wait_until WHAT SECONDS PID CMD... : polls CMD until it succeeds
+    local what="$1" secs="$2" pid="$3"; shift 3
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$TMP/$what.log" >&2; die "$what exited"; }
+        ((SECONDS < deadline)) || { tail -20 "$TMP/$what.log" >&2; die "$what not ready in ${secs}s"; }
+        sleep 0.1
+    done
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- build -----------------------------------------------------------------------------------
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    echo "== building release binaries"
+    nice cargo build --release ${CARGO_JOBS:+-j "$CARGO_JOBS"} \
+        --bin stepguard --example allow_all --example mint_token
+fi
+BIN="$ROOT/target/release"
+for b in "$BIN/stepguard" "$BIN/examples/allow_all" "$BIN/examples/mint_token"; do
+    [[ -x "$b" ]] || die "$b not built"
+done
+
+# --- stepguard and allow_all -----------------------------------------------------------------
+SG_GRPC="$(free_port)"; SG_HTTP="$(free_port)"; ALLOW="$(free_port)"
+LOCAL="$ROOT/deploy/local"
+sed -e "s|^  grpc: .*|  grpc: 127.0.0.1:$SG_GRPC|" \
+    -e "s|^  http: .*|  http: 127.0.0.1:$SG_HTTP|" \
+    -e "s|file: dev-jwks.json|file: $LOCAL/dev-jwks.json|" \
+    -e "s|secret_file: txn-key.DEV-ONLY|secret_file: $LOCAL/txn-key.DEV-ONLY|" \
+    -e "s|source: ../../policies|source: $ROOT/policies|" \
+    "$LOCAL/stepguard.yaml" >"$TMP/stepguard.yaml"
+grep -q "127.0.0.1:$SG_GRPC" "$TMP/stepguard.yaml" || die "could not rewrite the listen ports"
+grep -q "$ROOT/policies" "$TMP/stepguard.yaml" || die "could not rewrite the policy path"
+"$BIN/stepguard" config check "$TMP/stepguard.yaml" >/dev/null
+
+echo "== starting stepguard (gRPC $SG_GRPC, HTTP $SG_HTTP) and allow_all ($ALLOW)"
+start stepguard "$BIN/stepguard" serve --config "$TMP/stepguard.yaml"
+SG_PID="$LAST_PID"
+wait_until stepguard 20 "$SG_PID" curl -fsS "http://127.0.0.1:$SG_HTTP/readyz"
+start allow_all "$BIN/examples/allow_all" --addr "127.0.0.1:$ALLOW"
+AA_PID="$LAST_PID"
+wait_until allow_all 10 "$AA_PID" tcp_open "$ALLOW"
+
+# --- envoy bootstraps ------------------------------------------------------------------------
+# envoy_config MODE LISTEN ADMIN AUTHZ_PORT
+envoy_config() {
+    local mode="$1" listen="$2" admin="$3" authz="$4" authz_filter=""
+    if [[ "$mode" != none ]]; then
+        # As deploy/local/envoy.yaml: fail closed, the body for binding, 0.5 s timeout.
+        authz_filter='
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3
+                      grpc_service:
+                        envoy_grpc:
+                          cluster_name: authz
+                        timeout: 0.5s
+                      failure_mode_allow: false
+                      status_on_error:
+                        code: ServiceUnavailable
+                      with_request_body:
+                        max_request_bytes: 65536
+                        allow_partial_message: true
+                      include_peer_certificate: true
+                      metadata_context_namespaces:
+                        - envoy.filters.http.jwt_authn'
+    fi
+    cat <<EOF
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: $admin }
+static_resources:
+  listeners:
+    - name: ingress
+      address:
+        socket_address: { address: 127.0.0.1, port_value: $listen }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress_http
+                codec_type: AUTO
+                normalize_path: true
+                merge_slashes: true
+                path_with_escaped_slashes_action: REJECT_REQUEST
+                use_remote_address: true
+                http_filters:$authz_filter
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+                route_config:
+                  name: demo
+                  virtual_hosts:
+                    - name: demo
+                      domains: ["*"]
+                      routes:
+                        - match:
+                            prefix: "/public"
+                            headers:
+                              - name: ":method"
+                                string_match: { exact: GET }
+                          direct_response:
+                            status: 200
+                            body: { inline_string: "public\n" }
+                        - match:
+                            safe_regex: { regex: "/v1/accounts/[^/]+/transfers" }
+                            headers:
+                              - name: ":method"
+                                string_match: { exact: POST }
+                          direct_response:
+                            status: 200
+                            body: { inline_string: "{\"status\":\"transferred\"}\n" }
+                        - match: { prefix: "/" }
+                          direct_response:
+                            status: 404
+                            body: { inline_string: "not found\n" }
+  clusters:
+    - name: authz
+      type: STATIC
+      connect_timeout: 0.25s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {}
+      load_assignment:
+        cluster_name: authz
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: { address: 127.0.0.1, port_value: $authz }
+EOF
+}
+
+# --- load generators -------------------------------------------------------------------------
+cat >"$TMP/mix.lua" <<'EOF'
+-- 4 public GETs, then 1 sensitive POST, repeated: exactly 80/20 of the requests sent.
+-- Counters are globals: done() reads them from each thread with thread:get().
+local token
+n, done_n, public_ok, sensitive_ok, non2xx = 0, 0, 0, 0, 0
+local public_req, sensitive_req
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  token = args[1]
+  public_req = wrk.format("GET", "/public/hello")
+  sensitive_req = wrk.format("POST", "/v1/accounts/A1/transfers", {
+    ["Authorization"] = "Bearer " .. token,
+    ["Content-Type"] = "application/json",
+  }, '{"amount":100,"currency":"EUR","payee":"bob"}')
+end
+
+function request()
+  n = n + 1
+  if n % 5 == 0 then return sensitive_req end
+  return public_req
+end
+
+function response(status, headers, body)
+  done_n = done_n + 1
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  elseif body == "public\n" then
+    public_ok = public_ok + 1
+  elseif string.find(body, "transferred", 1, true) then
+    sensitive_ok = sensitive_ok + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local pub, sens, bad = 0, 0, 0
+  for _, t in ipairs(threads) do
+    pub = pub + t:get("public_ok")
+    sens = sens + t:get("sensitive_ok")
+    bad = bad + t:get("non2xx")
+  end
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d public_ok=%d sensitive_ok=%d non2xx=%d errors=%d\n",
+    summary.requests, summary.duration, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    pub, sens, bad,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+EOF
+
+# p50/p99 from an h2load --log-file (start µs, status, duration µs per line).
+percentiles() {
+    sort -t$'\t' -k3,3n "$1" | awk -F'\t' '
+        { d[NR] = $3; if ($2 < 200 || $2 > 299) bad++ }
+        END {
+            if (NR == 0) { print "p50_us=0 p99_us=0 logged=0 non2xx=0"; exit }
+            i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+            i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+            printf "p50_us=%d p99_us=%d logged=%d non2xx=%d\n", d[i50], d[i99], NR, bad + 0
+        }'
+}
+
+# run_h2load NAME URL [h2load args...] → prints "rps=... p50_us=... p99_us=... ok=... non2xx=..."
+run_h2load() {
+    local name="$1" url="$2"; shift 2
+    local out="$TMP/$name.h2load" log="$TMP/$name.h2log"
+    timeout "$RUN_TIMEOUT" h2load -n "$H2_REQUESTS" -c "$H2_CONNS" -m "$H2_STREAMS" \
+        --log-file="$log" "$@" "$url" >"$out" 2>&1 || { cat "$out" >&2; die "h2load $name failed or timed out"; }
+    local rps ok
+    rps="$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i ~ /req\/s/) { gsub(/,/, "", $(i-1)); print $(i-1) } }' "$out")"
+    ok="$(awk '/^status codes:/ { print $3 }' "$out")"
+    echo "rps=$rps ok2xx=$ok $(percentiles "$log")"
+}
+
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { # cpu_ticks PID → utime + stime of the process, in clock ticks
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+field() { # field KEY "k=v k=v ..."
+    local kv
+    for kv in $2; do [[ "${kv%%=*}" == "$1" ]] && { echo "${kv#*=}"; return; }; done
+    echo 0
+}
+
+# --- token -----------------------------------------------------------------------------------
+# Stepped up 5 s ago (aal2): the transfer policy's max_age is 300 s, so every run below must
+# finish within ~5 minutes of this line (they take well under 2).
+TOKEN="$("$BIN/examples/mint_token" --key "$LOCAL/dev-signing-key.DEV-ONLY.pem" --acr aal2 --auth-age 5)"
+printf '%s' "$BODY" >"$TMP/body.json"
+
+declare -A MIX PUB SENS STATS CPU
+FAILED=0
+for mode in none allow_all stepguard; do
+    case "$mode" in
+        none) authz=0; apid= ;;
+        allow_all) authz="$ALLOW"; apid="$AA_PID" ;;
+        stepguard) authz="$SG_GRPC"; apid="$SG_PID" ;;
+    esac
+    listen="$(free_port)"; admin="$(free_port)"
+    envoy_config "$mode" "$listen" "$admin" "$authz" >"$TMP/envoy-$mode.yaml"
+    echo "== $mode: envoy on 127.0.0.1:$listen (--concurrency 1)"
+    start "envoy-$mode" "$ENVOY" -c "$TMP/envoy-$mode.yaml" --concurrency 1 \
+        --use-dynamic-base-id --log-level warn
+    epid="$LAST_PID"
+    wait_until "envoy-$mode" 30 "$epid" curl -fsS "http://127.0.0.1:$admin/ready"
+    base="http://127.0.0.1:$listen"
+
+    # Warm-up: connections to the authz cluster, stepguard's JIT-free but cold caches.
+    timeout "$RUN_TIMEOUT" h2load -n 500 -c 2 "$base/public/hello" >/dev/null 2>&1 || true
+    timeout "$RUN_TIMEOUT" h2load -n 200 -c 2 -d "$TMP/body.json" \
+        -H "authorization: Bearer $TOKEN" -H "content-type: application/json" \
+        "$base/v1/accounts/A1/transfers" >/dev/null 2>&1 || true
+
+    e0="$(cpu_ticks "$epid")"; a0="$( [[ -n "$apid" ]] && cpu_ticks "$apid" || echo 0)"
+    timeout "$RUN_TIMEOUT" wrk -t1 -c "$MIX_CONNS" -d "${MIX_SECONDS}s" --timeout 5s --latency \
+        -s "$TMP/mix.lua" "$base" "$TOKEN" >"$TMP/$mode.wrk" 2>&1 ||
+        { cat "$TMP/$mode.wrk" >&2; die "wrk ($mode) failed or timed out"; }
+    e1="$(cpu_ticks "$epid")"; a1="$( [[ -n "$apid" ]] && cpu_ticks "$apid" || echo 0)"
+    MIX[$mode]="$(sed -n 's/^RESULT //p' "$TMP/$mode.wrk")"
+    [[ -n "${MIX[$mode]}" ]] || { cat "$TMP/$mode.wrk" >&2; die "wrk ($mode) printed no RESULT"; }
+    # CPU per request of the mix, from /proc/PID/stat (clock-tick resolution over the run).
+    CPU[$mode]="$(awk -v e="$((e1 - e0))" -v a="$((a1 - a0))" -v hz="$CLK_TCK" \
+        -v n="$(field requests "${MIX[$mode]}")" -v s="$MIX_SECONDS" 'BEGIN {
+            printf "envoy_cpu_us_per_req=%.1f authz_cpu_us_per_req=%.1f envoy_cores=%.2f authz_cores=%.2f",
+                e * 1e6 / hz / n, a * 1e6 / hz / n, e / hz / s, a / hz / s }')"
+
+    PUB[$mode]="$(run_h2load "$mode-public" "$base/public/hello")"
+    SENS[$mode]="$(run_h2load "$mode-sensitive" "$base/v1/accounts/A1/transfers" \
+        -d "$TMP/body.json" -H "authorization: Bearer $TOKEN" -H "content-type: application/json")"
+
+    STATS[$mode]="$(curl -fsS --get --data-urlencode 'filter=ext_authz\.(ok|denied|error|failure_mode_allowed)$' \
+        "http://127.0.0.1:$admin/stats" |
+        tr '\n' ' ' | sed 's/http\.ingress_http\.ext_authz\.//g')"
+    stop "$epid"
+
+    # Every response must have been 2xx, and the mix must really contain the sensitive POSTs.
+    mix_bad="$(field non2xx "${MIX[$mode]}")"; mix_err="$(field errors "${MIX[$mode]}")"
+    mix_sens="$(field sensitive_ok "${MIX[$mode]}")"; mix_n="$(field requests "${MIX[$mode]}")"
+    pub_bad="$(field non2xx "${PUB[$mode]}")"; sens_bad="$(field non2xx "${SENS[$mode]}")"
+    sens_ok="$(field ok2xx "${SENS[$mode]}")"
+    echo "   mix: ${MIX[$mode]}"
+    echo "   mix cpu: ${CPU[$mode]}"
+    echo "   public: ${PUB[$mode]}"
+    echo "   sensitive: ${SENS[$mode]}"
+    [[ -n "${STATS[$mode]// /}" ]] && echo "   envoy ext_authz stats: ${STATS[$mode]}"
+    if ((mix_bad + mix_err + pub_bad + sens_bad > 0)) || ((sens_ok != H2_REQUESTS)) ||
+        ((mix_sens * 100 < mix_n * 19)); then
+        echo "   !! $mode: non-2xx responses: mix=$mix_bad (socket errors $mix_err), public=$pub_bad," \
+            "sensitive=$sens_bad; sensitive 2xx in h2load run=$sens_ok/$H2_REQUESTS;" \
+            "sensitive 200s in mix=$mix_sens/$mix_n" >&2
+        grep -m3 '"reason"' "$TMP/stepguard.log" >&2 || true
+        FAILED=1
+    fi
+done
+
+# --- summary ---------------------------------------------------------------------------------
+summary() {
+    echo
+    echo "## Load test: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, Envoy --concurrency 1"
+    echo
+    echo "mix = wrk -t1 -c$MIX_CONNS, 80% GET /public/hello + 20% POST /v1/accounts/A1/transfers (interleaved 4:1), ${MIX_SECONDS}s, HTTP/1.1"
+    echo "public / sensitive = h2load -n$H2_REQUESTS -c$H2_CONNS -m$H2_STREAMS (h2c), one class each"
+    echo
+    echo "| configuration | mix req/s | mix p50 µs | mix p90 µs | mix p99 µs | public req/s | public p50 µs | public p99 µs | sensitive req/s | sensitive p50 µs | sensitive p99 µs | non-2xx |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    local m bad
+    for m in none allow_all stepguard; do
+        bad=$(($(field non2xx "${MIX[$m]}") + $(field non2xx "${PUB[$m]}") + $(field non2xx "${SENS[$m]}")))
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" \
+            "$(field rps "${MIX[$m]}")" "$(field p50_us "${MIX[$m]}")" "$(field p90_us "${MIX[$m]}")" \
+            "$(field p99_us "${MIX[$m]}")" \
+            "$(field rps "${PUB[$m]}")" "$(field p50_us "${PUB[$m]}")" "$(field p99_us "${PUB[$m]}")" \
+            "$(field rps "${SENS[$m]}")" "$(field p50_us "${SENS[$m]}")" "$(field p99_us "${SENS[$m]}")" \
+            "$bad"
+    done
+    echo
+    echo "CPU during the mix run (from /proc/PID/stat; the authz server is allow_all or stepguard):"
+    echo
+    echo "| configuration | Envoy CPU µs/request | authz server CPU µs/request | Envoy cores busy | authz server cores busy |"
+    echo "|---|---|---|---|---|"
+    for m in none allow_all stepguard; do
+        printf '| %s | %s | %s | %s | %s |\n' "$m" "$(field envoy_cpu_us_per_req "${CPU[$m]}")" \
+            "$(field authz_cpu_us_per_req "${CPU[$m]}")" "$(field envoy_cores "${CPU[$m]}")" \
+            "$(field authz_cores "${CPU[$m]}")"
+    done
+    echo
+    awk -v sm="$(field rps "${MIX[stepguard]}")" -v am="$(field rps "${MIX[allow_all]}")" \
+        -v nm="$(field rps "${MIX[none]}")" \
+        -v sp50="$(field p50_us "${MIX[stepguard]}")" -v ap50="$(field p50_us "${MIX[allow_all]}")" \
+        -v sp99="$(field p99_us "${MIX[stepguard]}")" -v ap99="$(field p99_us "${MIX[allow_all]}")" \
+        -v ss="$(field rps "${SENS[stepguard]}")" -v as="$(field rps "${SENS[allow_all]}")" \
+        -v ssp50="$(field p50_us "${SENS[stepguard]}")" -v asp50="$(field p50_us "${SENS[allow_all]}")" \
+        -v spp50="$(field p50_us "${PUB[stepguard]}")" -v app50="$(field p50_us "${PUB[allow_all]}")" '
+        BEGIN {
+            printf "- mix throughput stepguard / allow_all: %.2fx (target >= 0.75x: %s); allow_all / none: %.2fx\n",
+                sm / am, (sm / am >= 0.75 ? "MET" : "MISSED"), am / nm
+            printf "- mix p50 added by stepguard over allow_all: %+d us (target <= 150 us: %s); p99: %+d us\n",
+                sp50 - ap50, (sp50 - ap50 <= 150 ? "MET" : "MISSED"), sp99 - ap99
+            printf "- sensitive-only: throughput %.2fx of allow_all, p50 %+d us over allow_all\n",
+                ss / as, ssp50 - asp50
+            printf "- public-only: p50 %+d us over allow_all\n", spp50 - app50
+        }'
+}
+summary | tee ${RESULTS:+"$RESULTS"}
+if ((FAILED)); then
+    echo "load.sh: some responses were not 2xx (see above): the figures are not valid" >&2
+    exit 1
+fi
