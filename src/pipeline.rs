@@ -196,7 +196,7 @@ impl Pipeline {
 
     async fn policy_outcome(&self, id: &str, input: serde_json::Value) -> Step<Outcome> {
         let policy = self.policy.clone();
-        let task = tokio::task::spawn_blocking(move || policy.evaluate(&input));
+        let task = tokio::task::spawn_blocking(move || policy.evaluate(input));
         let fault = |reason: &str| Decision::fault(id.into(), reason);
         let value = match tokio::time::timeout(self.policy_timeout, task).await {
             Ok(Ok(Ok(value))) => value,

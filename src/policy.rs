@@ -30,7 +30,7 @@ pub enum PolicyError {
 /// runs them off the async reactor, under a time limit.
 pub trait PolicyEngine: Send + Sync + 'static {
     /// Evaluates the configured entrypoint on `input`.
-    fn evaluate(&self, input: &Value) -> Result<Value, PolicyError>;
+    fn evaluate(&self, input: Value) -> Result<Value, PolicyError>;
     /// The revision of the loaded policy (bundle revision or content hash).
     fn revision(&self) -> &str;
 }

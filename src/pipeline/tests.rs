@@ -245,7 +245,7 @@ async fn malformed_requests_and_unknown_tags_are_refused() {
 
 struct Slow;
 impl PolicyEngine for Slow {
-    fn evaluate(&self, _: &serde_json::Value) -> Result<serde_json::Value, PolicyError> {
+    fn evaluate(&self, _: serde_json::Value) -> Result<serde_json::Value, PolicyError> {
         std::thread::sleep(Duration::from_millis(300));
         Ok(json!({"result": "allow", "reason": "late"}))
     }
@@ -256,7 +256,7 @@ impl PolicyEngine for Slow {
 
 struct Broken;
 impl PolicyEngine for Broken {
-    fn evaluate(&self, _: &serde_json::Value) -> Result<serde_json::Value, PolicyError> {
+    fn evaluate(&self, _: serde_json::Value) -> Result<serde_json::Value, PolicyError> {
         Ok(json!({"result": "allow"}))
     }
     fn revision(&self) -> &str {

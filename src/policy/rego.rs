@@ -1,21 +1,34 @@
-//! The Rego engine: `.rego` sources (and `data.json`) evaluated in-process by `regorus`, compiled
-//! once for the configured entrypoint and evaluated with a wall-clock limit. Also the Rego unit
-//! test runner behind `stepguard policy test`.
+//! The Rego engine: `.rego` sources (and `data.json`) evaluated in-process by `regorus`. The
+//! policy is compiled once for the configured entrypoint into a regorus VM program; decisions
+//! run on a pool of VMs (one per concurrent evaluation), each bounded by an instruction limit and
+//! a wall-clock limit. Also the Rego unit test runner behind `stepguard policy test`, which uses
+//! regorus's interpreter.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
-use regorus::utils::limits::{ExecutionTimerConfig, set_fallback_execution_timer_config};
-use regorus::{CompiledPolicy, Engine};
+use regorus::Engine;
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::RegoVM;
+use regorus::rvm::program::Program;
+use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
 use super::{PolicyEngine, PolicyError};
 
+/// Most VM instructions one decision may execute.
+const MAX_INSTRUCTIONS: usize = 2_000_000;
+
 /// A compiled Rego policy.
 pub struct RegoPolicy {
-    compiled: CompiledPolicy,
+    program: Arc<Program>,
+    data: regorus::Value,
+    timer: ExecutionTimerConfig,
+    /// Idle VMs, reused across evaluations.
+    vms: Mutex<Vec<RegoVM>>,
     revision: String,
 }
 
@@ -32,26 +45,54 @@ impl RegoPolicy {
         let sources = read_sources(source, false)?;
         let mut engine = engine_with(&sources)?;
         let rule = entrypoint_rule(entrypoint);
+        let load_error =
+            |e: &dyn std::fmt::Display| PolicyError::Load(format!("entrypoint `{rule}`: {e}"));
         let compiled = engine
             .compile_with_entrypoint(&rule.as_str().into())
-            .map_err(|e| PolicyError::Load(format!("entrypoint `{rule}`: {e}")))?;
-        set_fallback_execution_timer_config(Some(ExecutionTimerConfig {
-            limit: timeout,
-            check_interval: NonZeroU32::MIN.saturating_add(63),
-        }));
-        Ok(Self {
-            compiled,
+            .map_err(|e| load_error(&e))?;
+        let program = Compiler::compile_from_policy(&compiled, &[rule.as_str()])
+            .map_err(|e| load_error(&e))?;
+        let policy = Self {
+            program,
+            data: engine.get_data(),
+            timer: ExecutionTimerConfig {
+                limit: timeout,
+                check_interval: NonZeroU32::MIN.saturating_add(63),
+            },
+            vms: Mutex::new(Vec::new()),
             revision: revision(&sources),
-        })
+        };
+        policy.vm()?;
+        Ok(policy)
+    }
+
+    fn vm(&self) -> Result<RegoVM, PolicyError> {
+        let mut vm = RegoVM::new();
+        vm.load_program(self.program.clone());
+        vm.set_data(self.data.clone())
+            .map_err(|e| PolicyError::Load(e.to_string()))?;
+        vm.set_max_instructions(MAX_INSTRUCTIONS);
+        vm.set_execution_timer_config(Some(self.timer));
+        Ok(vm)
+    }
+
+    fn idle_vm(&self) -> Option<RegoVM> {
+        self.vms.lock().ok()?.pop()
     }
 }
 
 impl PolicyEngine for RegoPolicy {
-    fn evaluate(&self, input: &Value) -> Result<Value, PolicyError> {
-        let value = self
-            .compiled
-            .eval_with_input(regorus::Value::from(input.clone()))
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    fn evaluate(&self, input: Value) -> Result<Value, PolicyError> {
+        let mut vm = match self.idle_vm() {
+            Some(vm) => vm,
+            None => self.vm()?,
+        };
+        vm.set_input(regorus::Value::from(input));
+        let value = vm.execute().map_err(|e| PolicyError::Eval(e.to_string()))?;
+        vm.set_input(regorus::Value::Null);
+        if let Ok(mut idle) = self.vms.lock() {
+            idle.push(vm);
+        }
         if value == regorus::Value::Undefined {
             return Err(PolicyError::Undefined);
         }

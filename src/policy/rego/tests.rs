@@ -105,7 +105,7 @@ fn the_shipped_policy_decides_and_has_a_revision() {
             "context": {"source_ip": null, "peer_principal": null, "device_trust": null}
         }
     });
-    let out = policy.evaluate(&input).unwrap();
+    let out = policy.evaluate(input).unwrap();
     assert_eq!(
         out["result"], "step_up",
         "a fresh aal3 session never replaces a per-transaction step-up: {out}"
@@ -119,4 +119,91 @@ fn test_rules_are_found_once_each() {
         "package x_test\ntest_a if true\ntest_a if false\n  test_nested if true\ntest_b := true\n";
     assert_eq!(test_rules(text), ["test_a", "test_b"]);
     assert_eq!(package_of(text), Some("x_test"));
+}
+
+fn input_for(
+    kind: &str,
+    action: &str,
+    privileged: bool,
+    acr: &str,
+    age: i64,
+    value: Option<f64>,
+    grant: Option<(&str, i64)>,
+) -> serde_json::Value {
+    let ladder = ["aal1", "aal2", "aal3"];
+    let rank = |a: &str| ladder.iter().position(|l| *l == a).map_or(-1, |i| i as i64);
+    json!({
+        "attributes": {"request": {"http": {"method": "POST", "path": "/x", "headers": {}}}},
+        "parsed_path": ["x"], "parsed_query": {}, "parsed_body": null,
+        "stepguard": {
+            "now": 10_000, "acr_ladder": ladder,
+            "action": {"name": action, "risk": "high", "reversible": !privileged, "privileged": privileged, "value": value, "currency": "EUR"},
+            "subject": {"kind": kind, "id": "alice", "issuer": "i", "acr": acr, "acr_rank": rank(acr), "amr": ["pwd"],
+                        "auth_time": 10_000 - age, "session_age": age, "roles": [], "scopes": [], "client_id": null, "sid": null,
+                        "act": [], "workload": null, "claims": {}},
+            "transaction": {"digest": "k:d", "key_id": "k", "bound": {}},
+            "grant": grant.map(|(acr, uses)| json!({"acr": acr, "acr_rank": rank(acr), "amr": ["hwk"], "auth_time": 9_990,
+                "method": "oidc", "challenge_id": "c", "issued_at": 9_990, "uses_left": uses})),
+            "context": {"source_ip": null, "peer_principal": null, "device_trust": null}
+        }
+    })
+}
+
+/// The compiled VM the decisions use gives what regorus's interpreter gives, over a grid of inputs.
+#[test]
+fn the_vm_agrees_with_the_interpreter() {
+    let policy = shipped();
+    let sources = read_sources(Path::new(POLICIES), false).unwrap();
+    let engine = engine_with(&sources).unwrap();
+    let mut compared = 0;
+    for kind in ["human", "workload", "anonymous"] {
+        for (action, privileged) in [
+            ("payments.transfer", false),
+            ("keys.export", true),
+            ("profile.email_change", false),
+            ("unlisted.action", false),
+        ] {
+            for acr in ["aal1", "aal2", "aal3", "unknown"] {
+                for age in [5, 400, 5000] {
+                    for value in [None, Some(50.0), Some(5_000.0), Some(50_000.0)] {
+                        for grant in [None, Some(("aal2", 1)), Some(("aal3", 1))] {
+                            let input = input_for(kind, action, privileged, acr, age, value, grant);
+                            let mut interpreter = engine.clone();
+                            interpreter.set_input(regorus::Value::from(input.clone()));
+                            let expected = interpreter
+                                .eval_rule("data.stepguard.authz.decision".into())
+                                .unwrap();
+                            let expected = serde_json::to_value(&expected).unwrap();
+                            assert_eq!(
+                                policy.evaluate(input.clone()).unwrap(),
+                                expected,
+                                "{input}"
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 4 * 4 * 3 * 4 * 3);
+}
+
+#[test]
+fn vm_evaluation_is_bounded() {
+    let dir = std::env::temp_dir().join(format!("stepguard-rego-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.rego"), "package p\nx := count([1 | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000)])\n").unwrap();
+    let policy = RegoPolicy::load(&dir, "p/x", Duration::from_millis(20)).unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        policy.evaluate(json!({})),
+        Err(PolicyError::Eval(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
