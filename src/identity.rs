@@ -3,11 +3,13 @@
 //! its mTLS peer principal (SPIFFE ID). Client-sent `x-stepguard-*` headers never count: the
 //! request layer removed them before this module runs.
 
+mod cache;
 mod claims;
 mod jwks;
 mod token;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -17,6 +19,9 @@ pub use token::parse_algorithm;
 
 use crate::config::IdentityConfig;
 use crate::request::AuthzRequest;
+
+/// How many verified tokens are remembered (their signatures are not checked again).
+const VERIFIED_CACHE_ENTRIES: usize = 50_000;
 
 /// Why a request has no usable identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +35,7 @@ pub enum IdentityError {
 /// Resolves the subject of a request.
 pub struct Identity {
     issuers: HashMap<String, token::Issuer>,
+    verified: cache::VerifiedCache,
     leeway: i64,
     jwt_authn: Option<(String, Vec<String>)>,
     trust_domains: Vec<String>,
@@ -48,6 +54,7 @@ impl Identity {
         }
         Ok(Self {
             issuers,
+            verified: cache::VerifiedCache::new(VERIFIED_CACHE_ENTRIES),
             leeway: config.leeway_secs as i64,
             jwt_authn: config
                 .jwt_authn
@@ -67,9 +74,10 @@ impl Identity {
         if let Some(authorization) = req.header("authorization") {
             let token =
                 bearer(authorization).ok_or(IdentityError::InvalidToken("not a bearer token"))?;
-            let claims = token::verify(token, &self.issuers, now, self.leeway).await?;
+            let claims =
+                token::verify(token, &self.issuers, &self.verified, now, self.leeway).await?;
             return Ok(Subject::from_claims(
-                claims,
+                Arc::unwrap_or_clone(claims),
                 now,
                 req.raw.source_principal.clone(),
             ));

@@ -46,6 +46,8 @@ struct Inner {
     last_refresh: Mutex<Option<Instant>>,
     min_refresh: Duration,
     fetches: std::sync::atomic::AtomicU64,
+    /// Bumped whenever a new key set is stored.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Jwks {
@@ -65,15 +67,30 @@ impl Jwks {
                 last_refresh: Mutex::new(None),
                 min_refresh,
                 fetches: 0.into(),
+                generation: 0.into(),
             }),
         };
         match (&jwks.inner.source, jwks.fetch().await) {
-            (_, Ok(keys)) => jwks.inner.keys.store(Arc::new(keys)),
+            (_, Ok(keys)) => jwks.store(keys),
             (JwksSource::File(_), Err(e)) => return Err(e),
             (JwksSource::Url { .. }, Err(e)) => tracing::warn!(error = %e, "JWKS not loaded yet"),
         }
         *jwks.inner.last_refresh.lock().await = Some(Instant::now());
         Ok(jwks)
+    }
+
+    fn store(&self, keys: HashMap<String, Key>) {
+        self.inner.keys.store(Arc::new(keys));
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Which key set is current; changes whenever a refresh stores keys.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many times the source was read.
@@ -120,7 +137,7 @@ impl Jwks {
         }
         *last = Some(Instant::now());
         match self.fetch().await {
-            Ok(keys) => self.inner.keys.store(Arc::new(keys)),
+            Ok(keys) => self.store(keys),
             Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys"),
         }
     }

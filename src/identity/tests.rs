@@ -279,3 +279,49 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
         IdentityError::InvalidToken("algorithm not allowed")
     );
 }
+
+#[tokio::test]
+async fn cached_tokens_still_have_their_claims_checked() {
+    let id = identity("").await;
+    let t = sign(header(), claims());
+    assert!(resolve(&id, &t).await.is_ok());
+    assert_eq!(id.verified.len(), 1);
+    let later = id
+        .resolve(&request(Some(&format!("Bearer {t}"))), NOW + 400)
+        .await;
+    assert_eq!(later.unwrap_err(), IdentityError::InvalidToken("expired"));
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_stops_validating_cached_tokens() {
+    let dir = std::env::temp_dir().join(format!("stepguard-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::copy(format!("{DIR}/dev-jwks.json"), &jwks).unwrap();
+    let config = crate::testkit::config(|t| {
+        t.replace("file: dev-jwks.json", &format!("file: {}", jwks.display()))
+    });
+    let id = Identity::new(&config.identity, &config).await.unwrap();
+    let t = sign(header(), claims());
+    assert!(resolve(&id, &t).await.is_ok());
+    std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+    for set in id.jwks() {
+        set.refresh(true).await;
+    }
+    assert_eq!(
+        resolve(&id, &t).await.unwrap_err(),
+        IdentityError::InvalidToken("unknown key")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_verified_cache_is_bounded() {
+    let cache = cache::VerifiedCache::new(2);
+    let claims = std::sync::Arc::new(json!({"exp": NOW + 10}));
+    for i in 0..5 {
+        cache.insert(cache::key(&format!("t{i}")), "iss", claims.clone(), 1, NOW);
+        assert!(cache.len() <= 2);
+    }
+    assert!(cache.get(&cache::key("t4")).is_some());
+}

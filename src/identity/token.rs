@@ -4,6 +4,7 @@
 //! small leeway against the injected clock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +12,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::Value;
 
 use super::IdentityError;
+use super::cache::{self, VerifiedCache};
 use super::jwks::Jwks;
 use crate::config::IssuerConfig;
 
@@ -124,16 +126,44 @@ fn decode_json(part: &str) -> Result<Value, IdentityError> {
     }
 }
 
-/// Verifies a compact JWS and returns its claims.
+/// Verifies a compact JWS and returns its claims; a token whose signature was already verified
+/// under the issuer's current key set skips the signature check (the claims are always checked).
 pub(super) async fn verify(
     token: &str,
     issuers: &HashMap<String, Issuer>,
+    cache: &VerifiedCache,
     now: i64,
     leeway: i64,
-) -> Result<Value, IdentityError> {
+) -> Result<Arc<Value>, IdentityError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(invalid("token too large"));
     }
+    let key = cache::key(token);
+    if let Some(hit) = cache.get(&key)
+        && let Some(issuer) = issuers.get(&hit.issuer)
+        && issuer.jwks.generation() == hit.key_generation
+    {
+        issuer.validate_claims(&hit.claims, now, leeway)?;
+        return Ok(hit.claims);
+    }
+    let (issuer, claims) = verify_signature(token, issuers).await?;
+    issuer.validate_claims(&claims, now, leeway)?;
+    let claims = Arc::new(claims);
+    cache.insert(
+        key,
+        &issuer.name,
+        claims.clone(),
+        issuer.jwks.generation(),
+        now,
+    );
+    Ok(claims)
+}
+
+/// Checks the header and the signature; returns the issuer and the (unvalidated) claims.
+async fn verify_signature<'a>(
+    token: &str,
+    issuers: &'a HashMap<String, Issuer>,
+) -> Result<(&'a Issuer, Value), IdentityError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -166,9 +196,7 @@ pub(super) async fn verify(
         .ok_or(invalid("unknown key"))?;
     let message = &token[..h.len() + 1 + p.len()];
     match jsonwebtoken::crypto::verify(s, message.as_bytes(), &key, alg) {
-        Ok(true) => {}
-        _ => return Err(invalid("bad signature")),
+        Ok(true) => Ok((issuer, claims)),
+        _ => Err(invalid("bad signature")),
     }
-    issuer.validate_claims(&claims, now, leeway)?;
-    Ok(claims)
 }
