@@ -73,6 +73,7 @@ impl VerifiedCache {
         );
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or_default()
     }
