@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use stepguard::app::App;
@@ -273,12 +273,12 @@ fn bench_policy(c: &mut Criterion, f: &Fixture) {
     let ladder = f.pipeline.challenger.ladder().to_vec();
     let allow = policy_input(f, &f.stepped_up);
     let step_up = policy_input(f, &f.aal1);
-    let out = policy.evaluate(&allow).expect("evaluates");
+    let out = policy.evaluate(allow.clone()).expect("evaluates");
     assert!(matches!(
         Outcome::from_value(&out, &ladder),
         Ok(Outcome::Allow { .. })
     ));
-    let out = policy.evaluate(&step_up).expect("evaluates");
+    let out = policy.evaluate(step_up.clone()).expect("evaluates");
     assert!(matches!(
         Outcome::from_value(&out, &ladder),
         Ok(Outcome::StepUp { .. })
@@ -292,10 +292,18 @@ fn bench_policy(c: &mut Criterion, f: &Fixture) {
     let mut g = c.benchmark_group("policy_eval");
     configure(&mut g);
     g.bench_function("rego_allow_session_satisfies", |b| {
-        b.iter(|| policy.evaluate(black_box(&allow)))
+        b.iter_batched(
+            || allow.clone(),
+            |i| policy.evaluate(black_box(i)),
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("rego_step_up_aal1", |b| {
-        b.iter(|| policy.evaluate(black_box(&step_up)))
+        b.iter_batched(
+            || step_up.clone(),
+            |i| policy.evaluate(black_box(i)),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }
@@ -378,7 +386,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         ladder,
     };
     let input = build_input(&parts);
-    let output = p.policy.evaluate(&input).expect("evaluates");
+    let output = p.policy.evaluate(input.clone()).expect("evaluates");
     let decision = rt.block_on(p.decide(raw_req.clone()));
 
     let mut g = c.benchmark_group("stage");
@@ -428,7 +436,11 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         b.iter(|| build_input(black_box(&parts)))
     });
     g.bench_function("7_policy_eval_inline", |b| {
-        b.iter(|| p.policy.evaluate(black_box(&input)))
+        b.iter_batched(
+            || input.clone(),
+            |i| p.policy.evaluate(black_box(i)),
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("7b_policy_eval_spawn_blocking", |b| {
         b.iter_custom(|iters| {
@@ -438,7 +450,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
                     let policy = p.policy.clone();
                     let input = input.clone();
                     black_box(
-                        tokio::task::spawn_blocking(move || policy.evaluate(&input))
+                        tokio::task::spawn_blocking(move || policy.evaluate(input))
                             .await
                             .is_ok(),
                     );
