@@ -91,7 +91,10 @@ impl App {
             .add_service(AuthorizationServer::new(CheckService::new(
                 self.pipeline.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            );
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(crate::http::serve(http, ready.clone(), stopped(stop_rx)));
         tracing::info!("stepguard serving");
