@@ -20,6 +20,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a broken fixture should stop it
 
+/// The allocator `stepguard serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;

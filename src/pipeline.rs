@@ -4,8 +4,11 @@
 //! error: every fault on a sensitive route becomes an explicit deny inside the budget.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::runtime::RuntimeFlavor;
 
 use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
@@ -13,7 +16,7 @@ use crate::decision::{Decision, Verdict};
 use crate::evidence::Evidence;
 use crate::grant::{Grant, GrantStore, GrantTerms, Requirement};
 use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
-use crate::policy::{InputParts, Outcome, PolicyEngine, build_input};
+use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, build_input};
 use crate::request::{AuthzRequest, RawRequest};
 use crate::route::{Action, Classification, RouteTable};
 use crate::txn::{Binder, Transaction, TxnError};
@@ -195,22 +198,48 @@ impl Pipeline {
     }
 
     async fn policy_outcome(&self, id: &str, input: serde_json::Value) -> Step<Outcome> {
-        let policy = self.policy.clone();
-        let task = tokio::task::spawn_blocking(move || policy.evaluate(input));
         let fault = |reason: &str| Decision::fault(id.into(), reason);
-        let value = match tokio::time::timeout(self.policy_timeout, task).await {
-            Ok(Ok(Ok(value))) => value,
-            Ok(Ok(Err(e))) => {
+        let value = match self.evaluate_off_reactor(input).await {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => {
                 tracing::error!(decision_id = id, error = %e, "policy evaluation failed");
                 return Err(fault("policy_error"));
             }
-            Ok(Err(_)) => return Err(fault("policy_panicked")),
-            Err(_) => return Err(fault("policy_timeout")),
+            Err(reason) => return Err(fault(reason)),
         };
         Outcome::from_value(&value, self.challenger.ladder()).map_err(|e| {
             tracing::error!(decision_id = id, error = %e, "policy output rejected");
             fault("policy_contract_violation")
         })
+    }
+
+    /// Runs the (synchronous, CPU-bound) policy without stalling the async reactor: on the
+    /// multi-threaded runtime with `block_in_place` (this worker's other tasks move to another
+    /// thread; no hand-off of the evaluation itself), elsewhere on the blocking pool. Either way
+    /// the engine's own limits stop a runaway policy, and a late answer counts as a timeout.
+    async fn evaluate_off_reactor(
+        &self,
+        input: serde_json::Value,
+    ) -> Result<Result<serde_json::Value, PolicyError>, &'static str> {
+        let started = std::time::Instant::now();
+        let policy = self.policy.clone();
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            RuntimeFlavor::MultiThread => tokio::task::block_in_place(move || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate(input)))
+            })
+            .map_err(|_| "policy_panicked"),
+            _ => {
+                let task = tokio::task::spawn_blocking(move || policy.evaluate(input));
+                match tokio::time::timeout(self.policy_timeout, task).await {
+                    Ok(joined) => joined.map_err(|_| "policy_panicked"),
+                    Err(_) => Err("policy_timeout"),
+                }
+            }
+        }?;
+        if started.elapsed() > self.policy_timeout {
+            return Err("policy_timeout");
+        }
+        Ok(result)
     }
 
     /// Spends the grant atomically; a grant already spent by a concurrent request is refused.

@@ -243,10 +243,10 @@ async fn malformed_requests_and_unknown_tags_are_refused() {
     );
 }
 
-struct Slow;
+struct Slow(u64);
 impl PolicyEngine for Slow {
     fn evaluate(&self, _: serde_json::Value) -> Result<serde_json::Value, PolicyError> {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(self.0));
         Ok(json!({"result": "allow", "reason": "late"}))
     }
     fn revision(&self) -> &str {
@@ -264,11 +264,24 @@ impl PolicyEngine for Broken {
     }
 }
 
-#[tokio::test]
-async fn policy_faults_fail_closed_within_budget() {
+struct Panics;
+impl PolicyEngine for Panics {
+    fn evaluate(&self, _: serde_json::Value) -> Result<serde_json::Value, PolicyError> {
+        panic!("policy engine bug")
+    }
+    fn revision(&self) -> &str {
+        "panics"
+    }
+}
+
+async fn assert_policy_faults(slow_ms: u64) {
     for (engine, reason) in [
-        (Arc::new(Slow) as Arc<dyn PolicyEngine>, "policy_timeout"),
+        (
+            Arc::new(Slow(slow_ms)) as Arc<dyn PolicyEngine>,
+            "policy_timeout",
+        ),
         (Arc::new(Broken), "policy_contract_violation"),
+        (Arc::new(Panics), "policy_panicked"),
     ] {
         let clock = Arc::new(ManualClock::new(NOW));
         let app = App::build_with_clock(&config(|t| t), clock).await.unwrap();
@@ -281,4 +294,16 @@ async fn policy_faults_fail_closed_within_budget() {
         assert_eq!((d.verdict, d.reason.as_str()), (Verdict::Fault, reason));
         assert!(started.elapsed() < p.budget, "answered inside the budget");
     }
+}
+
+/// Current-thread runtime: the policy runs on the blocking pool, abandoned at its timeout.
+#[tokio::test]
+async fn policy_faults_fail_closed_within_budget() {
+    assert_policy_faults(300).await;
+}
+
+/// Multi-threaded runtime (as served): the policy runs in place; a late answer is a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_faults_fail_closed_on_the_served_runtime() {
+    assert_policy_faults(150).await;
 }
