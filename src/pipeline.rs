@@ -105,8 +105,8 @@ impl Pipeline {
             ))
         })?;
         let txn = self
-            .bind(&action, &subject, &req, &params)
-            .map_err(|reason| with_action(deny(400, reason)))?;
+            .bind(id, &action, &subject, &req, &params)
+            .map_err(with_action)?;
         Ok(Some(Sensitive {
             req,
             action,
@@ -115,19 +115,22 @@ impl Pipeline {
         }))
     }
 
+    /// Binds the transaction: unbindable input is the client's 400, a missing key our 503.
     fn bind(
         &self,
+        id: &str,
         action: &Action,
         subject: &Subject,
         req: &AuthzRequest,
         params: &HashMap<String, String>,
-    ) -> Result<Transaction, &'static str> {
+    ) -> Step<Transaction> {
+        let deny = |reason: &str| Decision::new(id.into(), Verdict::Deny { status: 400 }, reason);
         self.binder
             .bind(action, subject, req, params)
             .map_err(|e| match e {
-                TxnError::BodyUnavailable(_) => "body_unavailable",
-                TxnError::Ambiguous(_) => "ambiguous_transaction_field",
-                TxnError::Key(..) => "binding_key_unavailable",
+                TxnError::BodyUnavailable(_) => deny("body_unavailable"),
+                TxnError::Ambiguous(_) => deny("ambiguous_transaction_field"),
+                TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
             })
     }
 
