@@ -3,7 +3,6 @@
 //! a single-use grant atomically), challenge or deny, and record evidence. It never returns an
 //! error: every fault on a sensitive route becomes an explicit deny inside the budget.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,34 +103,23 @@ impl Pipeline {
                 "invalid_token",
             ))
         })?;
+        // Unbindable input is the client's 400; a missing binding key is our 503.
         let txn = self
-            .bind(id, &action, &subject, &req, &params)
-            .map_err(with_action)?;
+            .binder
+            .bind(&action, &subject, &req, &params)
+            .map_err(|e| {
+                with_action(match e {
+                    TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
+                    TxnError::Ambiguous(_) => deny(400, "ambiguous_transaction_field"),
+                    TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
+                })
+            })?;
         Ok(Some(Sensitive {
             req,
             action,
             subject,
             txn,
         }))
-    }
-
-    /// Binds the transaction: unbindable input is the client's 400, a missing key our 503.
-    fn bind(
-        &self,
-        id: &str,
-        action: &Action,
-        subject: &Subject,
-        req: &AuthzRequest,
-        params: &HashMap<String, String>,
-    ) -> Step<Transaction> {
-        let deny = |reason: &str| Decision::new(id.into(), Verdict::Deny { status: 400 }, reason);
-        self.binder
-            .bind(action, subject, req, params)
-            .map_err(|e| match e {
-                TxnError::BodyUnavailable(_) => deny("body_unavailable"),
-                TxnError::Ambiguous(_) => deny("ambiguous_transaction_field"),
-                TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
-            })
     }
 
     /// Steps 4-7: grant lookup, policy, and acting on the outcome.
