@@ -189,7 +189,15 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
 }
 
 fn parse_body(raw: &RawRequest) -> Body {
-    if raw.headers.get(PARTIAL_BODY_HEADER).map(String::as_str) == Some("true") {
+    // Envoy marks a partial body; a declared length longer than what arrived is partial too,
+    // whatever the client put in that header.
+    let declared = raw
+        .headers
+        .get("content-length")
+        .and_then(|l| l.trim().parse::<usize>().ok());
+    if raw.headers.get(PARTIAL_BODY_HEADER).map(String::as_str) == Some("true")
+        || declared.is_some_and(|len| len > raw.body.len())
+    {
         return Body::Truncated;
     }
     if raw.body.is_empty() {

@@ -222,7 +222,8 @@ fn canonical_number(n: &serde_json::Number) -> String {
     }
 }
 
-fn untag(value: &str) -> &str {
+/// The plain value of a canonical, type-tagged bound value (`s:bob` → `bob`).
+pub fn untag(value: &str) -> &str {
     value.split_once(':').map_or(value, |(_, v)| v)
 }
 

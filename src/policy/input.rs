@@ -11,7 +11,7 @@ use crate::grant::Grant;
 use crate::identity::Subject;
 use crate::request::{AuthzRequest, Body};
 use crate::route::Action;
-use crate::txn::Transaction;
+use crate::txn::{Transaction, untag};
 
 /// Everything the input is built from.
 pub struct InputParts<'a> {
@@ -104,9 +104,4 @@ fn stepguard_block(p: &InputParts<'_>) -> Value {
             "device_trust": Value::Null,
         },
     })
-}
-
-/// Bound values are type-tagged for the digest (`s:`, `n:`…); policies see the plain value.
-fn untag(value: &str) -> &str {
-    value.split_once(':').map_or(value, |(_, v)| v)
 }
