@@ -100,6 +100,18 @@ fn bodies_parse_by_content_type() {
         panic!()
     };
     assert_eq!(pairs[1], ("payee".into(), "bob".into()));
+    r.headers.insert("content-length".into(), "19".into());
+    assert!(matches!(
+        AuthzRequest::new(r.clone(), 8).unwrap().body,
+        Body::Form(_)
+    ));
+    r.headers.insert("content-length".into(), "70000".into());
+    assert_eq!(
+        AuthzRequest::new(r.clone(), 8).unwrap().body,
+        Body::Truncated,
+        "declared longer than received"
+    );
+    r.headers.insert("content-length".into(), "19".into());
     r.headers
         .insert("x-envoy-auth-partial-body".into(), "true".into());
     assert_eq!(AuthzRequest::new(r, 8).unwrap().body, Body::Truncated);
