@@ -35,6 +35,8 @@ pub enum AppError {
     Policy(#[from] PolicyError),
     #[error("transaction binding: {0}")]
     Txn(#[from] TxnError),
+    #[error("grant store: {0}")]
+    Grants(#[from] crate::grant::GrantError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("I/O: {0}")]
@@ -135,6 +137,16 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
     );
     let grants: Arc<dyn GrantStore> = match &config.grants {
         GrantsConfig::Memory { max_entries } => Arc::new(MemoryStore::new(*max_entries)),
+        GrantsConfig::Redis {
+            url,
+            timeout_ms,
+            key_prefix,
+        } => Arc::new(crate::grant::RedisStore::connect(
+            url,
+            key_prefix,
+            Duration::from_millis(*timeout_ms),
+            clock.clone(),
+        )?),
     };
     Ok(Pipeline {
         routes: RouteTable::new(&config.actions),

@@ -291,6 +291,17 @@ pub enum GrantsConfig {
         #[serde(default = "default_max_entries")]
         max_entries: usize,
     },
+    /// One Redis shared by every replica (see `docs/redis.md`).
+    Redis {
+        /// `redis://[user:pass@]host:port/db`, `rediss://…` (TLS) or `unix:///path.sock`.
+        url: String,
+        /// Budget for each store operation; past it the operation fails (503 on the route).
+        #[serde(default = "default_redis_timeout")]
+        timeout_ms: u64,
+        /// Prefix of every key this store writes.
+        #[serde(default = "default_key_prefix")]
+        key_prefix: String,
+    },
 }
 
 impl Default for GrantsConfig {
@@ -303,6 +314,51 @@ impl Default for GrantsConfig {
 
 fn default_max_entries() -> usize {
     100_000
+}
+fn default_redis_timeout() -> u64 {
+    50
+}
+fn default_key_prefix() -> String {
+    "sg".into()
+}
+
+impl GrantsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            GrantsConfig::Memory { .. } => Ok(()),
+            GrantsConfig::Redis {
+                url,
+                timeout_ms,
+                key_prefix,
+            } => {
+                // The URL may hold a password: never echo it back.
+                if !["redis://", "rediss://", "unix://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
+                {
+                    return Err(invalid(
+                        "grants.url",
+                        "must be a redis://, rediss:// or unix:// URL",
+                    ));
+                }
+                if !(1..=1_000).contains(timeout_ms) {
+                    return Err(invalid("grants.timeout_ms", "must be between 1 and 1000"));
+                }
+                if key_prefix.is_empty()
+                    || key_prefix.len() > 64
+                    || !key_prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+                {
+                    return Err(invalid(
+                        "grants.key_prefix",
+                        "1 to 64 letters, digits, `.`, `_`, `-` or `:`",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +414,7 @@ impl Config {
         self.validate_identity()?;
         self.validate_challenge()?;
         self.validate_transaction()?;
+        self.grants.validate()?;
         if self.policy.timeout_ms == 0 || self.policy.timeout_ms > self.decision.budget_ms {
             return Err(invalid(
                 "policy.timeout_ms",

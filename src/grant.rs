@@ -6,10 +6,12 @@
 //! every replica, is configured the same way.
 
 mod memory;
+mod redis;
 
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// A store fault. On a sensitive route every one of these becomes an explicit deny.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
