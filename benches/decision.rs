@@ -269,7 +269,7 @@ fn policy_input(f: &Fixture, token: &str) -> serde_json::Value {
             .expect("token verifies");
     let txn = p
         .binder
-        .bind(&action, &subject, &req, &params)
+        .bind(&action, &subject, &req, &params, now)
         .expect("binds");
     build_input(&InputParts {
         req: &req,
@@ -392,7 +392,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         .expect("token verifies");
     let txn = p
         .binder
-        .bind(&action, &subject, &req, &params)
+        .bind(&action, &subject, &req, &params, now)
         .expect("binds");
     let ladder = p.challenger.ladder();
     let parts = InputParts {
@@ -452,7 +452,10 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         })
     });
     g.bench_function("4_bind_hmac", |b| {
-        b.iter(|| p.binder.bind(&action, &subject, black_box(&req), &params))
+        b.iter(|| {
+            p.binder
+                .bind(&action, &subject, black_box(&req), &params, now)
+        })
     });
     g.bench_function("5_grant_lookup_memory", |b| {
         b.iter_custom(|iters| {

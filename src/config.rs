@@ -263,6 +263,10 @@ pub struct TxnKeyConfig {
     /// An environment variable holding the secret (at least 32 bytes).
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// For a previous (not active) key: the end of its overlap, in unix seconds. Until then,
+    /// grants bound under it still approve their transaction; after it, they never do.
+    #[serde(default)]
+    pub accept_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -569,6 +573,21 @@ impl Config {
                     format!("transaction.keys[{i}]"),
                     "set exactly one of secret_file or secret_env",
                 ));
+            }
+            match (key.id == t.active_key, key.accept_until) {
+                (true, Some(_)) => {
+                    return Err(invalid(
+                        format!("transaction.keys[{i}].accept_until"),
+                        "the active key has no end of overlap",
+                    ));
+                }
+                (false, None) => {
+                    return Err(invalid(
+                        format!("transaction.keys[{i}].accept_until"),
+                        "a previous key needs the end of its overlap (unix seconds)",
+                    ));
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -81,6 +81,16 @@ pub struct Challenge {
 pub trait GrantStore: Send + Sync + 'static {
     /// The live grant for a transaction digest, if any.
     async fn find_grant(&self, digest: &str, now: i64) -> Result<Option<Grant>, GrantError>;
+    /// The first live grant among one transaction's digests (the active key's first, then
+    /// those under previous binding keys still inside their overlap).
+    async fn find_any(&self, digests: &[&str], now: i64) -> Result<Option<Grant>, GrantError> {
+        for digest in digests {
+            if let Some(grant) = self.find_grant(digest, now).await? {
+                return Ok(Some(grant));
+            }
+        }
+        Ok(None)
+    }
     /// Spends one use of `grant` atomically: true only if this call spent it (the grant still
     /// exists under the same digest and id, and has not expired).
     async fn consume(&self, grant: &Grant, now: i64) -> Result<bool, GrantError>;

@@ -106,7 +106,7 @@ impl Pipeline {
         // Unbindable input is the client's 400; a missing binding key is our 503.
         let txn = self
             .binder
-            .bind(&action, &subject, &req, &params)
+            .bind(&action, &subject, &req, &params, now)
             .map_err(|e| {
                 with_action(match e {
                     TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
@@ -125,14 +125,12 @@ impl Pipeline {
     /// Steps 4-7: grant lookup, policy, and acting on the outcome.
     async fn evaluate(&self, id: &str, s: &Sensitive, now: i64) -> Step<Decision> {
         let fault = |reason: &str| Decision::fault(id.into(), reason);
-        let grant = self
-            .grants
-            .find_grant(&s.txn.digest, now)
-            .await
-            .map_err(|e| {
-                tracing::error!(decision_id = id, error = %e, "grant lookup failed");
-                fault("grant_store_unavailable")
-            })?;
+        let mut digests = vec![s.txn.digest.as_str()];
+        digests.extend(s.txn.previous_digests.iter().map(String::as_str));
+        let grant = self.grants.find_any(&digests, now).await.map_err(|e| {
+            tracing::error!(decision_id = id, error = %e, "grant lookup failed");
+            fault("grant_store_unavailable")
+        })?;
         let input = build_input(&InputParts {
             req: &s.req,
             action: &s.action,

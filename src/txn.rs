@@ -36,32 +36,43 @@ pub enum TxnError {
 /// A bound transaction.
 #[derive(Debug, Clone, Serialize)]
 pub struct Transaction {
-    /// `key_id:base64url(hmac)`.
+    /// `key_id:base64url(hmac)` under the active key.
     pub digest: String,
     pub key_id: String,
+    /// The same transaction's digests under previous keys still inside their overlap: grants
+    /// minted before a rotation are found under these.
+    #[serde(skip)]
+    pub previous_digests: Vec<String>,
     /// Field name → canonical value (`None` when absent).
     pub bound: BTreeMap<String, Option<String>>,
     pub value: Option<f64>,
     pub currency: Option<String>,
 }
 
-/// The binding keys: one active, others kept for verification during rotation.
+/// The binding keys: one active, previous ones honoured until the end of their overlap.
 pub struct Binder {
     active: String,
     keys: HashMap<String, hmac::Key>,
+    /// Previous key ids and the end of their overlap (unix seconds).
+    previous: Vec<(String, i64)>,
 }
 
 impl Binder {
     /// Loads every configured key.
     pub fn from_config(config: &Config) -> Result<Self, TxnError> {
         let mut keys = HashMap::new();
+        let mut previous = Vec::new();
         for key in &config.transaction.keys {
             let secret = read_secret(key, config)?;
             keys.insert(key.id.clone(), hmac::Key::new(hmac::HMAC_SHA256, &secret));
+            if let Some(until) = key.accept_until {
+                previous.push((key.id.clone(), until));
+            }
         }
         Ok(Self {
             active: config.transaction.active_key.clone(),
             keys,
+            previous,
         })
     }
 
@@ -71,22 +82,31 @@ impl Binder {
         Self {
             active: id.into(),
             keys: HashMap::from([(id.to_string(), key)]),
+            previous: Vec::new(),
         }
     }
 
-    /// Binds the request's transaction under the active key.
+    /// Binds the request's transaction under the active key, and under every previous key
+    /// whose overlap has not ended at `now`.
     pub fn bind(
         &self,
         action: &Action,
         subject: &Subject,
         req: &AuthzRequest,
         params: &HashMap<String, String>,
+        now: i64,
     ) -> Result<Transaction, TxnError> {
         let mut fields = Vec::with_capacity(action.bind.len());
         for field in &action.bind {
             fields.push((field.name(), extract(field, req, params)?));
         }
         let digest = self.digest(&self.active, action, subject, &req.method, &fields)?;
+        let mut previous_digests = Vec::new();
+        for (id, until) in &self.previous {
+            if now <= *until {
+                previous_digests.push(self.digest(id, action, subject, &req.method, &fields)?);
+            }
+        }
         let lookup = |f: &Option<BindField>| {
             let name = f.as_ref()?.name();
             fields.iter().find(|(n, _)| *n == name)?.1.clone()
@@ -94,6 +114,7 @@ impl Binder {
         Ok(Transaction {
             digest,
             key_id: self.active.clone(),
+            previous_digests,
             value: lookup(&action.value).and_then(|v| number(&v)),
             currency: lookup(&action.currency).map(|v| untag(&v).to_string()),
             bound: fields.into_iter().collect(),

@@ -114,3 +114,22 @@ fn missing_file_is_a_read_error() {
         Err(ConfigError::Read { .. })
     ));
 }
+
+#[test]
+fn key_rotation_needs_an_end_of_overlap_for_previous_keys_only() {
+    let two_keys = |active_until: &str, previous_until: &str| {
+        quickstart().replace(
+            "    - id: dev1\n      secret_file: txn-key.DEV-ONLY\n",
+            &format!(
+                "    - id: dev1\n      secret_file: txn-key.DEV-ONLY\n{active_until}    - id: old\n      secret_file: txn-key.DEV-ONLY\n{previous_until}"
+            ),
+        )
+    };
+    assert!(parse(&two_keys("", "      accept_until: 1800000000\n")).is_ok());
+    assert!(error_of(&two_keys("", "")).contains("transaction.keys[1].accept_until"));
+    let both = two_keys(
+        "      accept_until: 1\n",
+        "      accept_until: 1800000000\n",
+    );
+    assert!(error_of(&both).contains("transaction.keys[0].accept_until"));
+}

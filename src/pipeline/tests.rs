@@ -314,3 +314,52 @@ async fn policy_faults_fail_closed_within_budget() {
 async fn policy_faults_fail_closed_on_the_served_runtime() {
     assert_policy_faults(150).await;
 }
+
+/// A pipeline whose binding key was rotated: `dev2` active, `dev1` honoured until `until`.
+async fn rotated(clock: Arc<ManualClock>, until: i64) -> Pipeline {
+    let dir =
+        std::env::temp_dir().join(format!("stepguard-rotation-{}-{until}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let new_key = dir.join("dev2.key");
+    std::fs::write(&new_key, "a-new-binding-key-of-at-least-32-bytes!!").unwrap();
+    let config = config(|t| {
+        t.replace("active_key: dev1", "active_key: dev2").replace(
+            "    - id: dev1\n      secret_file: txn-key.DEV-ONLY\n",
+            &format!(
+                "    - id: dev2\n      secret_file: {}\n    - id: dev1\n      secret_file: txn-key.DEV-ONLY\n      accept_until: {until}\n",
+                new_key.display()
+            ),
+        )
+    });
+    let app = App::build_with_clock(&config, clock).await.unwrap();
+    Arc::try_unwrap(app.into_pipeline()).ok().unwrap()
+}
+
+#[tokio::test]
+async fn grants_bound_under_a_previous_key_are_honoured_only_during_the_overlap() {
+    for (advance, honoured) in [(50, true), (101, false)] {
+        let (before, clock) = pipeline().await;
+        let t = token("alice", "aal2", NOW, 10);
+        grant_for(&before, transfer(Some(&t), 25_000, "bob"), "aal3", Some(1)).await;
+        let mut after = rotated(clock.clone(), NOW + 100).await;
+        after.grants = before.grants.clone();
+        clock.advance(advance);
+        let t = token("alice", "aal2", NOW + advance, 10);
+        let d = after.decide(transfer(Some(&t), 25_000, "bob")).await;
+        assert!(
+            d.transaction.as_deref().unwrap().starts_with("dev2:"),
+            "new digests use the active key"
+        );
+        if honoured {
+            assert_eq!(
+                (d.verdict, d.reason.as_str()),
+                (Verdict::Allow, "grant_satisfies")
+            );
+        } else {
+            assert!(
+                matches!(d.verdict, Verdict::Challenge { .. }),
+                "after the overlap: {d:?}"
+            );
+        }
+    }
+}

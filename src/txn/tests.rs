@@ -41,7 +41,7 @@ fn bind_with(binder: &Binder, sub: &str, req: &AuthzRequest) -> Result<Transacti
     let Classification::Sensitive { action, params } = table.classify(req).unwrap() else {
         panic!("not sensitive")
     };
-    binder.bind(&action, &subject(sub), req, &params)
+    binder.bind(&action, &subject(sub), req, &params, 0)
 }
 
 fn digest(sub: &str, req: &AuthzRequest) -> String {
