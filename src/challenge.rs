@@ -36,6 +36,10 @@ impl Challenger {
         &self.config.acr_ladder
     }
 
+    pub fn limits(&self) -> &crate::config::ChallengeLimits {
+        &self.config.limits
+    }
+
     /// A new challenge record for this transaction (`None` if the system RNG fails).
     #[allow(clippy::too_many_arguments)]
     pub fn challenge(

@@ -236,6 +236,40 @@ pub struct ChallengeConfig {
     pub ttl_secs: u64,
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// Abuse limits on issuing challenges.
+    #[serde(default)]
+    pub limits: ChallengeLimits,
+}
+
+/// How many challenges may be issued per subject and per source IP in a window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChallengeLimits {
+    pub per_subject: RateLimit,
+    pub per_source_ip: RateLimit,
+}
+
+impl Default for ChallengeLimits {
+    fn default() -> Self {
+        Self {
+            per_subject: RateLimit {
+                max: 10,
+                window_secs: 60,
+            },
+            per_source_ip: RateLimit {
+                max: 60,
+                window_secs: 60,
+            },
+        }
+    }
+}
+
+/// At most `max` events per fixed window of `window_secs`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u64,
+    pub window_secs: u64,
 }
 
 fn default_challenge_ttl() -> u64 {
@@ -523,6 +557,17 @@ impl Config {
 
     fn validate_challenge(&self) -> Result<(), ConfigError> {
         let c = &self.challenge;
+        for (name, limit) in [
+            ("per_subject", c.limits.per_subject),
+            ("per_source_ip", c.limits.per_source_ip),
+        ] {
+            if limit.max == 0 || !(1..=86_400).contains(&limit.window_secs) {
+                return Err(invalid(
+                    format!("challenge.limits.{name}"),
+                    "max must be at least 1 and window_secs between 1 and 86400",
+                ));
+            }
+        }
         if c.acr_ladder.is_empty() {
             return Err(invalid(
                 "challenge.acr_ladder",

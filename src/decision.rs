@@ -24,6 +24,8 @@ pub enum Verdict {
     Unauthenticated { description: String },
     /// Refused: 4xx/5xx with a reason.
     Deny { status: u16 },
+    /// Too many challenges: 429 with `Retry-After` (seconds).
+    RateLimited { retry_after: i64 },
     /// An internal fault on a sensitive route: 503.
     Fault,
 }
@@ -79,7 +81,7 @@ impl Decision {
             Verdict::Allow => "allow",
             Verdict::Challenge { .. } => "challenge",
             Verdict::Unauthenticated { .. } => "unauthenticated",
-            Verdict::Deny { .. } => "deny",
+            Verdict::Deny { .. } | Verdict::RateLimited { .. } => "deny",
             Verdict::Fault => "fault",
         }
     }

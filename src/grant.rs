@@ -76,6 +76,21 @@ pub struct Challenge {
     pub attempts: u32,
 }
 
+/// A fixed-window counter's state after counting one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Events counted in this window, this one included.
+    pub count: u64,
+    /// Seconds until the window ends.
+    pub resets_in: i64,
+}
+
+/// The window of `window` seconds containing `now`: its index and its end.
+pub fn window_of(window: i64, now: i64) -> (i64, i64) {
+    let index = now.div_euclid(window.max(1));
+    (index, (index + 1) * window.max(1))
+}
+
 /// Where grants and challenges live.
 #[tonic::async_trait]
 pub trait GrantStore: Send + Sync + 'static {
@@ -99,4 +114,7 @@ pub trait GrantStore: Send + Sync + 'static {
     async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError>;
     /// Closes a challenge; true if it was open.
     async fn close_challenge(&self, id: &str) -> Result<bool, GrantError>;
+    /// Counts one event under `name` (a key-safe name) in the fixed window of `window`
+    /// seconds that contains `now`. Counters expire with their window.
+    async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError>;
 }

@@ -257,6 +257,7 @@ impl Pipeline {
         now: i64,
     ) -> Step<Decision> {
         let fault = |reason: &str| Decision::fault(id.into(), reason);
+        self.limit_challenges(id, s, now).await?;
         let challenge = self
             .challenger
             .challenge(
@@ -284,6 +285,47 @@ impl Pipeline {
         Ok(Decision::new(id.into(), verdict, "step_up_required"))
     }
 
+    /// Abuse limits: challenges per subject and per source IP in fixed windows; over a limit
+    /// the answer is 429 with `Retry-After`, not another challenge.
+    async fn limit_challenges(&self, id: &str, s: &Sensitive, now: i64) -> Step<()> {
+        let limits = self.challenger.limits();
+        let subject = format!("subject:{}", short_hash(&s.subject.binding_key()));
+        let ip = s
+            .req
+            .raw
+            .source_address
+            .as_ref()
+            .map(|ip| format!("ip:{ip}"));
+        let counted = [
+            (
+                Some(subject),
+                limits.per_subject,
+                "challenge_rate_limited_subject",
+            ),
+            (ip, limits.per_source_ip, "challenge_rate_limited_source_ip"),
+        ];
+        for (name, limit, reason) in counted {
+            let Some(name) = name else { continue };
+            let window = self
+                .grants
+                .count(&name, limit.window_secs as i64, now)
+                .await
+                .map_err(|e| {
+                    tracing::error!(decision_id = id, error = %e, "rate-limit counter failed");
+                    Decision::fault(id.into(), "grant_store_unavailable")
+                })?;
+            if window.count > limit.max {
+                let retry_after = window.resets_in.max(1);
+                return Err(Decision::new(
+                    id.into(),
+                    Verdict::RateLimited { retry_after },
+                    reason,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Fills in the context and records evidence; an approval without evidence is refused.
     async fn finish(&self, mut decision: Decision, s: Option<&Sensitive>) -> Decision {
         if let Some(s) = s {
@@ -300,6 +342,15 @@ impl Pipeline {
         }
         decision
     }
+}
+
+/// A short, key-safe digest of a value (subjects are not written into store keys).
+fn short_hash(value: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -85,6 +85,12 @@ pub fn render(decision: &Decision) -> CheckResponse {
                 body.to_string(),
             )
         }
+        Verdict::RateLimited { retry_after } => {
+            let body = json!({"error": "too_many_requests", "reason": decision.reason, "decision_id": decision.id});
+            let mut headers = json_headers(None);
+            headers.push(header("retry-after", &retry_after.to_string()));
+            denied(decision, 429, PERMISSION_DENIED, headers, body.to_string())
+        }
         Verdict::Fault => {
             let body = json!({"error": "temporarily_unavailable", "reason": decision.reason, "decision_id": decision.id});
             denied(

@@ -223,6 +223,33 @@ async fn already_expired_records_are_refused_and_ttls_follow_expiry() {
 }
 
 #[tokio::test]
+async fn counters_count_per_window_with_a_ttl() {
+    let server = RedisServer::start();
+    let store = store(&server, BUDGET);
+    let first = store.count("subject:abc", 60, NOW).await.unwrap();
+    assert_eq!(first.count, 1);
+    assert_eq!(
+        store.count("subject:abc", 60, NOW + 1).await.unwrap().count,
+        2
+    );
+    assert_eq!(store.count("ip:10.0.0.7", 60, NOW).await.unwrap().count, 1);
+    let next_window = NOW - NOW.rem_euclid(60) + 60;
+    assert_eq!(
+        store
+            .count("subject:abc", 60, next_window)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    assert!(
+        store.count("bad{name}", 60, NOW).await.is_err(),
+        "names that would move the hash tag are refused"
+    );
+    assert_eq!(assert_every_key_has_a_ttl(&server), 3);
+}
+
+#[tokio::test]
 async fn a_replaced_grant_is_not_spent_by_the_old_holder() {
     let server = RedisServer::start();
     let store = store(&server, BUDGET * 10);

@@ -9,6 +9,7 @@ fn config() -> ChallengeConfig {
         acr_ladder: vec!["aal1".into(), "aal2".into(), "aal3".into()],
         ttl_secs: 300,
         scope: "openid".into(),
+        limits: Default::default(),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Challenge, Grant, GrantError, GrantStore};
+use super::{Challenge, Grant, GrantError, GrantStore, Window, window_of};
 
 /// Grants and challenges in a map, capped at `max_entries` of each.
 pub struct MemoryStore {
@@ -15,6 +15,8 @@ pub struct MemoryStore {
 struct Inner {
     grants: HashMap<String, Grant>,
     challenges: HashMap<String, Challenge>,
+    /// Counter name and window index → (count, window end).
+    counters: HashMap<(String, i64), (u64, i64)>,
 }
 
 impl MemoryStore {
@@ -120,6 +122,26 @@ impl GrantStore for MemoryStore {
 
     async fn close_challenge(&self, id: &str) -> Result<bool, GrantError> {
         Ok(self.lock()?.challenges.remove(id).is_some())
+    }
+
+    async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError> {
+        let (index, end) = window_of(window, now);
+        let mut inner = self.lock()?;
+        if inner.counters.len() >= self.max_entries {
+            inner.counters.retain(|_, (_, end)| *end > now);
+            if inner.counters.len() >= self.max_entries {
+                return Err(GrantError::Full);
+            }
+        }
+        let entry = inner
+            .counters
+            .entry((name.to_string(), index))
+            .or_insert((0, end));
+        entry.0 += 1;
+        Ok(Window {
+            count: entry.0,
+            resets_in: end - now,
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use redis::{Cmd, RedisFuture, Script, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Challenge, Grant, GrantError, GrantStore};
+use super::{Challenge, Grant, GrantError, GrantStore, Window, window_of};
 use crate::clock::Clock;
 
 /// Spends one use of a grant, atomically. KEYS[1]: the grant key. ARGV[1]: the grant id the
@@ -62,6 +62,14 @@ redis.call('SET', KEYS[1], updated, 'PX', ttl)
 return 1
 "#;
 
+/// Counts one event in a fixed window. KEYS[1]: the window's counter. ARGV[1]: milliseconds
+/// until the window ends. The counter gets its TTL when it is created, in the same script.
+const COUNT_LUA: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
 /// Grants and challenges in Redis.
 pub struct RedisStore {
     conn: Conn,
@@ -69,6 +77,7 @@ pub struct RedisStore {
     timeout: Duration,
     clock: Arc<dyn Clock>,
     consume: Script,
+    count: Script,
 }
 
 impl RedisStore {
@@ -98,6 +107,7 @@ impl RedisStore {
             timeout,
             clock,
             consume: Script::new(CONSUME_LUA),
+            count: Script::new(COUNT_LUA),
         };
         store.warm_up();
         Ok(store)
@@ -300,6 +310,29 @@ impl GrantStore for RedisStore {
         })
         .await
     }
+
+    async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError> {
+        let (index, end) = window_of(window, now);
+        let key = self
+            .keys
+            .counter(name, index)
+            .ok_or_else(|| GrantError::Unavailable("counter name is not a valid key".into()))?;
+        let ttl = ttl_ms(end, now).unwrap_or(1000);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.count.prepare_invoke();
+        invocation.key(key).arg(ttl);
+        self.bounded("count", async move {
+            let count: u64 = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err("count"))?;
+            Ok(Window {
+                count,
+                resets_in: end - now,
+            })
+        })
+        .await
+    }
 }
 
 /// The key schema (see `docs/redis.md`). Everything about one transaction is hash-tagged on its
@@ -325,6 +358,11 @@ impl Keys {
     fn challenge(&self, digest: &str, id: &str) -> Option<String> {
         (key_part(digest) && key_part(id))
             .then(|| format!("{}:{{{digest}}}:challenge:{id}", self.prefix))
+    }
+
+    /// `<prefix>:count:{<name>}:<window index>` → events counted in that window.
+    fn counter(&self, name: &str, index: i64) -> Option<String> {
+        key_part(name).then(|| format!("{}:count:{{{name}}}:{index}", self.prefix))
     }
 
     /// `<prefix>:challenge:{<id>}` → the challenge's digest.

@@ -111,3 +111,10 @@ fn invalid_token_deny_and_fault() {
     assert_eq!(denied(&r).status.unwrap().code, 503);
     assert_ne!(r.status.unwrap().code, 0);
 }
+
+#[test]
+fn rate_limited_is_a_429_with_retry_after() {
+    let r = render(&decision(Verdict::RateLimited { retry_after: 17 }));
+    assert_eq!(denied(&r).status.unwrap().code, 429);
+    assert!(headers(&r).contains(&("retry-after".into(), "17".into())));
+}

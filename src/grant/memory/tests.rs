@@ -128,3 +128,32 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
         assert_eq!(spent, 1, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn counters_count_per_fixed_window_and_expire_with_it() {
+    let store = MemoryStore::new(10);
+    assert_eq!(
+        store.count("a", 60, 120).await.unwrap(),
+        crate::grant::Window {
+            count: 1,
+            resets_in: 60
+        }
+    );
+    assert_eq!(
+        store.count("a", 60, 150).await.unwrap(),
+        crate::grant::Window {
+            count: 2,
+            resets_in: 30
+        }
+    );
+    assert_eq!(
+        store.count("b", 60, 150).await.unwrap().count,
+        1,
+        "names are separate"
+    );
+    assert_eq!(
+        store.count("a", 60, 180).await.unwrap().count,
+        1,
+        "a new window starts at zero"
+    );
+}
