@@ -114,6 +114,10 @@ pub trait GrantStore: Send + Sync + 'static {
     async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError>;
     /// Closes a challenge; true if it was open.
     async fn close_challenge(&self, id: &str) -> Result<bool, GrantError>;
+    /// Whether the store answers now (for readiness); stores that cannot fail answer `Ok`.
+    async fn ping(&self) -> Result<(), GrantError> {
+        Ok(())
+    }
     /// Counts one event under `name` (a key-safe name) in the fixed window of `window`
     /// seconds that contains `now`. Counters expire with their window.
     async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError>;
