@@ -98,7 +98,11 @@ impl App {
                 stopped(stop_rx.clone()),
             );
         let grpc_task = tokio::spawn(grpc_server);
-        let http_task = tokio::spawn(crate::http::serve(http, ready.clone(), stopped(stop_rx)));
+        let http_state = crate::http::HttpState {
+            ready: ready.clone(),
+            grants: self.pipeline.grants.clone(),
+        };
+        let http_task = tokio::spawn(crate::http::serve(http, http_state, stopped(stop_rx)));
         tracing::info!("stepguard serving");
         shutdown.await;
         tracing::info!(drain_ms = self.drain.as_millis() as u64, "shutting down");
