@@ -151,6 +151,16 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
             Duration::from_millis(*timeout_ms),
             clock.clone(),
         )?),
+        GrantsConfig::RedisCluster {
+            nodes,
+            timeout_ms,
+            key_prefix,
+        } => Arc::new(crate::grant::RedisStore::connect_cluster(
+            nodes,
+            key_prefix,
+            Duration::from_millis(*timeout_ms),
+            clock.clone(),
+        )?),
     };
     Ok(Pipeline {
         routes: RouteTable::new(&config.actions),

@@ -340,6 +340,18 @@ pub enum GrantsConfig {
         #[serde(default = "default_key_prefix")]
         key_prefix: String,
     },
+    /// A Redis Cluster shared by every replica (see `docs/redis.md`).
+    #[serde(rename = "redis_cluster")]
+    RedisCluster {
+        /// Some of the cluster's nodes (`redis://` or `rediss://` URLs); the rest are discovered.
+        nodes: Vec<String>,
+        /// Budget for each store operation; past it the operation fails (503 on the route).
+        #[serde(default = "default_redis_timeout")]
+        timeout_ms: u64,
+        /// Prefix of every key this store writes.
+        #[serde(default = "default_key_prefix")]
+        key_prefix: String,
+    },
 }
 
 impl Default for GrantsConfig {
@@ -370,33 +382,59 @@ impl GrantsConfig {
                 key_prefix,
             } => {
                 // The URL may hold a password: never echo it back.
-                if !["redis://", "rediss://", "unix://"]
-                    .iter()
-                    .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
-                {
+                if !redis_url_ok(url, &["redis://", "rediss://", "unix://"]) {
                     return Err(invalid(
                         "grants.url",
                         "must be a redis://, rediss:// or unix:// URL",
                     ));
                 }
-                if !(1..=1_000).contains(timeout_ms) {
-                    return Err(invalid("grants.timeout_ms", "must be between 1 and 1000"));
+                validate_redis_common(*timeout_ms, key_prefix)
+            }
+            GrantsConfig::RedisCluster {
+                nodes,
+                timeout_ms,
+                key_prefix,
+            } => {
+                if nodes.is_empty() {
+                    return Err(invalid("grants.nodes", "list at least one cluster node"));
                 }
-                if key_prefix.is_empty()
-                    || key_prefix.len() > 64
-                    || !key_prefix
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-                {
-                    return Err(invalid(
-                        "grants.key_prefix",
-                        "1 to 64 letters, digits, `.`, `_`, `-` or `:`",
-                    ));
+                for (i, node) in nodes.iter().enumerate() {
+                    // A node URL may hold a password: never echo it back.
+                    if !redis_url_ok(node, &["redis://", "rediss://"]) {
+                        return Err(invalid(
+                            format!("grants.nodes[{i}]"),
+                            "must be a redis:// or rediss:// URL",
+                        ));
+                    }
                 }
-                Ok(())
+                validate_redis_common(*timeout_ms, key_prefix)
             }
         }
     }
+}
+
+fn redis_url_ok(url: &str, schemes: &[&str]) -> bool {
+    schemes
+        .iter()
+        .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
+}
+
+fn validate_redis_common(timeout_ms: u64, key_prefix: &str) -> Result<(), ConfigError> {
+    if !(1..=1_000).contains(&timeout_ms) {
+        return Err(invalid("grants.timeout_ms", "must be between 1 and 1000"));
+    }
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || !key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+    {
+        return Err(invalid(
+            "grants.key_prefix",
+            "1 to 64 letters, digits, `.`, `_`, `-` or `:`",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -41,10 +41,16 @@ pub async fn serve(
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
     if !state.ready.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        );
     }
     match state.grants.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "grant_store": "ok"}))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "grant_store": "ok"})),
+        ),
         Err(e) => (
             StatusCode::OK,
             Json(json!({"status": "degraded", "grant_store": e.to_string()})),

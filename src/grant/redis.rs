@@ -6,16 +6,19 @@
 //! 503 on a sensitive route. A consume whose answer did not arrive is an error, never `Ok(true)`:
 //! the pipeline treats it as spent.
 //!
-//! Commands go through [`Conn`], a `redis::aio::ConnectionLike`; today it wraps one
-//! auto-reconnecting `ConnectionManager` for a single Redis URL. Cluster and Sentinel become
-//! further variants of it: every multi-key command here touches one hash-tagged slot, and the
-//! only cross-slot writes (a challenge and its id index) are pipelined, not transactional.
+//! Commands go through [`Conn`], a `redis::aio::ConnectionLike`: one auto-reconnecting
+//! `ConnectionManager` for a single Redis URL, or a Redis Cluster connection. Every multi-key
+//! command here touches one hash-tagged slot; the only cross-slot writes (a challenge and its id
+//! index) are pipelined, not transactional, and on a cluster sent command by command. Sentinel
+//! would be a further variant (see `docs/redis.md`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisFuture, Script, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -101,8 +104,47 @@ impl RedisStore {
             .set_response_timeout(None);
         let manager = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| GrantError::Unavailable(format!("redis client: {e}")))?;
+        Ok(Self::with_conn(
+            Conn::Single(manager),
+            key_prefix,
+            timeout,
+            clock,
+        ))
+    }
+
+    /// A store for a Redis Cluster, given some of its nodes (`redis://` or `rediss://` URLs;
+    /// the client discovers the rest and follows slot moves). Like [`RedisStore::connect`] it
+    /// does not wait: the cluster connection is made in the background and repaired by the
+    /// client (reconnects, slot-map refreshes on `MOVED`). Must be called inside a Tokio
+    /// runtime.
+    pub fn connect_cluster(
+        nodes: &[String],
+        key_prefix: &str,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, GrantError> {
+        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .connection_timeout(Duration::from_secs(1))
+            // Few, quick retries (redirections, reconnects): the operation budget bounds them.
+            .retries(4)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+            .build()
+            .map_err(|e| GrantError::Unavailable(format!("redis cluster nodes rejected: {e}")))?;
+        let cluster = client.get_pending_async_connection_with_config(
+            ClusterConfig::new().set_connection_timeout(Duration::from_secs(1)),
+        );
+        Ok(Self::with_conn(
+            Conn::Cluster(cluster),
+            key_prefix,
+            timeout,
+            clock,
+        ))
+    }
+
+    fn with_conn(conn: Conn, key_prefix: &str, timeout: Duration, clock: Arc<dyn Clock>) -> Self {
         let store = Self {
-            conn: Conn::Single(manager),
+            conn,
             keys: Keys::new(key_prefix),
             timeout,
             clock,
@@ -110,7 +152,7 @@ impl RedisStore {
             count: Script::new(COUNT_LUA),
         };
         store.warm_up();
-        Ok(store)
+        store
     }
 
     /// Starts connecting (and loads the consume script) without making anyone wait for it.
@@ -311,6 +353,24 @@ impl GrantStore for RedisStore {
         .await
     }
 
+    async fn ping(&self) -> Result<(), GrantError> {
+        let mut conn = self.conn.clone();
+        self.bounded("ping", async move {
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("ping"))?;
+            if pong == "PONG" {
+                Ok(())
+            } else {
+                Err(GrantError::Unavailable(format!(
+                    "redis ping: unexpected answer {pong:?}"
+                )))
+            }
+        })
+        .await
+    }
+
     async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError> {
         let (index, end) = window_of(window, now);
         let key = self
@@ -380,17 +440,24 @@ fn key_part(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
 }
 
-/// How commands reach Redis: a `ConnectionLike` the operations are written against. One URL
-/// today; `Cluster` and `Sentinel` variants slot in here.
+/// How commands reach Redis: a `ConnectionLike` the operations are written against.
 #[derive(Clone)]
 enum Conn {
+    /// One Redis URL, through an auto-reconnecting `ConnectionManager`.
     Single(ConnectionManager),
+    /// A Redis Cluster. Each command is routed to its slot's primary by the client (`PING` to
+    /// a random node). A pipeline is *not* sent as one batch: the client sends a batch to one
+    /// node only and refuses one whose keys span slots (our challenge write and close touch two
+    /// slots by design), so the commands of a pipeline are sent one after another, in order,
+    /// each to its own slot. Transactions (`MULTI`) are passed through (one slot only).
+    Cluster(ClusterConnection),
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -402,12 +469,28 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => {
+                let mut c = c.clone();
+                Box::pin(async move {
+                    if pipeline.is_transaction() {
+                        return c.req_packed_commands(pipeline, offset, count).await;
+                    }
+                    // A non-transactional pipeline's replies are one per command, in order; the
+                    // caller asks for `count` of them from `offset` (0 and all of them in practice).
+                    let mut replies = Vec::with_capacity(pipeline.len());
+                    for cmd in pipeline.cmd_iter().take(offset.saturating_add(count)) {
+                        replies.push(c.req_packed_command(cmd).await?);
+                    }
+                    Ok(replies.into_iter().skip(offset).collect())
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! A real `redis-server` per test, on a free loopback port, with persistence off; killed (and
-//! its directory removed) on drop. `STEPGUARD_REDIS_SERVER` overrides the binary.
+//! its directory removed) on drop. `STEPGUARD_REDIS_SERVER` overrides the binary. Also a local
+//! 3-node Redis Cluster ([`RedisCluster`]), built with `redis-cli --cluster create`
+//! (`STEPGUARD_REDIS_CLI` overrides that binary).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -82,12 +84,7 @@ impl RedisServer {
     }
 
     fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        pings(self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -177,6 +174,180 @@ impl Drop for RedisServer {
                 .status();
         }
         self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A local Redis Cluster: 3 primaries, no replicas, on free loopback ports (client and bus port
+/// each picked free), persistence off; every node killed (and the directory removed) on drop.
+pub struct RedisCluster {
+    nodes: Vec<(u16, Child)>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts 3 nodes, joins them with `redis-cli --cluster create` and waits (bounded) until
+    /// every node reports `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let bin = binary();
+        let cli = std::env::var("STEPGUARD_REDIS_CLI").unwrap_or_else(|_| "redis-cli".into());
+        let first = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "stepguard-redis-cluster-{}-{first}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for i in 0..3 {
+            let port = if i == 0 { first } else { free_port() };
+            let node_dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new(&bin)
+                .args(["--port", &port.to_string()])
+                .args(["--cluster-port", &free_port().to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "5000"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--daemonize", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start `{bin}` (Debian: apt-get install redis-server): {e}")
+                });
+            cluster.nodes.push((port, child));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (port, _) in &cluster.nodes {
+            while !pings(*port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node on port {port} did not answer PING within 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let output = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `{cli}` (it comes with redis-server; or set STEPGUARD_REDIS_CLI): {e}")
+            });
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in cluster.ports() {
+            loop {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut node_client(port))
+                    .unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node {port} not ok within 20 s:\n{info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// `redis://` URLs of every node (what `grants.nodes` lists).
+    pub fn urls(&self) -> Vec<String> {
+        self.ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// A plain synchronous client to one node (no redirections followed).
+    pub fn client(&self, port: u16) -> redis::Connection {
+        node_client(port)
+    }
+
+    /// `CLUSTER KEYSLOT key`.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut node_client(self.nodes[0].0))
+            .unwrap()
+    }
+
+    /// Every key on every node, with the node's port and the key's PTTL (SCAN, not KEYS).
+    pub fn keys_with_pttl(&self) -> Vec<(u16, String, i64)> {
+        let mut out = Vec::new();
+        for port in self.ports() {
+            let mut con = node_client(port);
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut con)
+                    .unwrap();
+                for key in keys {
+                    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
+                    out.push((port, key, pttl));
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        out
+    }
+}
+
+fn node_client(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("cannot connect to cluster node {port}: {e}"))
+}
+
+fn pings(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

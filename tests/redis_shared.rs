@@ -1,0 +1,262 @@
+//! Two stepguard instances sharing one real Redis: a challenge issued through one is completed
+//! and consumed through the other, and neither approves it twice. Plus readiness while Redis is
+//! down.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stepguard::app::App;
+use stepguard::decision::{Decision, Verdict};
+use stepguard::grant::Grant;
+use stepguard::pipeline::Pipeline;
+use stepguard::request::RawRequest;
+use support::redis::RedisServer;
+use support::sidecar::{Sidecar, quickstart};
+use support::tokens::{now, token};
+
+fn redis_grants(url: &str) -> impl Fn(String) -> String + '_ {
+    move |text: String| {
+        text.replace(
+            "grants:\n  store: memory\n  max_entries: 100000\n",
+            &format!("grants:\n  store: redis\n  url: {url}\n  timeout_ms: 100\n"),
+        )
+    }
+}
+
+async fn instance(url: &str) -> std::sync::Arc<Pipeline> {
+    App::build(&quickstart(redis_grants(url)))
+        .await
+        .unwrap()
+        .into_pipeline()
+}
+
+/// An instance whose challenge rate limits are out of the way of a load test.
+async fn unlimited_instance(url: &str) -> std::sync::Arc<Pipeline> {
+    let limits = "  ttl_secs: 300\n  limits:\n    per_subject: {max: 1000000, window_secs: 60}\n    per_source_ip: {max: 1000000, window_secs: 60}\n";
+    let config = quickstart(|t| redis_grants(url)(t).replace("  ttl_secs: 300\n", limits));
+    App::build(&config).await.unwrap().into_pipeline()
+}
+
+fn transfer(token: &str, amount: u64) -> RawRequest {
+    RawRequest {
+        method: "POST".into(),
+        host: "api.example.com".into(),
+        path: "/v1/accounts/A1/transfers".into(),
+        headers: HashMap::from([
+            ("content-type".to_string(), "application/json".to_string()),
+            ("authorization".to_string(), format!("Bearer {token}")),
+        ]),
+        body: json!({"amount": amount, "currency": "EUR", "payee": "mallory"})
+            .to_string()
+            .into_bytes(),
+        source_address: Some("10.0.0.7".into()),
+        ..Default::default()
+    }
+}
+
+/// Decides, retrying while the store is still connecting (the first seconds after start).
+async fn decide(p: &Pipeline, raw: RawRequest) -> Decision {
+    let started = Instant::now();
+    loop {
+        let d = p.decide(raw.clone()).await;
+        if d.verdict != Verdict::Fault || started.elapsed() > Duration::from_secs(5) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_from_one_replica_is_completed_and_consumed_through_another() {
+    let server = RedisServer::start();
+    let (a, b) = (instance(&server.url()).await, instance(&server.url()).await);
+    let t = token("alice", "aal2", 5);
+
+    let d = decide(&a, transfer(&t, 50_000)).await;
+    let Verdict::Challenge { challenge_id, .. } = &d.verdict else {
+        panic!("{d:?}")
+    };
+
+    // Replica B finds the challenge A issued and mints its grant (as a completion would).
+    let c = b
+        .grants
+        .challenge(challenge_id, now())
+        .await
+        .unwrap()
+        .expect("challenge shared through Redis");
+    assert_eq!(Some(&c.digest), d.transaction.as_ref());
+    b.grants
+        .put_grant(Grant {
+            id: format!("grant-{}", c.id),
+            digest: c.digest.clone(),
+            subject: c.subject.clone(),
+            action: c.action.clone(),
+            acr: "aal3".into(),
+            amr: vec!["hwk".into()],
+            auth_time: now(),
+            method: "oidc".into(),
+            challenge_id: Some(c.id.clone()),
+            issued_at: now(),
+            expires_at: now() + c.terms.ttl,
+            uses_left: c.terms.single_use.then_some(1),
+            policy_revision: None,
+        })
+        .await
+        .unwrap();
+    assert!(b.grants.close_challenge(&c.id).await.unwrap());
+
+    // Another amount is another transaction, on either replica.
+    assert!(matches!(
+        decide(&a, transfer(&t, 50_001)).await.verdict,
+        Verdict::Challenge { .. }
+    ));
+    // The grant approves its transaction once, through B; then neither replica approves it.
+    let d = decide(&b, transfer(&t, 50_000)).await;
+    assert_eq!(
+        (d.verdict, d.reason.as_str()),
+        (Verdict::Allow, "grant_satisfies")
+    );
+    for p in [&a, &b] {
+        assert!(matches!(
+            decide(p, transfer(&t, 50_000)).await.verdict,
+            Verdict::Challenge { .. }
+        ));
+    }
+}
+
+fn readiness(sidecar: &Sidecar) -> (u16, Value) {
+    let (code, body) =
+        support::envoy::http_get(sidecar.http.port(), "/readyz", Duration::from_secs(2)).unwrap();
+    (code, serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn readiness_reports_a_degraded_store_and_recovers() {
+    let mut server = RedisServer::start();
+    let sidecar = Sidecar::start(redis_grants(&server.url()));
+    let wait_for = |status: &str| {
+        let started = Instant::now();
+        loop {
+            let (code, body) = readiness(&sidecar);
+            if body["status"] == status {
+                assert_eq!(code, 200, "{body}");
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never {status}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("ready");
+    server.kill9();
+    wait_for("degraded");
+    server.restart();
+    wait_for("ready");
+}
+
+fn public() -> RawRequest {
+    RawRequest {
+        method: "GET".into(),
+        host: "api.example.com".into(),
+        path: "/public/hello".into(),
+        ..Default::default()
+    }
+}
+
+/// Drives public and sensitive checks concurrently for `duration`; every sensitive answer must be
+/// a challenge or a 503 (no grant exists, so an allow would be a hole), inside the budget.
+async fn load(p: &std::sync::Arc<Pipeline>, duration: Duration) -> (usize, usize) {
+    let t = token("alice", "aal2", 5);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let (p, t) = (p.clone(), t.clone());
+            tokio::spawn(async move {
+                let (mut faults, mut total) = (0, 0);
+                while started.elapsed() < duration {
+                    let asked = Instant::now();
+                    let d = p.decide(transfer(&t, 50_000 + i)).await;
+                    assert!(
+                        asked.elapsed() < p.budget + Duration::from_millis(50),
+                        "answered late: {:?}",
+                        asked.elapsed()
+                    );
+                    assert!(
+                        matches!(d.verdict, Verdict::Challenge { .. } | Verdict::Fault),
+                        "{d:?}"
+                    );
+                    faults += usize::from(d.verdict == Verdict::Fault);
+                    assert_eq!(
+                        p.decide(public()).await.verdict,
+                        Verdict::Allow,
+                        "public routes keep passing"
+                    );
+                    total += 1;
+                }
+                (faults, total)
+            })
+        })
+        .collect();
+    let mut sums = (0, 0);
+    for w in workers {
+        let (f, t) = w.await.unwrap();
+        sums = (sums.0 + f, sums.1 + t);
+    }
+    sums
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_load_fails_closed_and_recovers_by_itself() {
+    let mut server = RedisServer::start();
+    let p = unlimited_instance(&server.url()).await;
+    decide(&p, transfer(&token("alice", "aal2", 5), 40_000)).await;
+    let (killer, restart) = (
+        tokio::time::sleep(Duration::from_millis(500)),
+        Duration::from_millis(1500),
+    );
+    let load_task = {
+        let p = p.clone();
+        tokio::spawn(async move { load(&p, Duration::from_secs(3)).await })
+    };
+    killer.await;
+    server.kill9();
+    tokio::time::sleep(restart).await;
+    server.restart();
+    let (faults, total) = load_task.await.unwrap();
+    assert!(
+        faults > 0 && faults < total,
+        "faults while Redis was down, service before and after: {faults}/{total}"
+    );
+    let d = decide(&p, transfer(&token("alice", "aal2", 5), 40_001)).await;
+    assert!(
+        matches!(d.verdict, Verdict::Challenge { .. }),
+        "recovered without a restart: {d:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pause_fails_closed_within_budget_then_recovers() {
+    let server = RedisServer::start();
+    let p = unlimited_instance(&server.url()).await;
+    decide(&p, transfer(&token("alice", "aal2", 5), 40_000)).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut server.client())
+        .unwrap();
+    let (faults, total) = load(&p, Duration::from_millis(1000)).await;
+    assert_eq!(
+        faults, total,
+        "every sensitive check during the pause is a 503"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let d = decide(&p, transfer(&token("alice", "aal2", 5), 40_002)).await;
+    assert!(matches!(d.verdict, Verdict::Challenge { .. }), "{d:?}");
+}
