@@ -14,10 +14,9 @@ use stepguard::app::App;
 use stepguard::clock::ManualClock;
 use stepguard::config::{Config, ConfigError};
 use stepguard::decision::Verdict;
-use stepguard::grant::{
-    Challenge, Grant, GrantError, GrantStore, GrantTerms, RedisStore, Requirement,
-};
+use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore};
 use stepguard::request::RawRequest;
+use support::records::{challenge, grant};
 use support::redis::RedisServer;
 
 const NOW: i64 = 1_800_000_000;
@@ -31,47 +30,6 @@ fn store(server: &RedisServer, timeout: Duration) -> RedisStore {
 
 fn store_at(url: &str, timeout: Duration) -> RedisStore {
     RedisStore::connect(url, "sg", timeout, Arc::new(ManualClock::new(NOW))).unwrap()
-}
-
-fn grant(digest: &str, uses: Option<u32>, now: i64) -> Grant {
-    Grant {
-        id: format!("g-{digest}"),
-        digest: digest.into(),
-        subject: "iss|alice".into(),
-        action: "payments.transfer".into(),
-        acr: "aal2".into(),
-        amr: vec!["otp".into()],
-        auth_time: now,
-        method: "oidc".into(),
-        challenge_id: Some("c1".into()),
-        issued_at: now,
-        expires_at: now + 60,
-        uses_left: uses,
-        policy_revision: None,
-    }
-}
-
-fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
-    Challenge {
-        id: id.into(),
-        digest: digest.into(),
-        subject: "iss|alice".into(),
-        action: "payments.transfer".into(),
-        requirement: Requirement {
-            acr_values: vec!["aal2".into()],
-            max_age: 0,
-        },
-        terms: GrantTerms {
-            single_use: true,
-            ttl: 60,
-        },
-        issued_at: now,
-        expires_at: now + 300,
-        return_to: "/".into(),
-        nonce: "n".into(),
-        pkce_verifier: "v".into(),
-        attempts: 0,
-    }
 }
 
 /// SCAN every key: each must carry a TTL.

@@ -7,6 +7,7 @@
 
 pub mod envoy;
 pub mod ports;
+pub mod records;
 pub mod redis;
 pub mod sidecar;
 pub mod stack;
