@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use stepguard::app::App;
 use stepguard::clock::ManualClock;
-use stepguard::config::{Config, ConfigError, GrantsConfig};
+use stepguard::config::{ConfigError, GrantsConfig};
 use stepguard::decision::Verdict;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore};
 use stepguard::request::RawRequest;
 use support::records::{challenge, grant};
 use support::redis::{RedisCluster, RedisServer};
+use support::sidecar::{invalid_field, parse_grants, with_grants};
 
 const NOW: i64 = 1_800_000_000;
 /// Generous: these tests are about behaviour on a cluster, not latency (2 busy cores).
@@ -261,16 +262,11 @@ async fn ping_answers_for_a_live_store_and_fails_within_budget_for_a_dead_one() 
     assert_down(clustered.ping().await, t, "cluster");
 }
 
-fn with_cluster(nodes: &[String]) -> impl Fn(String) -> String + '_ {
-    move |text: String| {
-        let memory = "grants:\n  store: memory\n  max_entries: 100000\n";
-        assert!(text.contains(memory), "quickstart grants section changed");
-        let list: String = nodes.iter().map(|n| format!("    - {n}\n")).collect();
-        text.replace(
-            memory,
-            &format!("grants:\n  store: redis_cluster\n  nodes:\n{list}  timeout_ms: 200\n"),
-        )
-    }
+fn with_cluster(nodes: &[String]) -> impl Fn(String) -> String {
+    let list: String = nodes.iter().map(|n| format!("    - {n}\n")).collect();
+    with_grants(format!(
+        "grants:\n  store: redis_cluster\n  nodes:\n{list}  timeout_ms: 200\n"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,21 +309,6 @@ async fn the_sidecar_challenges_through_a_cluster_store() {
         .unwrap();
     assert_eq!(Some(&stored.digest), d.transaction.as_ref());
     assert!(assert_every_key_has_a_ttl(&cluster).0 >= 2);
-}
-
-fn parse_grants(section: &str) -> Result<Config, ConfigError> {
-    let dir = support::envoy::manifest_dir().join("deploy/local");
-    let text = std::fs::read_to_string(dir.join("stepguard.yaml")).unwrap();
-    let memory = "grants:\n  store: memory\n  max_entries: 100000\n";
-    Config::parse(&text.replace(memory, section), &dir)
-}
-
-fn invalid_field(r: Result<Config, ConfigError>) -> String {
-    match r {
-        Err(ConfigError::Invalid { field, .. }) => field,
-        Err(e) => panic!("not a validation error: {e}"),
-        Ok(_) => panic!("accepted"),
-    }
 }
 
 #[test]

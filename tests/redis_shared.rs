@@ -15,20 +15,11 @@ use stepguard::grant::Grant;
 use stepguard::pipeline::Pipeline;
 use stepguard::request::RawRequest;
 use support::redis::RedisServer;
-use support::sidecar::{Sidecar, quickstart};
+use support::sidecar::{Sidecar, quickstart, with_redis};
 use support::tokens::{now, token};
 
-fn redis_grants(url: &str) -> impl Fn(String) -> String + '_ {
-    move |text: String| {
-        text.replace(
-            "grants:\n  store: memory\n  max_entries: 100000\n",
-            &format!("grants:\n  store: redis\n  url: {url}\n  timeout_ms: 100\n"),
-        )
-    }
-}
-
 async fn instance(url: &str) -> std::sync::Arc<Pipeline> {
-    App::build(&quickstart(redis_grants(url)))
+    App::build(&quickstart(with_redis(url, 100)))
         .await
         .unwrap()
         .into_pipeline()
@@ -37,7 +28,7 @@ async fn instance(url: &str) -> std::sync::Arc<Pipeline> {
 /// An instance whose challenge rate limits are out of the way of a load test.
 async fn unlimited_instance(url: &str) -> std::sync::Arc<Pipeline> {
     let limits = "  ttl_secs: 300\n  limits:\n    per_subject: {max: 1000000, window_secs: 60}\n    per_source_ip: {max: 1000000, window_secs: 60}\n";
-    let config = quickstart(|t| redis_grants(url)(t).replace("  ttl_secs: 300\n", limits));
+    let config = quickstart(|t| with_redis(url, 100)(t).replace("  ttl_secs: 300\n", limits));
     App::build(&config).await.unwrap().into_pipeline()
 }
 
@@ -137,7 +128,7 @@ fn readiness(sidecar: &Sidecar) -> (u16, Value) {
 #[test]
 fn readiness_reports_a_degraded_store_and_recovers() {
     let mut server = RedisServer::start();
-    let sidecar = Sidecar::start(redis_grants(&server.url()));
+    let sidecar = Sidecar::start(with_redis(&server.url(), 100));
     let wait_for = |status: &str| {
         let started = Instant::now();
         loop {

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use stepguard::app::App;
 use stepguard::clock::ManualClock;
-use stepguard::config::{Config, ConfigError};
+use stepguard::config::ConfigError;
 use stepguard::decision::Verdict;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore};
 use stepguard::request::RawRequest;
 use support::records::{challenge, grant};
 use support::redis::RedisServer;
+use support::sidecar::{invalid_field, parse_grants, with_redis};
 
 const NOW: i64 = 1_800_000_000;
 const BUDGET: Duration = Duration::from_millis(50);
@@ -359,17 +360,6 @@ async fn sigstop_times_out_within_budget_then_recovers() {
     assert_every_key_has_a_ttl(&server);
 }
 
-fn with_redis(url: &str) -> impl Fn(String) -> String + '_ {
-    move |text: String| {
-        let memory = "grants:\n  store: memory\n  max_entries: 100000\n";
-        assert!(text.contains(memory), "quickstart grants section changed");
-        text.replace(
-            memory,
-            &format!("grants:\n  store: redis\n  url: {url}\n  timeout_ms: 50\n"),
-        )
-    }
-}
-
 fn public() -> RawRequest {
     RawRequest {
         method: "GET".into(),
@@ -399,7 +389,7 @@ fn transfer(token: &str) -> RawRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_fails_closed_while_redis_is_down_and_public_routes_pass() {
     let mut server = RedisServer::start();
-    let config = support::sidecar::quickstart(with_redis(&server.url()));
+    let config = support::sidecar::quickstart(with_redis(&server.url(), 50));
     let app = App::build(&config).await.unwrap();
     let p = app.pipeline().clone();
     let token = support::tokens::token("alice", "aal1", 10);
@@ -458,27 +448,12 @@ async fn pipeline_fails_closed_while_redis_is_down_and_public_routes_pass() {
 async fn the_sidecar_builds_while_redis_is_down() {
     let mut server = RedisServer::start();
     server.kill9();
-    let config = support::sidecar::quickstart(with_redis(&server.url()));
+    let config = support::sidecar::quickstart(with_redis(&server.url(), 50));
     let t = Instant::now();
     let app = App::build(&config).await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     let d = app.pipeline().decide(public()).await;
     assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
-}
-
-fn parse_grants(section: &str) -> Result<Config, ConfigError> {
-    let dir = support::envoy::manifest_dir().join("deploy/local");
-    let text = std::fs::read_to_string(dir.join("stepguard.yaml")).unwrap();
-    let memory = "grants:\n  store: memory\n  max_entries: 100000\n";
-    Config::parse(&text.replace(memory, section), &dir)
-}
-
-fn invalid_field(r: Result<Config, ConfigError>) -> String {
-    match r {
-        Err(ConfigError::Invalid { field, .. }) => field,
-        Err(e) => panic!("not a validation error: {e}"),
-        Ok(_) => panic!("accepted"),
-    }
 }
 
 #[test]

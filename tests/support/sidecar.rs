@@ -99,3 +99,40 @@ impl Drop for Sidecar {
         self.stop();
     }
 }
+
+/// The quickstart's grants section, which tests replace.
+const MEMORY_GRANTS: &str = "grants:\n  store: memory\n  max_entries: 100000\n";
+
+/// A config edit replacing the quickstart's grants section with `section`.
+pub fn with_grants(section: String) -> impl Fn(String) -> String {
+    move |text: String| {
+        assert!(
+            text.contains(MEMORY_GRANTS),
+            "quickstart grants section changed"
+        );
+        text.replace(MEMORY_GRANTS, &section)
+    }
+}
+
+/// A config edit for a Redis grant store at `url` with a `timeout_ms` budget.
+pub fn with_redis(url: &str, timeout_ms: u64) -> impl Fn(String) -> String {
+    with_grants(format!(
+        "grants:\n  store: redis\n  url: {url}\n  timeout_ms: {timeout_ms}\n"
+    ))
+}
+
+/// The quickstart with its grants section replaced, parsed and validated.
+pub fn parse_grants(section: &str) -> Result<Config, stepguard::config::ConfigError> {
+    let dir = manifest_dir().join("deploy/local");
+    let text = std::fs::read_to_string(dir.join("stepguard.yaml")).unwrap();
+    Config::parse(&with_grants(section.to_string())(text), &dir)
+}
+
+/// The field a validation error names.
+pub fn invalid_field(r: Result<Config, stepguard::config::ConfigError>) -> String {
+    match r {
+        Err(stepguard::config::ConfigError::Invalid { field, .. }) => field,
+        Err(e) => panic!("not a validation error: {e}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
