@@ -16,7 +16,7 @@ use stepguard::config::ConfigError;
 use stepguard::decision::Verdict;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore};
 use stepguard::request::RawRequest;
-use support::records::{challenge, grant};
+use support::records::{assert_consumed_exactly_once, challenge, grant};
 use support::redis::RedisServer;
 use support::sidecar::{invalid_field, parse_grants, with_redis};
 
@@ -230,22 +230,7 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
     let server = RedisServer::start();
     // A generous budget: this test is about atomicity, not latency.
     let store = Arc::new(store(&server, Duration::from_secs(2)));
-    for round in 0..50 {
-        let digest = format!("dev1:race-{round}");
-        store.put_grant(grant(&digest, Some(1), NOW)).await.unwrap();
-        let g = store.find_grant(&digest, NOW).await.unwrap().unwrap();
-        let tasks: Vec<_> = (0..64)
-            .map(|_| {
-                let (store, g) = (store.clone(), g.clone());
-                tokio::spawn(async move { store.consume(&g, NOW).await })
-            })
-            .collect();
-        let mut spent = 0;
-        for t in tasks {
-            spent += usize::from(t.await.unwrap().unwrap());
-        }
-        assert_eq!(spent, 1, "round {round}");
-    }
+    assert_consumed_exactly_once(store, 50, NOW).await;
     assert_eq!(assert_every_key_has_a_ttl(&server), 0);
 }
 

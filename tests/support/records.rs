@@ -44,3 +44,27 @@ pub fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
         attempts: 0,
     }
 }
+
+/// `rounds` times: a single-use grant, 64 concurrent consumers, exactly one of them spends it.
+pub async fn assert_consumed_exactly_once<S: stepguard::grant::GrantStore>(
+    store: std::sync::Arc<S>,
+    rounds: usize,
+    now: i64,
+) {
+    for round in 0..rounds {
+        let digest = format!("dev1:race-{round}");
+        store.put_grant(grant(&digest, Some(1), now)).await.unwrap();
+        let g = store.find_grant(&digest, now).await.unwrap().unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (store, g) = (store.clone(), g.clone());
+                tokio::spawn(async move { store.consume(&g, now).await })
+            })
+            .collect();
+        let mut spent = 0;
+        for t in tasks {
+            spent += usize::from(t.await.unwrap().unwrap());
+        }
+        assert_eq!(spent, 1, "round {round}");
+    }
+}

@@ -137,25 +137,29 @@ impl RedisServer {
 
     /// Every key on the server with its PTTL (SCAN, not KEYS).
     pub fn keys_with_pttl(&self) -> Vec<(String, i64)> {
-        let mut con = self.client();
-        let mut cursor = 0u64;
-        let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut con)
-                .unwrap();
-            for key in keys {
-                let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
-                out.push((key, pttl));
-            }
-            if next == 0 {
-                return out;
-            }
-            cursor = next;
+        scan_pttl(&mut self.client())
+    }
+}
+
+/// Every key on one server with its PTTL (SCAN, not KEYS).
+fn scan_pttl(con: &mut redis::Connection) -> Vec<(String, i64)> {
+    let mut cursor = 0u64;
+    let mut out = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)
+            .unwrap();
+        for key in keys {
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query(con).unwrap();
+            out.push((key, pttl));
         }
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
     }
 }
 
@@ -301,28 +305,14 @@ impl RedisCluster {
 
     /// Every key on every node, with the node's port and the key's PTTL (SCAN, not KEYS).
     pub fn keys_with_pttl(&self) -> Vec<(u16, String, i64)> {
-        let mut out = Vec::new();
-        for port in self.ports() {
-            let mut con = node_client(port);
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(&mut con)
-                    .unwrap();
-                for key in keys {
-                    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
-                    out.push((port, key, pttl));
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        out
+        self.ports()
+            .into_iter()
+            .flat_map(|port| {
+                scan_pttl(&mut node_client(port))
+                    .into_iter()
+                    .map(move |(key, pttl)| (port, key, pttl))
+            })
+            .collect()
     }
 }
 
