@@ -161,6 +161,20 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
             Duration::from_millis(*timeout_ms),
             clock.clone(),
         )?),
+        GrantsConfig::RedisSentinel {
+            sentinels,
+            master_name,
+            replica_acks,
+            timeout_ms,
+            key_prefix,
+        } => Arc::new(crate::grant::RedisStore::connect_sentinel(
+            sentinels,
+            master_name,
+            *replica_acks,
+            key_prefix,
+            Duration::from_millis(*timeout_ms),
+            clock.clone(),
+        )?),
     };
     Ok(Pipeline {
         routes: RouteTable::new(&config.actions),

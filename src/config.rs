@@ -247,6 +247,11 @@ pub struct ChallengeConfig {
 pub struct ChallengeLimits {
     pub per_subject: RateLimit,
     pub per_source_ip: RateLimit,
+    /// Open (unexpired, not completed) challenges one subject may have at once.
+    pub max_open_per_subject: u32,
+    /// Challenges issued for one transaction without a grant being minted in between; past it
+    /// the client is looping and gets a 403 until it stops for a challenge lifetime.
+    pub max_attempts_per_transaction: u32,
 }
 
 impl Default for ChallengeLimits {
@@ -260,6 +265,8 @@ impl Default for ChallengeLimits {
                 max: 60,
                 window_secs: 60,
             },
+            max_open_per_subject: 5,
+            max_attempts_per_transaction: 5,
         }
     }
 }
@@ -352,6 +359,26 @@ pub enum GrantsConfig {
         #[serde(default = "default_key_prefix")]
         key_prefix: String,
     },
+    /// The primary of a Sentinel-managed Redis set, followed across failovers (see
+    /// `docs/redis.md`).
+    #[serde(rename = "redis_sentinel")]
+    RedisSentinel {
+        /// The Sentinel processes (`redis://host:26379` URLs).
+        sentinels: Vec<String>,
+        /// The monitored set's name (`sentinel monitor <name> …`).
+        master_name: String,
+        /// Replicas that must acknowledge a grant's consumption (`WAIT`) before it approves.
+        /// Required, no default: only the number of replicas the sentinels may promote (all of
+        /// them) guarantees a failover cannot bring a spent grant back; fewer trades that for
+        /// availability, 0 gives it up.
+        replica_acks: u32,
+        /// Budget for each store operation; past it the operation fails (503 on the route).
+        #[serde(default = "default_redis_timeout")]
+        timeout_ms: u64,
+        /// Prefix of every key this store writes.
+        #[serde(default = "default_key_prefix")]
+        key_prefix: String,
+    },
 }
 
 impl Default for GrantsConfig {
@@ -406,6 +433,36 @@ impl GrantsConfig {
                             "must be a redis:// or rediss:// URL",
                         ));
                     }
+                }
+                validate_redis_common(*timeout_ms, key_prefix)
+            }
+            GrantsConfig::RedisSentinel {
+                sentinels,
+                master_name,
+                replica_acks,
+                timeout_ms,
+                key_prefix,
+            } => {
+                if sentinels.is_empty() {
+                    return Err(invalid("grants.sentinels", "list at least one sentinel"));
+                }
+                for (i, sentinel) in sentinels.iter().enumerate() {
+                    // A sentinel URL may hold a password: never echo it back.
+                    if !redis_url_ok(sentinel, &["redis://", "rediss://"]) {
+                        return Err(invalid(
+                            format!("grants.sentinels[{i}]"),
+                            "must be a redis:// or rediss:// URL",
+                        ));
+                    }
+                }
+                if master_name.is_empty() || master_name.chars().any(char::is_whitespace) {
+                    return Err(invalid(
+                        "grants.master_name",
+                        "must be the monitored set's name",
+                    ));
+                }
+                if *replica_acks > 16 {
+                    return Err(invalid("grants.replica_acks", "must be at most 16"));
                 }
                 validate_redis_common(*timeout_ms, key_prefix)
             }
@@ -603,6 +660,20 @@ impl Config {
                 return Err(invalid(
                     format!("challenge.limits.{name}"),
                     "max must be at least 1 and window_secs between 1 and 86400",
+                ));
+            }
+        }
+        for (name, max) in [
+            ("max_open_per_subject", c.limits.max_open_per_subject),
+            (
+                "max_attempts_per_transaction",
+                c.limits.max_attempts_per_transaction,
+            ),
+        ] {
+            if max == 0 {
+                return Err(invalid(
+                    format!("challenge.limits.{name}"),
+                    "must be at least 1",
                 ));
             }
         }

@@ -76,19 +76,63 @@ pub struct Challenge {
     pub attempts: u32,
 }
 
-/// A fixed-window counter's state after counting one event.
+/// Abuse limits checked when a challenge is issued, in the same store operation that writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IssueLimits {
+    /// Fixed-window rate limits on issuing challenges (per subject, per source IP).
+    pub rates: Vec<Rate>,
+    /// Cap on the transactions with an open (unexpired, not closed) challenge for the subject;
+    /// `None`: no cap. Challenging a transaction again does not take another place.
+    pub max_open: Option<u32>,
+    /// Cap on challenges issued for one transaction without a grant being minted for it (the
+    /// loop guard); `None`: no cap.
+    pub max_attempts: Option<u32>,
+}
+
+/// At most `max` challenges per fixed window of `window` seconds under a key-safe `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rate {
+    pub scope: RateScope,
+    pub name: String,
+    pub window: i64,
+    pub max: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Events counted in this window, this one included.
-    pub count: u64,
-    /// Seconds until the window ends.
-    pub resets_in: i64,
+pub enum RateScope {
+    Subject,
+    SourceIp,
+}
+
+/// What issuing a challenge came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issued {
+    /// Stored; this is challenge number `attempts` for its transaction since its last grant.
+    Open { attempts: u32 },
+    /// A rate limit is exhausted until `retry_after` seconds from now.
+    RateLimited { scope: RateScope, retry_after: i64 },
+    /// The subject has `max_open` transactions with open challenges; the oldest expires in
+    /// `retry_after` seconds.
+    TooManyOpen { retry_after: i64 },
+    /// The transaction was challenged `attempts` times without a grant being minted: the
+    /// client is looping. The guard lifts `retry_after` seconds after the last attempt.
+    Looping { attempts: u32, retry_after: i64 },
 }
 
 /// The window of `window` seconds containing `now`: its index and its end.
 pub fn window_of(window: i64, now: i64) -> (i64, i64) {
     let index = now.div_euclid(window.max(1));
     (index, (index + 1) * window.max(1))
+}
+
+/// A short, key-safe digest of a subject's binding key (subjects are never written into keys).
+pub fn subject_tag(subject: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("subject:{hex}")
 }
 
 /// Where grants and challenges live.
@@ -109,16 +153,37 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Spends one use of `grant` atomically: true only if this call spent it (the grant still
     /// exists under the same digest and id, and has not expired).
     async fn consume(&self, grant: &Grant, now: i64) -> Result<bool, GrantError>;
+    /// Stores a grant (replacing the transaction's previous one) and resets the transaction's
+    /// loop guard: minting a grant is progress.
     async fn put_grant(&self, grant: Grant) -> Result<(), GrantError>;
-    async fn put_challenge(&self, challenge: Challenge) -> Result<(), GrantError>;
+    /// Checks `limits` and, if they allow it, stores the challenge with its `attempts` set.
+    /// Order: source-IP rates, the subject's rates, the open-challenge cap, the loop guard.
+    /// Refusals leave no challenge behind; rate-limit events counted before one stay counted.
+    async fn issue_challenge(
+        &self,
+        challenge: Challenge,
+        limits: &IssueLimits,
+        now: i64,
+    ) -> Result<Issued, GrantError>;
+    /// Stores a challenge without limits (completions' tests, tools).
+    async fn put_challenge(&self, challenge: Challenge) -> Result<(), GrantError> {
+        let now = challenge.issued_at;
+        match self
+            .issue_challenge(challenge, &IssueLimits::default(), now)
+            .await?
+        {
+            Issued::Open { .. } => Ok(()),
+            refused => Err(GrantError::Unavailable(format!(
+                "challenge refused without limits: {refused:?}"
+            ))),
+        }
+    }
     async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError>;
-    /// Closes a challenge; true if it was open.
-    async fn close_challenge(&self, id: &str) -> Result<bool, GrantError>;
+    /// Closes a challenge (and frees its place among the subject's open ones); true if this
+    /// call closed it.
+    async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError>;
     /// Whether the store answers now (for readiness); stores that cannot fail answer `Ok`.
     async fn ping(&self) -> Result<(), GrantError> {
         Ok(())
     }
-    /// Counts one event under `name` (a key-safe name) in the fixed window of `window`
-    /// seconds that contains `now`. Counters expire with their window.
-    async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError>;
 }

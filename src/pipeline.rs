@@ -13,7 +13,9 @@ use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
 use crate::decision::{Decision, Verdict};
 use crate::evidence::Evidence;
-use crate::grant::{Grant, GrantStore, GrantTerms, Requirement};
+use crate::grant::{
+    Grant, GrantStore, GrantTerms, IssueLimits, Issued, Rate, RateScope, Requirement, subject_tag,
+};
 use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
 use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, build_input};
 use crate::request::{AuthzRequest, RawRequest};
@@ -257,7 +259,6 @@ impl Pipeline {
         now: i64,
     ) -> Step<Decision> {
         let fault = |reason: &str| Decision::fault(id.into(), reason);
-        self.limit_challenges(id, s, now).await?;
         let challenge = self
             .challenger
             .challenge(
@@ -270,6 +271,44 @@ impl Pipeline {
                 now,
             )
             .ok_or_else(|| fault("rng_unavailable"))?;
+        let issued = self
+            .grants
+            .issue_challenge(challenge.clone(), &self.issue_limits(s), now)
+            .await
+            .map_err(|e| {
+                tracing::error!(decision_id = id, error = %e, "issuing challenge failed");
+                fault("grant_store_unavailable")
+            })?;
+        let limited = |retry_after, reason: &str| {
+            Decision::new(id.into(), Verdict::RateLimited { retry_after }, reason)
+        };
+        match issued {
+            Issued::Open { .. } => {}
+            Issued::RateLimited { scope, retry_after } => {
+                return Err(limited(
+                    retry_after,
+                    match scope {
+                        RateScope::Subject => "challenge_rate_limited_subject",
+                        RateScope::SourceIp => "challenge_rate_limited_source_ip",
+                    },
+                ));
+            }
+            Issued::TooManyOpen { retry_after } => {
+                return Err(limited(retry_after, "too_many_open_challenges"));
+            }
+            Issued::Looping { attempts, .. } => {
+                tracing::warn!(
+                    decision_id = id,
+                    attempts,
+                    "step-up for this transaction keeps failing to complete"
+                );
+                return Err(Decision::new(
+                    id.into(),
+                    Verdict::Deny { status: 403 },
+                    "step_up_not_completing",
+                ));
+            }
+        }
         let verdict = Verdict::Challenge {
             challenge_id: challenge.id.clone(),
             requirement: challenge.requirement.clone(),
@@ -278,52 +317,33 @@ impl Pipeline {
                 .is_browser()
                 .then(|| self.challenger.authorization_url(&challenge)),
         };
-        self.grants.put_challenge(challenge).await.map_err(|e| {
-            tracing::error!(decision_id = id, error = %e, "storing challenge failed");
-            fault("grant_store_unavailable")
-        })?;
         Ok(Decision::new(id.into(), verdict, "step_up_required"))
     }
 
-    /// Abuse limits: challenges per subject and per source IP in fixed windows; over a limit
-    /// the answer is 429 with `Retry-After`, not another challenge.
-    async fn limit_challenges(&self, id: &str, s: &Sensitive, now: i64) -> Step<()> {
+    /// Abuse limits, checked by the store as it writes the challenge: challenges per subject
+    /// and per source IP in fixed windows (429 with `Retry-After`), open challenges per subject
+    /// (429), and challenges per transaction without a grant in between (the loop guard, 403).
+    fn issue_limits(&self, s: &Sensitive) -> IssueLimits {
         let limits = self.challenger.limits();
-        let subject = format!("subject:{}", short_hash(&s.subject.binding_key()));
-        let ip = s
-            .req
-            .raw
-            .source_address
-            .as_ref()
-            .map(|ip| format!("ip:{ip}"));
-        let counted = [
-            (
-                Some(subject),
-                limits.per_subject,
-                "challenge_rate_limited_subject",
-            ),
-            (ip, limits.per_source_ip, "challenge_rate_limited_source_ip"),
-        ];
-        for (name, limit, reason) in counted {
-            let Some(name) = name else { continue };
-            let window = self
-                .grants
-                .count(&name, limit.window_secs as i64, now)
-                .await
-                .map_err(|e| {
-                    tracing::error!(decision_id = id, error = %e, "rate-limit counter failed");
-                    Decision::fault(id.into(), "grant_store_unavailable")
-                })?;
-            if window.count > limit.max {
-                let retry_after = window.resets_in.max(1);
-                return Err(Decision::new(
-                    id.into(),
-                    Verdict::RateLimited { retry_after },
-                    reason,
-                ));
-            }
+        let mut rates = vec![Rate {
+            scope: RateScope::Subject,
+            name: subject_tag(&s.subject.binding_key()),
+            window: limits.per_subject.window_secs as i64,
+            max: limits.per_subject.max,
+        }];
+        if let Some(ip) = &s.req.raw.source_address {
+            rates.push(Rate {
+                scope: RateScope::SourceIp,
+                name: format!("ip:{ip}"),
+                window: limits.per_source_ip.window_secs as i64,
+                max: limits.per_source_ip.max,
+            });
         }
-        Ok(())
+        IssueLimits {
+            rates,
+            max_open: Some(limits.max_open_per_subject),
+            max_attempts: Some(limits.max_attempts_per_transaction),
+        }
     }
 
     /// Fills in the context and records evidence; an approval without evidence is refused.
@@ -342,15 +362,6 @@ impl Pipeline {
         }
         decision
     }
-}
-
-/// A short, key-safe digest of a value (subjects are not written into store keys).
-fn short_hash(value: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ async fn instance(url: &str) -> std::sync::Arc<Pipeline> {
 
 /// An instance whose challenge rate limits are out of the way of a load test.
 async fn unlimited_instance(url: &str) -> std::sync::Arc<Pipeline> {
-    let limits = "  ttl_secs: 300\n  limits:\n    per_subject: {max: 1000000, window_secs: 60}\n    per_source_ip: {max: 1000000, window_secs: 60}\n";
+    let limits = "  ttl_secs: 300\n  limits:\n    per_subject: {max: 1000000, window_secs: 60}\n    per_source_ip: {max: 1000000, window_secs: 60}\n    max_open_per_subject: 1000000\n    max_attempts_per_transaction: 1000000\n";
     let config = quickstart(|t| with_redis(url, 100)(t).replace("  ttl_secs: 300\n", limits));
     App::build(&config).await.unwrap().into_pipeline()
 }
@@ -98,7 +98,7 @@ async fn a_challenge_from_one_replica_is_completed_and_consumed_through_another(
         })
         .await
         .unwrap();
-    assert!(b.grants.close_challenge(&c.id).await.unwrap());
+    assert!(b.grants.close_challenge(&c).await.unwrap());
 
     // Another amount is another transaction, on either replica.
     assert!(matches!(

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Challenge, Grant, GrantError, GrantStore, Window, window_of};
+use super::{
+    Challenge, Grant, GrantError, GrantStore, IssueLimits, Issued, subject_tag, window_of,
+};
 
 /// Grants and challenges in a map, capped at `max_entries` of each.
 pub struct MemoryStore {
@@ -17,6 +19,10 @@ struct Inner {
     challenges: HashMap<String, Challenge>,
     /// Counter name and window index → (count, window end).
     counters: HashMap<(String, i64), (u64, i64)>,
+    /// Subject tag → its transactions with an open challenge (digest, expiry).
+    open: HashMap<String, Vec<(String, i64)>>,
+    /// Transaction digest → (challenges issued since its last grant, until when that counts).
+    attempts: HashMap<String, (u32, i64)>,
 }
 
 impl MemoryStore {
@@ -97,18 +103,109 @@ impl GrantStore for MemoryStore {
         let mut inner = self.lock()?;
         let now = grant.issued_at;
         make_room(&mut inner.grants, self.max_entries, |g| g.expires_at <= now)?;
+        inner.attempts.remove(&grant.digest);
         inner.grants.insert(grant.digest.clone(), grant);
         Ok(())
     }
 
-    async fn put_challenge(&self, challenge: Challenge) -> Result<(), GrantError> {
+    async fn issue_challenge(
+        &self,
+        challenge: Challenge,
+        limits: &IssueLimits,
+        now: i64,
+    ) -> Result<Issued, GrantError> {
         let mut inner = self.lock()?;
-        let now = challenge.issued_at;
+        let inner = &mut *inner;
+        let ttl = challenge.expires_at - now;
+        if ttl <= 0 {
+            return Err(GrantError::Unavailable(
+                "refusing to store an already expired challenge".into(),
+            ));
+        }
+        let by_ip = |r: &&super::Rate| r.scope == super::RateScope::SourceIp;
+        let rates = limits.rates.iter();
+        for rate in rates
+            .clone()
+            .filter(by_ip)
+            .chain(rates.filter(|r| !by_ip(r)))
+        {
+            let (index, end) = window_of(rate.window, now);
+            if inner.counters.len() >= self.max_entries {
+                inner.counters.retain(|_, (_, end)| *end > now);
+            }
+            if inner.counters.len() >= self.max_entries {
+                return Err(GrantError::Full);
+            }
+            let count = inner
+                .counters
+                .entry((rate.name.clone(), index))
+                .or_insert((0, end));
+            count.0 += 1;
+            if count.0 > rate.max {
+                return Ok(Issued::RateLimited {
+                    scope: rate.scope,
+                    retry_after: (end - now).max(1),
+                });
+            }
+        }
+        let tag = subject_tag(&challenge.subject);
+        let open = inner.open.entry(tag).or_default();
+        open.retain(|(_, expires)| *expires > now);
+        let known = open.iter().any(|(digest, _)| *digest == challenge.digest);
+        if let Some(max) = limits.max_open
+            && !known
+            && open.len() >= max as usize
+        {
+            let oldest = open.iter().map(|(_, e)| *e).min().unwrap_or(now + 1);
+            return Ok(Issued::TooManyOpen {
+                retry_after: (oldest - now).max(1),
+            });
+        }
+        let attempts = match inner.attempts.get_mut(&challenge.digest) {
+            Some((n, until)) if *until > now => {
+                if limits.max_attempts.is_some_and(|max| *n >= max) {
+                    // Still looping: the guard holds for another challenge lifetime.
+                    *until = now + ttl;
+                    return Ok(Issued::Looping {
+                        attempts: *n,
+                        retry_after: ttl,
+                    });
+                }
+                *n + 1
+            }
+            _ => 1,
+        };
         make_room(&mut inner.challenges, self.max_entries, |c| {
             c.expires_at <= now
         })?;
+        if inner.attempts.len() >= self.max_entries {
+            inner.attempts.retain(|_, (_, until)| *until > now);
+        }
+        if inner.open.len() >= self.max_entries {
+            inner
+                .open
+                .retain(|_, list| list.iter().any(|(_, e)| *e > now));
+        }
+        let open = inner
+            .open
+            .entry(subject_tag(&challenge.subject))
+            .or_default();
+        match open
+            .iter_mut()
+            .find(|(digest, _)| *digest == challenge.digest)
+        {
+            Some((_, expires)) => *expires = (*expires).max(challenge.expires_at),
+            None => open.push((challenge.digest.clone(), challenge.expires_at)),
+        }
+        inner
+            .attempts
+            .insert(challenge.digest.clone(), (attempts, now + ttl));
+        let challenge = Challenge {
+            attempts,
+            ..challenge
+        };
         inner.challenges.insert(challenge.id.clone(), challenge);
-        Ok(())
+        Ok(Issued::Open { attempts })
     }
 
     async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError> {
@@ -120,28 +217,18 @@ impl GrantStore for MemoryStore {
             .cloned())
     }
 
-    async fn close_challenge(&self, id: &str) -> Result<bool, GrantError> {
-        Ok(self.lock()?.challenges.remove(id).is_some())
-    }
-
-    async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError> {
-        let (index, end) = window_of(window, now);
+    async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError> {
         let mut inner = self.lock()?;
-        if inner.counters.len() >= self.max_entries {
-            inner.counters.retain(|_, (_, end)| *end > now);
-            if inner.counters.len() >= self.max_entries {
-                return Err(GrantError::Full);
-            }
+        if let Some(open) = inner.open.get_mut(&subject_tag(&challenge.subject)) {
+            open.retain(|(digest, _)| *digest != challenge.digest);
         }
-        let entry = inner
-            .counters
-            .entry((name.to_string(), index))
-            .or_insert((0, end));
-        entry.0 += 1;
-        Ok(Window {
-            count: entry.0,
-            resets_in: end - now,
-        })
+        match inner.challenges.get(&challenge.id) {
+            Some(stored) if stored.digest == challenge.digest => {
+                inner.challenges.remove(&challenge.id);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

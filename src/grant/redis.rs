@@ -6,25 +6,34 @@
 //! 503 on a sensitive route. A consume whose answer did not arrive is an error, never `Ok(true)`:
 //! the pipeline treats it as spent.
 //!
-//! Commands go through [`Conn`], a `redis::aio::ConnectionLike`: one auto-reconnecting
-//! `ConnectionManager` for a single Redis URL, or a Redis Cluster connection. Every multi-key
-//! command here touches one hash-tagged slot; the only cross-slot writes (a challenge and its id
-//! index) are pipelined, not transactional, and on a cluster sent command by command. Sentinel
-//! would be a further variant (see `docs/redis.md`).
+//! Commands go through [`Conn`] (`conn.rs`): one Redis URL, a Redis Cluster, or the primary of a
+//! Sentinel-managed set. Every script touches keys of one hash-tagged slot on a cluster; issuing
+//! a challenge is one script call on a single server and one per slot, in order, on a cluster.
+
+mod conn;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClientBuilder, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, RedisFuture, Script, Value};
+use arc_swap::ArcSwap;
+use redis::cluster::ClusterClientBuilder;
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::{Cmd, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Challenge, Grant, GrantError, GrantStore, Window, window_of};
+use self::conn::Conn;
+use super::{
+    Challenge, Grant, GrantError, GrantStore, IssueLimits, Issued, RateScope, subject_tag,
+    window_of,
+};
 use crate::clock::Clock;
+
+/// Consecutive timed-out operations after which the connection is replaced (a black-holed
+/// connection never errors; it only stops answering).
+const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
 
 /// Spends one use of a grant, atomically. KEYS[1]: the grant key. ARGV[1]: the grant id the
 /// caller holds. ARGV[2]: the caller's `now` (unix seconds; the injected clock, not Redis TIME).
@@ -65,22 +74,111 @@ redis.call('SET', KEYS[1], updated, 'PX', ttl)
 return 1
 "#;
 
-/// Counts one event in a fixed window. KEYS[1]: the window's counter. ARGV[1]: milliseconds
-/// until the window ends. The counter gets its TTL when it is created, in the same script.
-const COUNT_LUA: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
+/// Issues a challenge: checks the abuse limits and writes the challenge, atomically on one
+/// server. The call is a list of operations, one per key (KEYS[k] goes with the k-th operation
+/// in ARGV, after ARGV[1] = the caller's `now` in unix seconds). All checks run before any
+/// write; a refusal writes nothing but the rate counters it counted.
+///
+/// - `rate max ttl_ms scope`: INCR a fixed-window counter (TTL set when created); over `max`
+///   → `{'rate', scope, pttl}`.
+/// - `loop max ttl_ms`: the transaction's attempts since its last grant; at `max` (0: no cap)
+///   → `{'loop', n, ttl_ms}` (and the guard is extended), else it becomes n + 1.
+/// - `open max digest expires_at ttl_ms`: the transactions with an open challenge for the
+///   subject (a sorted set by expiry, expired members dropped); a new transaction when there
+///   are `max` (0: no cap) → `{'open', 0, ms until the oldest expires}`, else the transaction
+///   is added (or its expiry moved) and the set lives at least `ttl_ms`.
+/// - `record value ttl_ms`: SET the challenge record, its `"attempts":N` member set to the
+///   attempts counted by `loop` in the same call.
+/// - `set value ttl_ms`: SET a plain value (the id → digest index).
+///
+/// Success → `{'ok', attempts, 0}` (attempts 0 when no `loop` ran in this call).
+const ISSUE_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local a = 2
+local writes = {}
+local attempts = 0
+for k = 1, #KEYS do
+  local key, op = KEYS[k], ARGV[a]
+  if op == 'rate' then
+    local max, ttl, scope = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
+    a = a + 4
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('PEXPIRE', key, ttl) end
+    if n > max then return {'rate', scope, redis.call('PTTL', key)} end
+  elseif op == 'loop' then
+    local max, ttl = tonumber(ARGV[a + 1]), ARGV[a + 2]
+    a = a + 3
+    local n = tonumber(redis.call('GET', key) or '0') or 0
+    if max > 0 and n >= max then
+      redis.call('PEXPIRE', key, ttl)
+      return {'loop', n, tonumber(ttl)}
+    end
+    attempts = n + 1
+    writes[#writes + 1] = {'SET', key, tostring(attempts), 'PX', ttl}
+  elseif op == 'open' then
+    local max, member, expires, ttl = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+    a = a + 5
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if max > 0 and not redis.call('ZSCORE', key, member) and redis.call('ZCARD', key) >= max then
+      local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      return {'open', 0, (tonumber(oldest[2]) - now) * 1000}
+    end
+    writes[#writes + 1] = {'ZADD', key, expires, member}
+    writes[#writes + 1] = {'KEEP', key, ttl}
+  elseif op == 'record' then
+    writes[#writes + 1] = {'RECORD', key, ARGV[a + 1], ARGV[a + 2]}
+    a = a + 3
+  elseif op == 'set' then
+    writes[#writes + 1] = {'SET', key, ARGV[a + 1], 'PX', ARGV[a + 2]}
+    a = a + 3
+  else
+    return redis.error_reply('stepguard: unknown issue operation')
+  end
+end
+for _, w in ipairs(writes) do
+  if w[1] == 'KEEP' then
+    if redis.call('PTTL', w[2]) < w[3] then redis.call('PEXPIRE', w[2], w[3]) end
+  elseif w[1] == 'RECORD' then
+    local value = w[3]
+    if attempts > 0 then
+      value = string.gsub(value, '"attempts":%d+', '"attempts":' .. string.format('%d', attempts), 1)
+    end
+    redis.call('SET', w[2], value, 'PX', w[4])
+  else
+    redis.call(unpack(w))
+  end
+end
+return {'ok', attempts, 0}
 "#;
+
+/// Where an issue operation's key lives; on a cluster each group is one call (one slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    SourceIp,
+    Subject,
+    Transaction,
+    Index,
+}
+
+/// One operation of [`ISSUE_LUA`].
+struct IssueOp {
+    slot: Slot,
+    key: String,
+    args: Vec<String>,
+}
 
 /// Grants and challenges in Redis.
 pub struct RedisStore {
-    conn: Conn,
+    conn: ArcSwap<Conn>,
     keys: Keys,
     timeout: Duration,
     clock: Arc<dyn Clock>,
     consume: Script,
-    count: Script,
+    issue: Script,
+    /// Replicas that must acknowledge a consume (`WAIT`) before it counts; 0: none.
+    replica_acks: u32,
+    /// Operations that timed out in a row (see [`TIMEOUTS_BEFORE_RECONNECT`]).
+    timeouts: AtomicU32,
 }
 
 impl RedisStore {
@@ -96,20 +194,9 @@ impl RedisStore {
     ) -> Result<Self, GrantError> {
         let client = redis::Client::open(url)
             .map_err(|e| GrantError::Unavailable(format!("redis url rejected: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            // Each operation's budget is enforced here, not by the client.
-            .set_response_timeout(None);
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = Conn::single(client)
             .map_err(|e| GrantError::Unavailable(format!("redis client: {e}")))?;
-        Ok(Self::with_conn(
-            Conn::Single(manager),
-            key_prefix,
-            timeout,
-            clock,
-        ))
+        Ok(Self::with_conn(conn, key_prefix, timeout, clock, 0))
     }
 
     /// A store for a Redis Cluster, given some of its nodes (`redis://` or `rediss://` URLs;
@@ -131,57 +218,211 @@ impl RedisStore {
             .max_retry_wait(200)
             .build()
             .map_err(|e| GrantError::Unavailable(format!("redis cluster nodes rejected: {e}")))?;
-        let cluster = client.get_pending_async_connection_with_config(
-            ClusterConfig::new().set_connection_timeout(Duration::from_secs(1)),
-        );
         Ok(Self::with_conn(
-            Conn::Cluster(cluster),
+            Conn::cluster(client),
             key_prefix,
             timeout,
             clock,
+            0,
         ))
     }
 
-    fn with_conn(conn: Conn, key_prefix: &str, timeout: Duration, clock: Arc<dyn Clock>) -> Self {
+    /// A store for the primary of a Sentinel-managed set named `master_name`, found through
+    /// `sentinels` (`redis://` URLs of Sentinel processes). The primary is resolved when a
+    /// connection is made and again after an error shows it moved (failover). A consume counts
+    /// only once `replica_acks` replicas acknowledged it (`WAIT`), so a failover cannot bring a
+    /// spent grant back. Like [`RedisStore::connect`] it does not wait for Redis.
+    pub fn connect_sentinel(
+        sentinels: &[String],
+        master_name: &str,
+        replica_acks: u32,
+        key_prefix: &str,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, GrantError> {
+        let client = SentinelClient::build(
+            sentinels.iter().map(String::as_str).collect(),
+            master_name,
+            None,
+            SentinelServerType::Master,
+        )
+        .map_err(|e| GrantError::Unavailable(format!("redis sentinels rejected: {e}")))?;
+        Ok(Self::with_conn(
+            Conn::sentinel(client),
+            key_prefix,
+            timeout,
+            clock,
+            replica_acks,
+        ))
+    }
+
+    fn with_conn(
+        conn: Conn,
+        key_prefix: &str,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+        replica_acks: u32,
+    ) -> Self {
         let store = Self {
-            conn,
+            conn: ArcSwap::from_pointee(conn),
             keys: Keys::new(key_prefix),
             timeout,
             clock,
             consume: Script::new(CONSUME_LUA),
-            count: Script::new(COUNT_LUA),
+            issue: Script::new(ISSUE_LUA),
+            replica_acks,
+            timeouts: AtomicU32::new(0),
         };
         store.warm_up();
         store
     }
 
-    /// Starts connecting (and loads the consume script) without making anyone wait for it.
+    fn conn(&self) -> Conn {
+        self.conn.load().as_ref().clone()
+    }
+
+    /// Starts connecting (and loads the scripts) without making anyone wait for it.
     fn warm_up(&self) {
-        let mut conn = self.conn.clone();
-        let script = self.consume.clone();
+        let mut conn = self.conn();
+        let scripts = [self.consume.clone(), self.issue.clone()];
         tokio::spawn(async move {
-            let loaded =
-                tokio::time::timeout(Duration::from_secs(5), script.load_async(&mut conn)).await;
-            if !matches!(loaded, Ok(Ok(_))) {
-                tracing::warn!("redis grant store not reachable yet; sensitive checks answer 503");
+            for script in scripts {
+                let loaded =
+                    tokio::time::timeout(Duration::from_secs(5), script.load_async(&mut conn))
+                        .await;
+                if !matches!(loaded, Ok(Ok(_))) {
+                    tracing::warn!(
+                        "redis grant store not reachable yet; sensitive checks answer 503"
+                    );
+                    return;
+                }
             }
         });
     }
 
-    /// Runs one store operation under the time budget.
+    /// Runs one store operation under the time budget. A streak of timeouts replaces the
+    /// connection: one that stopped answering without closing is not waited on forever.
     async fn bounded<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = Result<T, GrantError>>,
     ) -> Result<T, GrantError> {
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .unwrap_or_else(|_| {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => {
+                self.timeouts.store(0, Ordering::Relaxed);
+                result
+            }
+            Err(_) => {
+                if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT {
+                    self.timeouts.store(0, Ordering::Relaxed);
+                    match self.conn.load().fresh() {
+                        Ok(fresh) => {
+                            tracing::warn!("redis not answering; replacing the connection");
+                            self.conn.store(Arc::new(fresh));
+                        }
+                        Err(e) => tracing::error!(error = %e, "redis reconnect failed"),
+                    }
+                }
                 Err(GrantError::Unavailable(format!(
                     "redis {op}: no answer within {} ms",
                     self.timeout.as_millis()
                 )))
+            }
+        }
+    }
+
+    /// Runs issue operations: in one call, or on a cluster one call per slot, in order,
+    /// stopping at the first refusal. Returns the refusal or the attempts counted.
+    async fn run_issue(&self, ops: &[IssueOp], now: i64) -> Result<(String, i64, i64), GrantError> {
+        let mut conn = self.conn();
+        let groups: Vec<&[IssueOp]> = if conn.is_cluster() {
+            ops.chunk_by(|a, b| hash_tag(&a.key) == hash_tag(&b.key))
+                .collect()
+        } else {
+            vec![ops]
+        };
+        let mut attempts = 0;
+        for group in groups {
+            let mut invocation = self.issue.prepare_invoke();
+            invocation.arg(now);
+            for op in group {
+                invocation.key(&op.key);
+                for arg in &op.args {
+                    invocation.arg(arg);
+                }
+            }
+            let (status, a, b): (String, i64, i64) = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err("issue_challenge"))?;
+            if status != "ok" {
+                return Ok((status, a, b));
+            }
+            attempts = attempts.max(a);
+        }
+        Ok(("ok".into(), attempts, 0))
+    }
+
+    /// The issue operations for a challenge, ordered by slot: source IP counter, the subject's
+    /// counter and open set, the transaction's loop guard and record, the id index.
+    fn issue_ops(
+        &self,
+        c: &Challenge,
+        limits: &IssueLimits,
+        now: i64,
+    ) -> Result<Vec<IssueOp>, GrantError> {
+        let bad =
+            || GrantError::Unavailable("challenge id, digest or limit name is not a key".into());
+        let ttl = self.ttl_ms("challenge", c.expires_at)?.to_string();
+        let op = |slot, key: Option<String>, args: &[&str]| {
+            Ok::<_, GrantError>(IssueOp {
+                slot,
+                key: key.ok_or_else(bad)?,
+                args: args.iter().map(|a| a.to_string()).collect(),
             })
+        };
+        let mut ops = Vec::new();
+        for rate in &limits.rates {
+            let (index, end) = window_of(rate.window, now);
+            let (slot, scope) = match rate.scope {
+                RateScope::Subject => (Slot::Subject, "0"),
+                RateScope::SourceIp => (Slot::SourceIp, "1"),
+            };
+            let window_ttl = ttl_ms(end, now).unwrap_or(1000).to_string();
+            let max = rate.max.to_string();
+            ops.push(op(
+                slot,
+                self.keys.counter(&rate.name, index),
+                &["rate", &max, &window_ttl, scope],
+            )?);
+        }
+        let max_open = limits.max_open.unwrap_or(0).to_string();
+        let max_attempts = limits.max_attempts.unwrap_or(0).to_string();
+        let expires = c.expires_at.to_string();
+        let record = encode("issue_challenge", c)?;
+        ops.push(op(
+            Slot::Subject,
+            self.keys.open(&subject_tag(&c.subject)),
+            &["open", &max_open, &c.digest, &expires, &ttl],
+        )?);
+        ops.push(op(
+            Slot::Transaction,
+            self.keys.attempts(&c.digest),
+            &["loop", &max_attempts, &ttl],
+        )?);
+        ops.push(op(
+            Slot::Transaction,
+            self.keys.challenge(&c.digest, &c.id),
+            &["record", &record, &ttl],
+        )?);
+        ops.push(op(
+            Slot::Index,
+            self.keys.challenge_index(&c.id),
+            &["set", &c.digest, &ttl],
+        )?);
+        // Stable: a slot's operations keep their order (checks before the writes they guard).
+        ops.sort_by_key(|op| op.slot);
+        Ok(ops)
     }
 
     /// Milliseconds until `expires_at`, refusing a record that is already expired.
@@ -226,7 +467,7 @@ impl GrantStore for RedisStore {
         let Some(key) = self.keys.grant(digest) else {
             return Ok(None);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded("find_grant", async move {
             let raw: Option<String> = redis::cmd("GET")
                 .arg(&key)
@@ -244,68 +485,126 @@ impl GrantStore for RedisStore {
         let Some(key) = self.keys.grant(&grant.digest) else {
             return Ok(false);
         };
-        let mut conn = self.conn.clone();
-        let mut invocation = self.consume.prepare_invoke();
-        invocation.key(key).arg(&grant.id).arg(now);
+        let mut conn = self.conn();
+        if self.replica_acks == 0 {
+            let mut invocation = self.consume.prepare_invoke();
+            invocation.key(key).arg(&grant.id).arg(now);
+            return self
+                .bounded("consume", async move {
+                    let spent: i64 = invocation
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_err("consume"))?;
+                    Ok(spent == 1)
+                })
+                .await;
+        }
+        // The consume and a WAIT for replicas in one round trip (EVAL, not EVALSHA: a pipeline
+        // cannot fall back on NOSCRIPT). A consume not yet on enough replicas could come back
+        // after a failover, so it does not count: it is ambiguous, and ambiguous means spent.
+        // WAIT blocks the shared connection while it waits: short, and well inside the budget.
+        // Healthy replicas acknowledge in about a network round trip.
+        let wait_ms = (self.timeout.as_millis() as u64 / 2).clamp(1, 25);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(CONSUME_LUA)
+            .arg(1)
+            .arg(&key)
+            .arg(&grant.id)
+            .arg(now)
+            .cmd("WAIT")
+            .arg(self.replica_acks)
+            .arg(wait_ms);
+        let replicas = self.replica_acks;
         self.bounded("consume", async move {
-            let spent: i64 = invocation
-                .invoke_async(&mut conn)
+            let (spent, acked): (i64, u32) = pipe
+                .query_async(&mut conn)
                 .await
                 .map_err(redis_err("consume"))?;
+            if spent == 1 && acked < replicas {
+                conn.suspect();
+                return Err(GrantError::Unavailable(format!(
+                    "redis consume: acknowledged by {acked} of {replicas} replicas"
+                )));
+            }
             Ok(spent == 1)
         })
         .await
     }
 
     async fn put_grant(&self, grant: Grant) -> Result<(), GrantError> {
-        let key = self
-            .keys
-            .grant(&grant.digest)
-            .ok_or_else(|| GrantError::Unavailable("grant digest is not a valid key".into()))?;
+        let (Some(key), Some(attempts)) = (
+            self.keys.grant(&grant.digest),
+            self.keys.attempts(&grant.digest),
+        ) else {
+            return Err(GrantError::Unavailable(
+                "grant digest is not a valid key".into(),
+            ));
+        };
         let ttl = self.ttl_ms("grant", grant.expires_at)?;
         let value = encode("put_grant", &grant)?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
+        // One slot, one MULTI: the grant, and the loop guard reset (a grant is progress).
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .add_command(set_px(&key, &value, ttl))
+            .ignore()
+            .cmd("DEL")
+            .arg(&attempts)
+            .ignore();
         self.bounded("put_grant", async move {
-            set_px(&key, &value, ttl)
-                .exec_async(&mut conn)
+            pipe.exec_async(&mut conn)
                 .await
                 .map_err(redis_err("put_grant"))
         })
         .await
     }
 
-    async fn put_challenge(&self, challenge: Challenge) -> Result<(), GrantError> {
-        let (Some(record), Some(index)) = (
-            self.keys.challenge(&challenge.digest, &challenge.id),
-            self.keys.challenge_index(&challenge.id),
-        ) else {
-            return Err(GrantError::Unavailable(
-                "challenge id or digest is not a valid key".into(),
-            ));
-        };
-        let ttl = self.ttl_ms("challenge", challenge.expires_at)?;
-        let value = encode("put_challenge", &challenge)?;
-        let mut conn = self.conn.clone();
-        // One round trip; not MULTI, so that it also works when the two keys live in different
-        // cluster slots. The record is written first: an index never names a missing record
-        // for longer than the record's own TTL.
-        let mut pipe = redis::pipe();
-        pipe.add_command(set_px(&record, &value, ttl)).ignore();
-        pipe.add_command(set_px(&index, &challenge.digest, ttl))
-            .ignore();
-        self.bounded("put_challenge", async move {
-            pipe.exec_async(&mut conn)
-                .await
-                .map_err(redis_err("put_challenge"))
-        })
-        .await
+    async fn issue_challenge(
+        &self,
+        challenge: Challenge,
+        limits: &IssueLimits,
+        now: i64,
+    ) -> Result<Issued, GrantError> {
+        let ops = self.issue_ops(&challenge, limits, now)?;
+        let (status, a, b) = self
+            .bounded("issue_challenge", self.run_issue(&ops, now))
+            .await?;
+        let secs = |ms: i64| ((ms + 999) / 1000).max(1);
+        match status.as_str() {
+            "ok" => Ok(Issued::Open {
+                attempts: u32::try_from(a).unwrap_or(u32::MAX),
+            }),
+            "rate" => Ok(Issued::RateLimited {
+                scope: if a == 1 {
+                    RateScope::SourceIp
+                } else {
+                    RateScope::Subject
+                },
+                retry_after: secs(b),
+            }),
+            "open" => Ok(Issued::TooManyOpen {
+                retry_after: secs(b),
+            }),
+            "loop" => {
+                // (On a cluster the subject's open set was updated by an earlier call; the
+                // transaction was in it already, with the challenges that make it loop.)
+                Ok(Issued::Looping {
+                    attempts: u32::try_from(a).unwrap_or(u32::MAX),
+                    retry_after: secs(b),
+                })
+            }
+            other => Err(GrantError::Unavailable(format!(
+                "redis issue_challenge: unexpected answer {other:?}"
+            ))),
+        }
     }
 
     async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError> {
         let Some(index) = self.keys.challenge_index(id) else {
             return Ok(None);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded("challenge", async move {
             let digest: Option<String> = redis::cmd("GET")
                 .arg(&index)
@@ -327,23 +626,28 @@ impl GrantStore for RedisStore {
         .await
     }
 
-    async fn close_challenge(&self, id: &str) -> Result<bool, GrantError> {
-        let Some(index) = self.keys.challenge_index(id) else {
+    async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError> {
+        let (Some(record), Some(index), Some(open)) = (
+            self.keys.challenge(&challenge.digest, &challenge.id),
+            self.keys.challenge_index(&challenge.id),
+            self.keys.open(&subject_tag(&challenge.subject)),
+        ) else {
             return Ok(false);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
+        // Whoever deletes the record closed the challenge; a concurrent close sees 0. Three
+        // slots: pipelined, not MULTI (on a cluster, sent command by command).
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(&record)
+            .cmd("DEL")
+            .arg(&index)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&open)
+            .arg(&challenge.digest)
+            .ignore();
         self.bounded("close_challenge", async move {
-            let digest: Option<String> = redis::cmd("GET")
-                .arg(&index)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err("close_challenge"))?;
-            let Some(record) = digest.and_then(|d| self.keys.challenge(&d, id)) else {
-                return Ok(false);
-            };
-            // Whoever deletes the record closed the challenge; a concurrent close sees 0.
-            let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(&record).cmd("DEL").arg(&index).ignore();
             let (deleted,): (i64,) = pipe
                 .query_async(&mut conn)
                 .await
@@ -354,7 +658,7 @@ impl GrantStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), GrantError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded("ping", async move {
             let pong: String = redis::cmd("PING")
                 .query_async(&mut conn)
@@ -367,29 +671,6 @@ impl GrantStore for RedisStore {
                     "redis ping: unexpected answer {pong:?}"
                 )))
             }
-        })
-        .await
-    }
-
-    async fn count(&self, name: &str, window: i64, now: i64) -> Result<Window, GrantError> {
-        let (index, end) = window_of(window, now);
-        let key = self
-            .keys
-            .counter(name, index)
-            .ok_or_else(|| GrantError::Unavailable("counter name is not a valid key".into()))?;
-        let ttl = ttl_ms(end, now).unwrap_or(1000);
-        let mut conn = self.conn.clone();
-        let mut invocation = self.count.prepare_invoke();
-        invocation.key(key).arg(ttl);
-        self.bounded("count", async move {
-            let count: u64 = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_err("count"))?;
-            Ok(Window {
-                count,
-                resets_in: end - now,
-            })
         })
         .await
     }
@@ -420,6 +701,18 @@ impl Keys {
             .then(|| format!("{}:{{{digest}}}:challenge:{id}", self.prefix))
     }
 
+    /// `<prefix>:{<digest>}:attempts` → challenges issued for the transaction since its last
+    /// grant (the loop guard).
+    fn attempts(&self, digest: &str) -> Option<String> {
+        key_part(digest).then(|| format!("{}:{{{digest}}}:attempts", self.prefix))
+    }
+
+    /// `<prefix>:open:{<subject tag>}` → the subject's transactions with an open challenge,
+    /// scored by expiry.
+    fn open(&self, subject: &str) -> Option<String> {
+        key_part(subject).then(|| format!("{}:open:{{{subject}}}", self.prefix))
+    }
+
     /// `<prefix>:count:{<name>}:<window index>` → events counted in that window.
     fn counter(&self, name: &str, index: i64) -> Option<String> {
         key_part(name).then(|| format!("{}:count:{{{name}}}:{index}", self.prefix))
@@ -431,6 +724,13 @@ impl Keys {
     }
 }
 
+/// The part of a key that decides its cluster slot: between the first `{` and the next `}`.
+fn hash_tag(key: &str) -> &str {
+    key.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(key, |(tag, _)| tag)
+}
+
 /// Digests (`<key id>:<base64url>`) and challenge ids (base64url) are printable ASCII; anything
 /// with a brace (which would move the hash tag), a space or a control byte is not ours.
 fn key_part(s: &str) -> bool {
@@ -438,61 +738,6 @@ fn key_part(s: &str) -> bool {
         && s.len() <= 512
         && s.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
-}
-
-/// How commands reach Redis: a `ConnectionLike` the operations are written against.
-#[derive(Clone)]
-enum Conn {
-    /// One Redis URL, through an auto-reconnecting `ConnectionManager`.
-    Single(ConnectionManager),
-    /// A Redis Cluster. Each command is routed to its slot's primary by the client (`PING` to
-    /// a random node). A pipeline is *not* sent as one batch: the client sends a batch to one
-    /// node only and refuses one whose keys span slots (our challenge write and close touch two
-    /// slots by design), so the commands of a pipeline are sent one after another, in order,
-    /// each to its own slot. Transactions (`MULTI`) are passed through (one slot only).
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => {
-                let mut c = c.clone();
-                Box::pin(async move {
-                    if pipeline.is_transaction() {
-                        return c.req_packed_commands(pipeline, offset, count).await;
-                    }
-                    // A non-transactional pipeline's replies are one per command, in order; the
-                    // caller asks for `count` of them from `offset` (0 and all of them in practice).
-                    let mut replies = Vec::with_capacity(pipeline.len());
-                    for cmd in pipeline.cmd_iter().take(offset.saturating_add(count)) {
-                        replies.push(c.req_packed_command(cmd).await?);
-                    }
-                    Ok(replies.into_iter().skip(offset).collect())
-                })
-            }
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -433,3 +433,89 @@ async fn challenges_are_rate_limited_per_source_ip() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_retrying_one_transaction_without_completing_gets_a_403() {
+    let (p, _) = pipeline().await;
+    let weak = token("alice", "aal1", NOW, 10);
+    for n in 1..=5 {
+        let d = p.decide(transfer(Some(&weak), 100, "bob")).await;
+        let Verdict::Challenge { challenge_id, .. } = &d.verdict else {
+            panic!("attempt {n}: {d:?}")
+        };
+        let c = p
+            .grants
+            .challenge(challenge_id, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.attempts, n, "the challenge records its attempt number");
+    }
+    let d = p.decide(transfer(Some(&weak), 100, "bob")).await;
+    assert_eq!(d.reason, "step_up_not_completing");
+    assert!(matches!(d.verdict, Verdict::Deny { status: 403 }), "{d:?}");
+    assert!(
+        matches!(
+            p.decide(transfer(Some(&weak), 200, "bob")).await.verdict,
+            Verdict::Challenge { .. }
+        ),
+        "another transaction is challenged as usual"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_lifts_the_loop_guard() {
+    let (p, _) = pipeline().await;
+    let weak = token("alice", "aal1", NOW, 10);
+    for _ in 1..=4 {
+        p.decide(transfer(Some(&weak), 100, "bob")).await;
+    }
+    // The fifth challenge is completed: progress.
+    grant_for(&p, transfer(Some(&weak), 100, "bob"), "aal2", Some(1)).await;
+    assert!(p.decide(transfer(Some(&weak), 100, "bob")).await.is_allow());
+    let d = p.decide(transfer(Some(&weak), 100, "bob")).await;
+    let Verdict::Challenge { challenge_id, .. } = &d.verdict else {
+        panic!("{d:?}")
+    };
+    let c = p
+        .grants
+        .challenge(challenge_id, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.attempts, 1, "the guard started over");
+}
+
+#[tokio::test]
+async fn open_challenges_per_subject_are_capped() {
+    let (p, _) = pipeline().await;
+    let weak = token("alice", "aal1", NOW, 10);
+    for amount in 1..=5 {
+        assert!(matches!(
+            p.decide(transfer(Some(&weak), amount, "bob")).await.verdict,
+            Verdict::Challenge { .. }
+        ));
+    }
+    let d = p.decide(transfer(Some(&weak), 6, "bob")).await;
+    assert_eq!(d.reason, "too_many_open_challenges");
+    let Verdict::RateLimited { retry_after } = d.verdict else {
+        panic!("{d:?}")
+    };
+    assert_eq!(retry_after, 300, "until the oldest challenge expires");
+    assert!(
+        matches!(
+            p.decide(transfer(Some(&weak), 1, "bob")).await.verdict,
+            Verdict::Challenge { .. }
+        ),
+        "an open transaction may be challenged again"
+    );
+    assert!(
+        matches!(
+            p.decide(transfer(Some(&token("carol", "aal1", NOW, 10)), 6, "bob"))
+                .await
+                .verdict,
+            Verdict::Challenge { .. }
+        ),
+        "other subjects are not affected"
+    );
+}

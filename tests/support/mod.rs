@@ -9,6 +9,7 @@ pub mod envoy;
 pub mod ports;
 pub mod records;
 pub mod redis;
+pub mod sentinel;
 pub mod sidecar;
 pub mod stack;
 pub mod tokens;

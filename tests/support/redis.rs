@@ -16,15 +16,22 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Further `redis-server` arguments (e.g. `--replicaof`).
+    extra: Vec<String>,
 }
 
-fn binary() -> String {
+pub(crate) fn binary() -> String {
     std::env::var("STEPGUARD_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers PING.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with further arguments and waits until it answers PING.
+    pub fn start_with(extra: &[String]) -> RedisServer {
         let bin = binary();
         if Command::new(&bin)
             .arg("--version")
@@ -46,6 +53,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            extra: extra.to_vec(),
         };
         server.spawn();
         server
@@ -58,6 +66,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -142,7 +151,7 @@ impl RedisServer {
 }
 
 /// Every key on one server with its PTTL (SCAN, not KEYS).
-fn scan_pttl(con: &mut redis::Connection) -> Vec<(String, i64)> {
+pub(crate) fn scan_pttl(con: &mut redis::Connection) -> Vec<(String, i64)> {
     let mut cursor = 0u64;
     let mut out = Vec::new();
     loop {
@@ -316,14 +325,14 @@ impl RedisCluster {
     }
 }
 
-fn node_client(port: u16) -> redis::Connection {
+pub(crate) fn node_client(port: u16) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("cannot connect to cluster node {port}: {e}"))
 }
 
-fn pings(port: u16) -> bool {
+pub(crate) fn pings(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

@@ -29,3 +29,19 @@ fn ttls_are_positive_or_refused() {
     assert_eq!(ttl_ms(99, 100), None);
     assert_eq!(ttl_ms(i64::MAX, i64::MIN), None);
 }
+
+#[test]
+fn hash_tags_decide_how_issue_calls_are_split() {
+    let keys = Keys::new("sg");
+    assert_eq!(hash_tag(&keys.grant("dev1:abc").unwrap()), "dev1:abc");
+    assert_eq!(hash_tag(&keys.attempts("dev1:abc").unwrap()), "dev1:abc");
+    assert_eq!(
+        hash_tag(&keys.open("subject:00ff").unwrap()),
+        "subject:00ff"
+    );
+    assert_eq!(
+        hash_tag(&keys.counter("subject:00ff", 7).unwrap()),
+        "subject:00ff"
+    );
+    assert_eq!(hash_tag("no-tag"), "no-tag");
+}
