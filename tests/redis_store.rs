@@ -16,6 +16,7 @@ use stepguard::config::ConfigError;
 use stepguard::decision::Verdict;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore, subject_tag};
 use stepguard::request::RawRequest;
+use support::blackhole::Blackhole;
 use support::records::{assert_consumed_exactly_once, assert_issue_limits, challenge, grant};
 use support::redis::RedisServer;
 use support::sidecar::{invalid_field, parse_grants, with_redis};
@@ -466,4 +467,23 @@ fn redis_grants_config_is_validated() {
         parse_grants("grants:\n  store: redis\n  url: redis://h\n  pool: 3\n"),
         Err(ConfigError::Parse(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_connection_is_replaced_and_service_recovers() {
+    let server = RedisServer::start();
+    let hole = Blackhole::start(server.port()).await;
+    let store = store_at(&hole.url(), BUDGET * 4);
+    assert_recovers(&store, Duration::from_secs(5)).await;
+    // The peer vanishes without a FIN or RST: the connection stays open and silent.
+    hole.cut();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = store.find_grant("dev1:bh", NOW).await;
+        assert!(is_unavailable(&r), "find_grant: {r:?}");
+        assert!(t.elapsed() < BUDGET * 4 + SLACK, "{:?}", t.elapsed());
+    }
+    // The network heals, but the old connection is dead for good: only a new one works.
+    hole.heal();
+    assert_recovers(&store, Duration::from_secs(10)).await;
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod blackhole;
 pub mod envoy;
 pub mod ports;
 pub mod records;
