@@ -7,9 +7,11 @@
 # It builds the release binaries, starts stepguard (quickstart config copied to a temp dir with
 # free loopback ports and absolute paths) and examples/allow_all, then for each of three Envoy
 # bootstraps generated here, all fronting the same direct_response demo routes:
-#   none       no ext_authz filter
-#   allow_all  ext_authz → examples/allow_all (answers OK to everything)
-#   stepguard  ext_authz → stepguard
+#   none             no ext_authz filter
+#   allow_all        ext_authz → examples/allow_all (answers OK to everything)
+#   stepguard        ext_authz → stepguard, in-memory grant store (the quickstart)
+#   stepguard_redis  ext_authz → a second stepguard whose grant store is a redis-server started
+#                    here (every sensitive check looks its grant up in Redis: one round trip)
 # it runs:
 #   mix        wrk, 1 thread, $MIX_CONNS HTTP/1.1 connections, for $MIX_SECONDS s, a Lua script
 #              interleaving exactly 4 public GETs (/public/hello) with 1 sensitive POST
@@ -55,10 +57,11 @@ command -v wrk >/dev/null || missing+=("wrk (Debian package wrk)")
 command -v curl >/dev/null || missing+=("curl")
 command -v ss >/dev/null || missing+=("ss (Debian package iproute2)")
 command -v timeout >/dev/null || missing+=("timeout (coreutils)")
+command -v redis-server >/dev/null || missing+=("redis-server (Debian package redis-server)")
 if ((${#missing[@]})); then
     echo "load.sh: missing tools:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
-    echo "  install with: apt-get install -y nghttp2-client wrk curl iproute2" >&2
+    echo "  install with: apt-get install -y nghttp2-client wrk curl iproute2 redis-server" >&2
     exit 2
 fi
 
@@ -149,7 +152,23 @@ grep -q "127.0.0.1:$SG_GRPC" "$TMP/stepguard.yaml" || die "could not rewrite the
 grep -q "$ROOT/policies" "$TMP/stepguard.yaml" || die "could not rewrite the policy path"
 "$BIN/stepguard" config check "$TMP/stepguard.yaml" >/dev/null
 
-echo "== starting stepguard (gRPC $SG_GRPC, HTTP $SG_HTTP) and allow_all ($ALLOW)"
+# The same configuration on a Redis grant store (a fresh redis-server, persistence off).
+REDIS="$(free_port)"; SGR_GRPC="$(free_port)"; SGR_HTTP="$(free_port)"
+sed -e "s|127.0.0.1:$SG_GRPC|127.0.0.1:$SGR_GRPC|" -e "s|127.0.0.1:$SG_HTTP|127.0.0.1:$SGR_HTTP|" \
+    -e "s|^  store: memory$|  store: redis\n  url: redis://127.0.0.1:$REDIS/0\n  timeout_ms: 50|" \
+    -e "/^  max_entries: /d" \
+    "$TMP/stepguard.yaml" >"$TMP/stepguard-redis.yaml"
+grep -q "store: redis" "$TMP/stepguard-redis.yaml" || die "could not rewrite the grant store"
+"$BIN/stepguard" config check "$TMP/stepguard-redis.yaml" >/dev/null
+start redis redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no
+RD_PID="$LAST_PID"
+wait_until redis 10 "$RD_PID" tcp_open "$REDIS"
+
+echo "== starting stepguard (gRPC $SG_GRPC, HTTP $SG_HTTP), stepguard on Redis (gRPC $SGR_GRPC," \
+    "redis $REDIS) and allow_all ($ALLOW)"
+start stepguard_redis "$BIN/stepguard" serve --config "$TMP/stepguard-redis.yaml"
+SGR_PID="$LAST_PID"
+wait_until stepguard_redis 20 "$SGR_PID" curl -fsS "http://127.0.0.1:$SGR_HTTP/readyz"
 start stepguard "$BIN/stepguard" serve --config "$TMP/stepguard.yaml"
 SG_PID="$LAST_PID"
 wait_until stepguard 20 "$SG_PID" curl -fsS "http://127.0.0.1:$SG_HTTP/readyz"
@@ -349,11 +368,13 @@ printf '%s' "$BODY" >"$TMP/body.json"
 
 declare -A MIX PUB SENS STATS CPU
 FAILED=0
-for mode in none allow_all stepguard; do
+MODES=(none allow_all stepguard stepguard_redis)
+for mode in "${MODES[@]}"; do
     case "$mode" in
         none) authz=0; apid= ;;
         allow_all) authz="$ALLOW"; apid="$AA_PID" ;;
         stepguard) authz="$SG_GRPC"; apid="$SG_PID" ;;
+        stepguard_redis) authz="$SGR_GRPC"; apid="$SGR_PID" ;;
     esac
     listen="$(free_port)"; admin="$(free_port)"
     envoy_config "$mode" "$listen" "$admin" "$authz" >"$TMP/envoy-$mode.yaml"
@@ -407,7 +428,7 @@ for mode in none allow_all stepguard; do
         echo "   !! $mode: non-2xx responses: mix=$mix_bad (socket errors $mix_err), public=$pub_bad," \
             "sensitive=$sens_bad; sensitive 2xx in h2load run=$sens_ok/$H2_REQUESTS;" \
             "sensitive 200s in mix=$mix_sens/$mix_n" >&2
-        grep -m3 '"reason"' "$TMP/stepguard.log" >&2 || true
+        grep -m3 '"reason"' "$TMP/$mode.log" >&2 2>/dev/null || true
         FAILED=1
     fi
 done
@@ -423,7 +444,7 @@ summary() {
     echo "| configuration | mix req/s | mix p50 µs | mix p90 µs | mix p99 µs | public req/s | public p50 µs | public p99 µs | sensitive req/s | sensitive p50 µs | sensitive p99 µs | non-2xx |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     local m bad
-    for m in none allow_all stepguard; do
+    for m in "${MODES[@]}"; do
         bad=$(($(field non2xx "${MIX[$m]}") + $(field non2xx "${PUB[$m]}") + $(field non2xx "${SENS[$m]}")))
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" \
             "$(field rps "${MIX[$m]}")" "$(field p50_us "${MIX[$m]}")" "$(field p90_us "${MIX[$m]}")" \
@@ -433,11 +454,11 @@ summary() {
             "$bad"
     done
     echo
-    echo "CPU during the mix run (from /proc/PID/stat; the authz server is allow_all or stepguard):"
+    echo "CPU during the mix run (from /proc/PID/stat; the authz server is allow_all or stepguard; Redis's own CPU is not counted):"
     echo
     echo "| configuration | Envoy CPU µs/request | authz server CPU µs/request | Envoy cores busy | authz server cores busy |"
     echo "|---|---|---|---|---|"
-    for m in none allow_all stepguard; do
+    for m in "${MODES[@]}"; do
         printf '| %s | %s | %s | %s | %s |\n' "$m" "$(field envoy_cpu_us_per_req "${CPU[$m]}")" \
             "$(field authz_cpu_us_per_req "${CPU[$m]}")" "$(field envoy_cores "${CPU[$m]}")" \
             "$(field authz_cores "${CPU[$m]}")"
@@ -458,6 +479,17 @@ summary() {
             printf "- sensitive-only: throughput %.2fx of allow_all, p50 %+d us over allow_all\n",
                 ss / as, ssp50 - asp50
             printf "- public-only: p50 %+d us over allow_all\n", spp50 - app50
+        }'
+    awk -v rm="$(field p50_us "${MIX[stepguard_redis]}")" -v mm="$(field p50_us "${MIX[stepguard]}")" \
+        -v rm99="$(field p99_us "${MIX[stepguard_redis]}")" -v mm99="$(field p99_us "${MIX[stepguard]}")" \
+        -v rs="$(field p50_us "${SENS[stepguard_redis]}")" -v ms="$(field p50_us "${SENS[stepguard]}")" \
+        -v rs99="$(field p99_us "${SENS[stepguard_redis]}")" -v ms99="$(field p99_us "${SENS[stepguard]}")" \
+        -v rt="$(field rps "${MIX[stepguard_redis]}")" -v mt="$(field rps "${MIX[stepguard]}")" '
+        BEGIN {
+            printf "- Redis store / in-memory store, sensitive-only latency through Envoy: p50 %.2fx, p99 %.2fx (target <= 1.3x: %s)\n",
+                rs / ms, rs99 / ms99, (rs / ms <= 1.3 ? "MET" : "MISSED")
+            printf "- Redis store / in-memory store, mix: p50 %.2fx, p99 %.2fx, throughput %.2fx\n",
+                rm / mm, rm99 / mm99, rt / mt
         }'
 }
 summary | tee ${RESULTS:+"$RESULTS"}
