@@ -179,9 +179,17 @@ pub trait GrantStore: Send + Sync + 'static {
         }
     }
     async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError>;
+    /// The transaction's most recently issued challenge, if it is still open (what an RFC 9470
+    /// retry, which carries no challenge id, answers).
+    async fn open_challenge(&self, digest: &str, now: i64)
+    -> Result<Option<Challenge>, GrantError>;
     /// Closes a challenge (and frees its place among the subject's open ones); true if this
     /// call closed it.
     async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError>;
+    /// Deletes the transaction's grant; true if there was one.
+    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError>;
+    /// Deletes every grant of a subject (its binding key, `iss|sub`); returns how many.
+    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError>;
     /// Whether the store answers now (for readiness); stores that cannot fail answer `Ok`.
     async fn ping(&self) -> Result<(), GrantError> {
         Ok(())

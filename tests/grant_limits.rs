@@ -1,5 +1,6 @@
-//! The challenge-issuing limits of the in-memory store (the Redis stores run the same checks in
-//! `redis_store.rs`, `redis_cluster.rs` and `redis_sentinel.rs`).
+//! The in-memory store against the checks every store passes (the Redis stores run the same
+//! ones in `redis_store.rs`, `redis_cluster.rs` and `redis_sentinel.rs`): the challenge-issuing
+//! limits, and the lookups and revocations the step-up completions use.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,4 +11,10 @@ use stepguard::grant::MemoryStore;
 async fn the_memory_store_enforces_the_issue_limits() {
     let store = MemoryStore::new(1000);
     support::records::assert_issue_limits(&store, "mem", 1_800_000_000).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_serves_the_completion_lookups() {
+    let store = MemoryStore::new(1000);
+    support::records::assert_completion_lookups(&store, "mem", 1_800_000_000).await;
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use stepguard::clock::ManualClock;
 use stepguard::config::GrantsConfig;
 use stepguard::grant::{GrantStore, RedisStore};
-use support::records::{assert_issue_limits, challenge, grant};
+use support::records::{assert_completion_lookups, assert_issue_limits, challenge, grant};
 use support::sentinel::{MASTER_NAME, SentinelSet};
 use support::sidecar::{invalid_field, parse_grants};
 
@@ -191,6 +191,7 @@ async fn challenges_and_limits_through_sentinel() {
     );
     assert!(store.close_challenge(&c).await.unwrap());
     assert_issue_limits(&store, "sentinel", NOW).await;
+    assert_completion_lookups(&store, "sentinel", NOW).await;
     for (key, pttl) in support::redis::scan_pttl(&mut set.client(set.primary_port())) {
         assert!(pttl > 0, "key {key} has PTTL {pttl}");
     }

@@ -17,7 +17,9 @@ use stepguard::decision::Verdict;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore, subject_tag};
 use stepguard::request::RawRequest;
 use support::blackhole::Blackhole;
-use support::records::{assert_consumed_exactly_once, assert_issue_limits, challenge, grant};
+use support::records::{
+    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits, challenge, grant,
+};
 use support::redis::RedisServer;
 use support::sidecar::{invalid_field, parse_grants, with_redis};
 
@@ -61,7 +63,8 @@ async fn single_use_grant_is_spent_once() {
     assert!(!store.consume(&g, NOW).await.unwrap());
     assert!(store.find_grant("dev1:d1", NOW).await.unwrap().is_none());
     assert!(store.find_grant("dev1:other", NOW).await.unwrap().is_none());
-    assert_eq!(assert_every_key_has_a_ttl(&server), 0);
+    // Left: the subject's grant index (it expires with the longest grant).
+    assert_eq!(assert_every_key_has_a_ttl(&server), 1);
 }
 
 #[tokio::test]
@@ -96,7 +99,8 @@ async fn counted_and_reusable_grants() {
         assert!(store.consume(&g3, NOW).await.unwrap());
     }
     assert_eq!(store.find_grant("dev1:d3", NOW).await.unwrap().unwrap(), g3);
-    assert_eq!(assert_every_key_has_a_ttl(&server), 1);
+    // The reusable grant and the subject's grant index.
+    assert_eq!(assert_every_key_has_a_ttl(&server), 2);
 }
 
 #[tokio::test]
@@ -134,8 +138,9 @@ async fn expired_grants_and_challenges_are_gone() {
     assert!(store.close_challenge(&c).await.unwrap());
     assert!(!store.close_challenge(&c).await.unwrap());
     assert!(store.challenge("c1", NOW).await.unwrap().is_none());
-    // Left: the grant and the transaction's loop-guard counter.
-    assert_eq!(assert_every_key_has_a_ttl(&server), 2);
+    // Left: the grant, the transaction's loop-guard counter and latest-challenge pointer, and
+    // the subject's grant index.
+    assert_eq!(assert_every_key_has_a_ttl(&server), 4);
 }
 
 #[tokio::test]
@@ -166,18 +171,21 @@ async fn already_expired_records_are_refused_and_ttls_follow_expiry() {
     keys.sort();
     let names: Vec<_> = keys.iter().map(|(k, _)| k.as_str()).collect();
     let open = format!("sg:open:{{{}}}", subject_tag("iss|alice"));
+    let grants = format!("sg:grants:{{{}}}", subject_tag("iss|alice"));
     assert_eq!(
         names,
         [
             "sg:challenge:{c-new}",
+            grants.as_str(),
             open.as_str(),
             "sg:{dev1:new}:attempts",
             "sg:{dev1:new}:challenge:c-new",
-            "sg:{dev1:new}:grant"
+            "sg:{dev1:new}:grant",
+            "sg:{dev1:new}:latest"
         ]
     );
     for (key, pttl) in &keys {
-        let want = if key.ends_with(":grant") {
+        let want = if key.ends_with(":grant") || key.starts_with("sg:grants:") {
             60_000
         } else {
             300_000
@@ -194,6 +202,7 @@ async fn issuing_enforces_the_abuse_limits_with_ttls() {
     let server = RedisServer::start();
     let store = store(&server, BUDGET * 10);
     assert_issue_limits(&store, "redis", NOW).await;
+    assert_completion_lookups(&store, "redis", NOW).await;
     assert!(assert_every_key_has_a_ttl(&server) > 10);
 }
 
@@ -220,7 +229,8 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
     // A generous budget: this test is about atomicity, not latency.
     let store = Arc::new(store(&server, Duration::from_secs(2)));
     assert_consumed_exactly_once(store, 50, NOW).await;
-    assert_eq!(assert_every_key_has_a_ttl(&server), 0);
+    // Left: the subject's grant index.
+    assert_eq!(assert_every_key_has_a_ttl(&server), 1);
 }
 
 /// Runs every store operation once, asserting each fails as Unavailable within the budget.

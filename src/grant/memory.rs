@@ -23,6 +23,8 @@ struct Inner {
     open: HashMap<String, Vec<(String, i64)>>,
     /// Transaction digest → (challenges issued since its last grant, until when that counts).
     attempts: HashMap<String, (u32, i64)>,
+    /// Transaction digest → its most recently issued challenge id.
+    latest: HashMap<String, String>,
 }
 
 impl MemoryStore {
@@ -200,6 +202,13 @@ impl GrantStore for MemoryStore {
         inner
             .attempts
             .insert(challenge.digest.clone(), (attempts, now + ttl));
+        if inner.latest.len() >= self.max_entries {
+            let live = &inner.challenges;
+            inner.latest.retain(|_, id| live.contains_key(id));
+        }
+        inner
+            .latest
+            .insert(challenge.digest.clone(), challenge.id.clone());
         let challenge = Challenge {
             attempts,
             ..challenge
@@ -215,6 +224,31 @@ impl GrantStore for MemoryStore {
             .get(id)
             .filter(|c| c.expires_at > now)
             .cloned())
+    }
+
+    async fn open_challenge(
+        &self,
+        digest: &str,
+        now: i64,
+    ) -> Result<Option<Challenge>, GrantError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .latest
+            .get(digest)
+            .and_then(|id| inner.challenges.get(id))
+            .filter(|c| c.digest == digest && c.expires_at > now)
+            .cloned())
+    }
+
+    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {
+        Ok(self.lock()?.grants.remove(digest).is_some())
+    }
+
+    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError> {
+        let mut inner = self.lock()?;
+        let before = inner.grants.len();
+        inner.grants.retain(|_, g| g.subject != subject);
+        Ok(u32::try_from(before - inner.grants.len()).unwrap_or(u32::MAX))
     }
 
     async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError> {

@@ -416,6 +416,11 @@ impl RedisStore {
             &["record", &record, &ttl],
         )?);
         ops.push(op(
+            Slot::Transaction,
+            self.keys.latest(&c.digest),
+            &["set", &c.id, &ttl],
+        )?);
+        ops.push(op(
             Slot::Index,
             self.keys.challenge_index(&c.id),
             &["set", &c.digest, &ttl],
@@ -533,9 +538,10 @@ impl GrantStore for RedisStore {
     }
 
     async fn put_grant(&self, grant: Grant) -> Result<(), GrantError> {
-        let (Some(key), Some(attempts)) = (
+        let (Some(key), Some(attempts), Some(index)) = (
             self.keys.grant(&grant.digest),
             self.keys.attempts(&grant.digest),
+            self.keys.subject_grants(&subject_tag(&grant.subject)),
         ) else {
             return Err(GrantError::Unavailable(
                 "grant digest is not a valid key".into(),
@@ -543,14 +549,36 @@ impl GrantStore for RedisStore {
         };
         let ttl = self.ttl_ms("grant", grant.expires_at)?;
         let value = encode("put_grant", &grant)?;
+        let now = self.clock.now();
         let mut conn = self.conn();
-        // One slot, one MULTI: the grant, and the loop guard reset (a grant is progress).
+        // The grant, the loop guard reset (a grant is progress), and the subject's grant index
+        // (expired members dropped; its TTL at least this grant's: NX sets a first TTL, GT only
+        // raises one). One round trip on a single server; per slot, in order, on a cluster.
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .add_command(set_px(&key, &value, ttl))
+        pipe.add_command(set_px(&key, &value, ttl))
             .ignore()
             .cmd("DEL")
             .arg(&attempts)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&index)
+            .arg(grant.expires_at)
+            .arg(&grant.digest)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(ttl)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(ttl)
+            .arg("GT")
             .ignore();
         self.bounded("put_grant", async move {
             pipe.exec_async(&mut conn)
@@ -622,6 +650,79 @@ impl GrantStore for RedisStore {
             let Some(raw) = raw else { return Ok(None) };
             let challenge: Challenge = decode("challenge", &raw)?;
             Ok((challenge.id == id && challenge.expires_at > now).then_some(challenge))
+        })
+        .await
+    }
+
+    async fn open_challenge(
+        &self,
+        digest: &str,
+        now: i64,
+    ) -> Result<Option<Challenge>, GrantError> {
+        let Some(latest) = self.keys.latest(digest) else {
+            return Ok(None);
+        };
+        let mut conn = self.conn();
+        self.bounded("open_challenge", async move {
+            let id: Option<String> = redis::cmd("GET")
+                .arg(&latest)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("open_challenge"))?;
+            let Some(record) = id.as_deref().and_then(|id| self.keys.challenge(digest, id)) else {
+                return Ok(None);
+            };
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(&record)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("open_challenge"))?;
+            let Some(raw) = raw else { return Ok(None) };
+            let challenge: Challenge = decode("open_challenge", &raw)?;
+            Ok((challenge.digest == digest && challenge.expires_at > now).then_some(challenge))
+        })
+        .await
+    }
+
+    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {
+        let Some(key) = self.keys.grant(digest) else {
+            return Ok(false);
+        };
+        let mut conn = self.conn();
+        self.bounded("revoke_transaction", async move {
+            let deleted: i64 = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("revoke_transaction"))?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError> {
+        let Some(index) = self.keys.subject_grants(&subject_tag(subject)) else {
+            return Ok(0);
+        };
+        let mut conn = self.conn();
+        self.bounded("revoke_subject", async move {
+            let digests: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("revoke_subject"))?;
+            let mut pipe = redis::pipe();
+            for key in digests.iter().filter_map(|d| self.keys.grant(d)) {
+                pipe.cmd("DEL").arg(key);
+            }
+            pipe.cmd("DEL").arg(&index).ignore();
+            let deleted: Vec<i64> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("revoke_subject"))?;
+            Ok(u32::try_from(deleted.iter().sum::<i64>()).unwrap_or(u32::MAX))
         })
         .await
     }
@@ -705,6 +806,17 @@ impl Keys {
     /// grant (the loop guard).
     fn attempts(&self, digest: &str) -> Option<String> {
         key_part(digest).then(|| format!("{}:{{{digest}}}:attempts", self.prefix))
+    }
+
+    /// `<prefix>:{<digest>}:latest` → the id of the transaction's most recent challenge.
+    fn latest(&self, digest: &str) -> Option<String> {
+        key_part(digest).then(|| format!("{}:{{{digest}}}:latest", self.prefix))
+    }
+
+    /// `<prefix>:grants:{<subject tag>}` → the subject's transactions with a grant, scored by
+    /// the grant's expiry (what revoking a subject's grants walks).
+    fn subject_grants(&self, subject: &str) -> Option<String> {
+        key_part(subject).then(|| format!("{}:grants:{{{subject}}}", self.prefix))
     }
 
     /// `<prefix>:open:{<subject tag>}` → the subject's transactions with an open challenge,

@@ -221,3 +221,71 @@ pub async fn assert_issue_limits<S: stepguard::grant::GrantStore + ?Sized>(
         "a new window"
     );
 }
+
+/// What the step-up completions need from every store: the transaction's open challenge (the
+/// latest one issued, gone once closed or expired) and revocation by transaction and by
+/// subject.
+pub async fn assert_completion_lookups<S: stepguard::grant::GrantStore + ?Sized>(
+    store: &S,
+    tag: &str,
+    now: i64,
+) {
+    let digest = format!("dev1:{tag}-open");
+    assert!(store.open_challenge(&digest, now).await.unwrap().is_none());
+    let first = challenge(&format!("{tag}-c1"), &digest, now);
+    store.put_challenge(first).await.unwrap();
+    let second = challenge(&format!("{tag}-c2"), &digest, now + 5);
+    store.put_challenge(second.clone()).await.unwrap();
+    let open = store
+        .open_challenge(&digest, now + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open.id, second.id, "the latest challenge answers");
+    assert!(
+        store
+            .open_challenge(&digest, now + 305)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(store.close_challenge(&second).await.unwrap());
+    assert!(
+        store
+            .open_challenge(&digest, now + 5)
+            .await
+            .unwrap()
+            .is_none(),
+        "closed"
+    );
+
+    let subject = format!("iss|{tag}-revoked");
+    let mine: Vec<Grant> = (0..3)
+        .map(|i| {
+            let mut g = grant(&format!("dev1:{tag}-r{i}"), Some(1), now);
+            g.subject = subject.clone();
+            g
+        })
+        .collect();
+    for g in &mine {
+        store.put_grant(g.clone()).await.unwrap();
+    }
+    let other = grant(&format!("dev1:{tag}-other"), Some(1), now);
+    store.put_grant(other.clone()).await.unwrap();
+    assert!(store.revoke_transaction(&mine[0].digest).await.unwrap());
+    assert!(!store.revoke_transaction(&mine[0].digest).await.unwrap());
+    assert_eq!(store.revoke_subject(&subject).await.unwrap(), 2);
+    for g in &mine {
+        assert!(store.find_grant(&g.digest, now).await.unwrap().is_none());
+    }
+    assert_eq!(store.revoke_subject(&subject).await.unwrap(), 0);
+    assert!(
+        store
+            .find_grant(&other.digest, now)
+            .await
+            .unwrap()
+            .is_some(),
+        "another subject's grant stays"
+    );
+}
