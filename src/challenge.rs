@@ -1,8 +1,12 @@
 //! Issuing step-up challenges: a challenge record bound to the transaction (id = OIDC `state`,
 //! nonce, PKCE verifier, return path) is stored, then rendered as an OIDC authorization request
-//! for browsers (`acr_values`, `max_age`, PKCE S256, `prompt=login` when `max_age` is 0) or as an
-//! RFC 9470 `insufficient_user_authentication` challenge for API clients.
+//! for browsers (`acr_values`, `max_age`, PKCE S256, `prompt=login` when `max_age` is 0), bound
+//! to the browser by a `__Host-` cookie, or as an RFC 9470 `insufficient_user_authentication`
+//! challenge for API clients.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
@@ -25,11 +29,27 @@ pub fn random_token(bytes: usize) -> Option<String> {
 /// Builds challenges from config.
 pub struct Challenger {
     config: ChallengeConfig,
+    /// The IdP's authorization endpoint: configured, or set once discovery has read it.
+    endpoint: Arc<ArcSwapOption<String>>,
 }
 
 impl Challenger {
+    /// With a configured `authorization_endpoint` the endpoint is known now; with `oidc`, it is
+    /// set through [`Challenger::endpoint`] by discovery.
     pub fn new(config: ChallengeConfig) -> Self {
-        Self { config }
+        let endpoint = Arc::new(ArcSwapOption::from(
+            config.authorization_endpoint.clone().map(Arc::new),
+        ));
+        Self { config, endpoint }
+    }
+
+    /// Where discovery stores the authorization endpoint.
+    pub fn endpoint(&self) -> Arc<ArcSwapOption<String>> {
+        self.endpoint.clone()
+    }
+
+    pub fn config(&self) -> &ChallengeConfig {
+        &self.config
     }
 
     pub fn ladder(&self) -> &[String] {
@@ -65,11 +85,29 @@ impl Challenger {
             nonce: random_token(16)?,
             pkce_verifier: random_token(32)?,
             attempts: 0,
+            browser_binding: None,
         })
     }
 
-    /// The OIDC authorization request URL for a browser.
-    pub fn authorization_url(&self, challenge: &Challenge) -> String {
+    /// Binds a challenge to the browser that will be sent to the IdP: returns the `Set-Cookie`
+    /// value carrying a fresh random value whose hash the challenge records (`None` if the RNG
+    /// fails). The cookie is `__Host-` prefixed (Secure, Path=/, no Domain), HttpOnly and
+    /// SameSite=Lax (sent on the IdP's top-level redirect back), and lives as long as the
+    /// challenge. Its name is per challenge, so step-ups in two tabs do not collide.
+    pub fn bind_browser(&self, challenge: &mut Challenge) -> Option<String> {
+        let value = random_token(32)?;
+        challenge.browser_binding = Some(browser_binding(&value));
+        Some(format!(
+            "{}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+            cookie_name(&challenge.id),
+            self.config.ttl_secs
+        ))
+    }
+
+    /// The OIDC authorization request URL for a browser; `None` until the IdP's authorization
+    /// endpoint is known (discovery has not answered yet).
+    pub fn authorization_url(&self, challenge: &Challenge) -> Option<String> {
+        let endpoint = self.endpoint.load_full()?;
         let r = &challenge.requirement;
         let mut query = form_urlencoded::Serializer::new(String::new());
         query
@@ -86,17 +124,20 @@ impl Challenger {
         if r.max_age == 0 {
             query.append_pair("prompt", "login");
         }
-        let sep = if self.config.authorization_endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}{}",
-            self.config.authorization_endpoint,
-            query.finish()
-        )
+        let sep = if endpoint.contains('?') { '&' } else { '?' };
+        Some(format!("{endpoint}{sep}{}", query.finish()))
     }
+}
+
+/// The name of the cookie binding challenge `id` to its browser.
+pub fn cookie_name(challenge_id: &str) -> String {
+    let hash = digest::digest(&digest::SHA256, challenge_id.as_bytes());
+    format!("__Host-stepguard-{}", &URL_SAFE_NO_PAD.encode(hash.as_ref())[..12])
+}
+
+/// What a challenge records of its browser cookie's value: base64url(SHA-256(value)).
+pub fn browser_binding(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, value.as_bytes()).as_ref())
 }
 
 /// RFC 7636 S256: base64url(SHA-256(verifier)).

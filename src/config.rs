@@ -227,7 +227,14 @@ pub struct WorkloadConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeConfig {
-    pub authorization_endpoint: String,
+    /// The IdP's authorization endpoint, when it is not discovered (`oidc` absent): browsers are
+    /// sent there, and nothing completes their step-up but the grant API.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// The OIDC client that completes browser step-ups: discovery, the callback at
+    /// `redirect_uri`'s path, the code exchange and the ID token checks.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
     pub client_id: String,
     pub redirect_uri: String,
     /// Ordered `acr` values, weakest first.
@@ -239,6 +246,54 @@ pub struct ChallengeConfig {
     /// Abuse limits on issuing challenges.
     #[serde(default)]
     pub limits: ChallengeLimits,
+}
+
+/// stepguard as the OIDC client (relying party) of the step-up IdP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The IdP's issuer identifier; its configuration is read from
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// A file holding the client secret (relative to this file).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Issuers of the access tokens the sidecar verifies whose `sub` values are this IdP's
+    /// (the same user directory). A step-up completes only for the same `sub` of one of these
+    /// issuers, or of the IdP itself.
+    #[serde(default)]
+    pub same_subjects_as: Vec<String>,
+    /// Algorithms accepted for ID tokens (never `none` or HMAC).
+    #[serde(default = "default_id_token_algorithms")]
+    pub id_token_algorithms: Vec<String>,
+    /// Push authorization requests (RFC 9126) when the IdP advertises a PAR endpoint.
+    #[serde(default)]
+    pub pushed_authorization_requests: bool,
+    /// Where the callback sends the browser when the challenged page cannot be returned to.
+    #[serde(default = "default_return_path")]
+    pub default_return: String,
+}
+
+/// Client authentication at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+fn default_id_token_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_return_path() -> String {
+    "/".into()
 }
 
 /// How many challenges may be issued per subject and per source IP in a window.
@@ -470,6 +525,14 @@ impl GrantsConfig {
     }
 }
 
+/// The path of the OIDC callback: `redirect_uri`'s path.
+pub fn callback_path(redirect_uri: &str) -> Option<&str> {
+    let rest = redirect_uri.split_once("://")?.1;
+    let path = &rest[rest.find('/')?..];
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    (path.len() > 1).then_some(path)
+}
+
 fn redis_url_ok(url: &str, schemes: &[&str]) -> bool {
     schemes
         .iter()
@@ -687,10 +750,28 @@ impl Config {
         if unique.len() != c.acr_ladder.len() {
             return Err(invalid("challenge.acr_ladder", "values must be unique"));
         }
+        let issuer = c.oidc.as_ref().map(|o| &o.issuer);
+        match (&c.authorization_endpoint, issuer) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "challenge.authorization_endpoint",
+                    "not with challenge.oidc: the endpoint is discovered",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "challenge.oidc",
+                    "set challenge.oidc (the IdP, discovered) or challenge.authorization_endpoint",
+                ));
+            }
+            _ => {}
+        }
         for (name, url) in [
-            ("authorization_endpoint", &c.authorization_endpoint),
-            ("redirect_uri", &c.redirect_uri),
+            ("authorization_endpoint", c.authorization_endpoint.as_ref()),
+            ("oidc.issuer", issuer),
+            ("redirect_uri", Some(&c.redirect_uri)),
         ] {
+            let Some(url) = url else { continue };
             if !(url.starts_with("https://") || is_loopback_http(url)) {
                 return Err(invalid(
                     format!("challenge.{name}"),
@@ -700,6 +781,30 @@ impl Config {
         }
         if c.client_id.is_empty() {
             return Err(invalid("challenge.client_id", "must not be empty"));
+        }
+        if let Some(o) = &c.oidc {
+            if o.client_secret_file.is_some() && o.client_secret_env.is_some() {
+                return Err(invalid(
+                    "challenge.oidc.client_secret_file",
+                    "set at most one of client_secret_file or client_secret_env",
+                ));
+            }
+            for alg in &o.id_token_algorithms {
+                crate::identity::parse_algorithm(alg)
+                    .map_err(|e| invalid("challenge.oidc.id_token_algorithms", e))?;
+            }
+            if crate::challenge::safe_path(&o.default_return).is_none() {
+                return Err(invalid(
+                    "challenge.oidc.default_return",
+                    "must be a path on this origin",
+                ));
+            }
+            if callback_path(&c.redirect_uri).is_none() {
+                return Err(invalid(
+                    "challenge.redirect_uri",
+                    "needs a path for the callback",
+                ));
+            }
         }
         if !(30..=3_600).contains(&c.ttl_secs) {
             return Err(invalid("challenge.ttl_secs", "must be between 30 and 3600"));

@@ -19,6 +19,9 @@ pub enum Verdict {
         /// `nonce`, which evidence and logs must not).
         #[serde(skip)]
         location: Option<String>,
+        /// The `Set-Cookie` value binding the challenge to the browser (with `location`).
+        #[serde(skip)]
+        set_cookie: Option<String>,
     },
     /// Missing or invalid token on a sensitive route: 401 `invalid_token`.
     Unauthenticated { description: String },

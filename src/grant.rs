@@ -74,6 +74,10 @@ pub struct Challenge {
     pub nonce: String,
     pub pkce_verifier: String,
     pub attempts: u32,
+    /// SHA-256 (base64url) of the value of the `__Host-` cookie set on the browser that was
+    /// sent to the IdP; the OIDC callback must present it. `None` for API clients.
+    #[serde(default)]
+    pub browser_binding: Option<String>,
 }
 
 /// Abuse limits checked when a challenge is issued, in the same store operation that writes it.

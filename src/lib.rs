@@ -13,6 +13,7 @@
 //! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
 //! | [`policy`] | `PolicyEngine`, the input document and output contract; [`policy::rego`] |
 //! | [`challenge`] | issuing challenges: OIDC redirect, RFC 9470 401 |
+//! | [`completion`] | completing them: what was achieved vs. what was asked, one grant |
 //! | [`pipeline`], [`decision`] | `decide()` and what it returns |
 //! | [`evidence`] | audit records |
 //! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`] | wiring |
@@ -22,6 +23,7 @@ pub mod app;
 pub mod challenge;
 pub mod cli;
 pub mod clock;
+pub mod completion;
 pub mod config;
 pub mod decision;
 pub mod evidence;

@@ -259,7 +259,7 @@ impl Pipeline {
         now: i64,
     ) -> Step<Decision> {
         let fault = |reason: &str| Decision::fault(id.into(), reason);
-        let challenge = self
+        let mut challenge = self
             .challenger
             .challenge(
                 &s.action,
@@ -271,6 +271,22 @@ impl Pipeline {
                 now,
             )
             .ok_or_else(|| fault("rng_unavailable"))?;
+        // A browser is sent to the IdP, bound by a cookie the callback checks; that needs the
+        // IdP's endpoint (discovered) before anything is stored.
+        let browser = match s.req.is_browser() {
+            false => None,
+            true => {
+                let cookie = self
+                    .challenger
+                    .bind_browser(&mut challenge)
+                    .ok_or_else(|| fault("rng_unavailable"))?;
+                let location = self
+                    .challenger
+                    .authorization_url(&challenge)
+                    .ok_or_else(|| fault("idp_metadata_unavailable"))?;
+                Some((location, cookie))
+            }
+        };
         let issued = self
             .grants
             .issue_challenge(challenge.clone(), &self.issue_limits(s), now)
@@ -309,13 +325,12 @@ impl Pipeline {
                 ));
             }
         }
+        let (location, set_cookie) = browser.unzip();
         let verdict = Verdict::Challenge {
             challenge_id: challenge.id.clone(),
             requirement: challenge.requirement.clone(),
-            location: s
-                .req
-                .is_browser()
-                .then(|| self.challenger.authorization_url(&challenge)),
+            location,
+            set_cookie,
         };
         Ok(Decision::new(id.into(), verdict, "step_up_required"))
     }

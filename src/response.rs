@@ -29,21 +29,23 @@ pub fn render(decision: &Decision) -> CheckResponse {
         Verdict::Allow => allow(decision),
         Verdict::Challenge {
             location: Some(location),
+            set_cookie,
             ..
-        } => denied(
-            decision,
-            302,
-            UNAUTHENTICATED,
-            vec![
+        } => {
+            let mut headers = vec![
                 header("location", location),
                 header("cache-control", "no-store"),
-            ],
-            String::new(),
-        ),
+            ];
+            if let Some(cookie) = set_cookie {
+                headers.push(header("set-cookie", cookie));
+            }
+            denied(decision, 302, UNAUTHENTICATED, headers, String::new())
+        }
         Verdict::Challenge {
             challenge_id,
             requirement,
             location: None,
+            ..
         } => {
             let www = insufficient_authentication(
                 requirement,

@@ -3,7 +3,8 @@ use crate::request::RawRequest;
 
 fn config() -> ChallengeConfig {
     ChallengeConfig {
-        authorization_endpoint: "https://idp.example.com/authorize".into(),
+        authorization_endpoint: Some("https://idp.example.com/authorize".into()),
+        oidc: None,
         client_id: "stepguard".into(),
         redirect_uri: "https://app.example.com/.stepguard/callback".into(),
         acr_ladder: vec!["aal1".into(), "aal2".into(), "aal3".into()],
@@ -33,6 +34,7 @@ fn challenge_with(max_age: i64) -> Challenge {
         nonce: "nonce-1".into(),
         pkce_verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
         attempts: 0,
+        browser_binding: None,
     }
 }
 
@@ -51,7 +53,9 @@ fn pkce_matches_rfc7636_appendix_b() {
 
 #[test]
 fn authorization_url_carries_the_oidc_parameters() {
-    let url = Challenger::new(config()).authorization_url(&challenge_with(300));
+    let url = Challenger::new(config())
+        .authorization_url(&challenge_with(300))
+        .unwrap();
     assert!(url.starts_with("https://idp.example.com/authorize?"));
     let q = query(&url);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -72,7 +76,9 @@ fn authorization_url_carries_the_oidc_parameters() {
     );
     assert_eq!(get("code_challenge_method"), Some("S256"));
     assert_eq!(get("prompt"), None);
-    let fresh = Challenger::new(config()).authorization_url(&challenge_with(0));
+    let fresh = Challenger::new(config())
+        .authorization_url(&challenge_with(0))
+        .unwrap();
     assert!(query(&fresh).contains(&("prompt".into(), "login".into())));
 }
 
@@ -139,4 +145,35 @@ fn return_to_is_always_a_same_origin_path() {
     assert_eq!(return_to(&AuthzRequest::new(raw.clone(), 8).unwrap()), "/");
     raw.method = "GET".into();
     assert_eq!(return_to(&AuthzRequest::new(raw, 8).unwrap()), "/v1/pay");
+}
+
+#[test]
+fn browsers_are_bound_by_a_host_cookie_per_challenge() {
+    let challenger = Challenger::new(config());
+    let mut c = challenge_with(0);
+    let set_cookie = challenger.bind_browser(&mut c).unwrap();
+    let (pair, attributes) = set_cookie.split_once("; ").unwrap();
+    let (name, value) = pair.split_once('=').unwrap();
+    assert_eq!(name, cookie_name("state-1"));
+    assert!(name.starts_with("__Host-stepguard-"));
+    assert_ne!(name, cookie_name("state-2"), "one cookie per challenge");
+    assert_eq!(
+        attributes,
+        "Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=300"
+    );
+    assert!(value.len() >= 43, "256 bits");
+    assert_eq!(c.browser_binding, Some(browser_binding(value)));
+    assert_ne!(c.browser_binding.as_deref(), Some(value), "only a hash is stored");
+}
+
+#[test]
+fn without_an_endpoint_there_is_no_redirect() {
+    let mut c = config();
+    c.authorization_endpoint = None;
+    let challenger = Challenger::new(c);
+    assert!(challenger.authorization_url(&challenge_with(0)).is_none());
+    challenger
+        .endpoint()
+        .store(Some(std::sync::Arc::new("https://idp.example.com/auth".into())));
+    assert!(challenger.authorization_url(&challenge_with(0)).is_some());
 }

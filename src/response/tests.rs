@@ -59,11 +59,16 @@ fn browser_challenge_is_a_302_without_caching() {
         challenge_id: "c".into(),
         requirement: requirement(),
         location: Some("https://idp/auth?x=1".into()),
+        set_cookie: Some("__Host-stepguard-x=v; Path=/; Secure".into()),
     }));
     assert_eq!(denied(&r).status.unwrap().code, 302);
     let h = headers(&r);
     assert!(h.contains(&("location".into(), "https://idp/auth?x=1".into())));
     assert!(h.contains(&("cache-control".into(), "no-store".into())));
+    assert!(h.contains(&(
+        "set-cookie".into(),
+        "__Host-stepguard-x=v; Path=/; Secure".into()
+    )));
 }
 
 #[test]
@@ -72,6 +77,7 @@ fn api_challenge_is_an_rfc9470_401_with_a_json_body() {
         challenge_id: "c-9".into(),
         requirement: requirement(),
         location: None,
+        set_cookie: None,
     }));
     let d = denied(&r);
     assert_eq!(d.status.unwrap().code, 401);

@@ -43,6 +43,7 @@ pub fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
         pkce_verifier: "v".into(),
         // What the store records for a transaction's first challenge.
         attempts: 1,
+        browser_binding: None,
     }
 }
 

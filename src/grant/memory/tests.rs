@@ -41,6 +41,7 @@ fn challenge(id: &str, now: i64) -> Challenge {
         nonce: "n".into(),
         pkce_verifier: "v".into(),
         attempts: 0,
+        browser_binding: None,
     }
 }
 

@@ -1,0 +1,169 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::grant::{GrantTerms, MemoryStore, Requirement};
+
+const NOW: i64 = 1_800_000_000;
+
+fn ladder() -> Vec<String> {
+    ["aal1", "aal2", "aal3"].map(String::from).to_vec()
+}
+
+fn challenge(max_age: i64, single_use: bool) -> Challenge {
+    Challenge {
+        id: "c1".into(),
+        digest: "dev1:txn".into(),
+        subject: "iss|alice".into(),
+        action: "payments.transfer".into(),
+        requirement: Requirement {
+            acr_values: vec!["aal2".into()],
+            max_age,
+        },
+        terms: GrantTerms {
+            single_use,
+            ttl: 120,
+        },
+        issued_at: NOW,
+        expires_at: NOW + 300,
+        return_to: "/".into(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        attempts: 1,
+        browser_binding: None,
+    }
+}
+
+fn assurance(acr: &str, auth_time: i64) -> Assurance {
+    Assurance {
+        subject: "iss|alice".into(),
+        acr: acr.into(),
+        amr: vec!["pwd".into(), "otp".into()],
+        auth_time,
+        method: "oidc".into(),
+        approver: None,
+    }
+}
+
+fn completer() -> Completer {
+    Completer::new(Arc::new(MemoryStore::new(100)), ladder(), 5)
+}
+
+#[test]
+fn the_ladder_decides_what_satisfies() {
+    let l = ladder();
+    let need = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(acr_satisfies(&l, "aal2", &need(&["aal2"])));
+    assert!(acr_satisfies(&l, "aal3", &need(&["aal2"])));
+    assert!(!acr_satisfies(&l, "aal1", &need(&["aal2"])));
+    assert!(
+        acr_satisfies(&l, "aal2", &need(&["aal3", "aal2"])),
+        "weakest acceptable"
+    );
+    assert!(!acr_satisfies(&l, "urn:other", &need(&["aal2"])));
+    assert!(acr_satisfies(&l, "urn:other", &need(&["urn:other"])));
+    assert!(!acr_satisfies(&l, "aal3", &need(&["urn:other"])));
+}
+
+#[test]
+fn what_was_achieved_is_checked_against_the_challenge() {
+    let c = completer();
+    let ch = challenge(0, true);
+    assert_eq!(c.check(&ch, &assurance("aal2", NOW + 10), NOW + 20), Ok(()));
+    assert_eq!(
+        c.check(&ch, &assurance("aal3", NOW - 4), NOW),
+        Ok(()),
+        "skew"
+    );
+    assert!(matches!(
+        c.check(&ch, &assurance("aal1", NOW + 10), NOW + 20),
+        Err(CompletionError::WeakAcr { .. })
+    ));
+    assert_eq!(
+        c.check(&ch, &assurance("aal2", NOW - 60), NOW),
+        Err(CompletionError::StaleAuthentication),
+        "a login from before the challenge never satisfies it"
+    );
+    let mut other = assurance("aal3", NOW + 10);
+    other.subject = "iss|mallory".into();
+    assert_eq!(
+        c.check(&ch, &other, NOW + 20),
+        Err(CompletionError::OtherSubject)
+    );
+    assert_eq!(
+        c.check(&ch, &assurance("aal2", NOW + 10), NOW + 300),
+        Err(CompletionError::NotOpen),
+        "expired"
+    );
+    let aged = challenge(60, true);
+    assert_eq!(
+        c.check(&aged, &assurance("aal2", NOW + 1), NOW + 100),
+        Err(CompletionError::TooOld)
+    );
+}
+
+#[tokio::test]
+async fn completing_mints_one_grant_and_closes_the_challenge_once() {
+    let c = completer();
+    let ch = challenge(0, true);
+    c.grants().put_challenge(ch.clone()).await.unwrap();
+    let g = c
+        .complete(&ch, &assurance("aal3", NOW + 10), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (g.digest.as_str(), g.acr.as_str(), g.uses_left, g.expires_at),
+        ("dev1:txn", "aal3", Some(1), NOW + 20 + 120)
+    );
+    assert_eq!(g.challenge_id.as_deref(), Some("c1"));
+    assert_eq!(
+        c.grants().find_grant("dev1:txn", NOW + 20).await.unwrap(),
+        Some(g)
+    );
+    assert!(
+        c.grants()
+            .challenge("c1", NOW + 20)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        c.complete(&ch, &assurance("aal3", NOW + 10), NOW + 20)
+            .await,
+        Err(CompletionError::NotOpen),
+        "a challenge is completed once"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_completion_leaves_the_challenge_open_and_no_grant() {
+    let c = completer();
+    let ch = challenge(0, false);
+    c.grants().put_challenge(ch.clone()).await.unwrap();
+    assert!(
+        c.complete(&ch, &assurance("aal1", NOW + 10), NOW + 20)
+            .await
+            .is_err()
+    );
+    assert!(
+        c.grants()
+            .challenge("c1", NOW + 20)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        c.grants()
+            .find_grant("dev1:txn", NOW + 20)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let g = c
+        .complete(&ch, &assurance("aal2", NOW + 10), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        g.uses_left, None,
+        "reusable within its TTL when the terms say so"
+    );
+}
