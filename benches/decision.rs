@@ -155,6 +155,7 @@ fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
             bind: vec!["path.id".into()],
             value: None,
             currency: None,
+            authorization_details_type: None,
         });
         i += 1;
     }

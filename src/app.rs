@@ -15,14 +15,18 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, GrantsConfig};
+use crate::config::{Config, GrantsConfig, callback_path};
 use crate::evidence::LogEvidence;
 use crate::grant::{GrantStore, MemoryStore};
+use crate::grant_api::GrantApi;
 use crate::grpc::CheckService;
 use crate::identity::{Identity, JwksError};
+use crate::oidc::callback::CallbackState;
+use crate::oidc::{Oidc, OidcError};
 use crate::pipeline::Pipeline;
 use crate::policy::PolicyError;
 use crate::policy::rego::RegoPolicy;
+use crate::proto::grant_service_server::GrantServiceServer;
 use crate::route::RouteTable;
 use crate::txn::{Binder, TxnError};
 
@@ -37,6 +41,8 @@ pub enum AppError {
     Txn(#[from] TxnError),
     #[error("grant store: {0}")]
     Grants(#[from] crate::grant::GrantError),
+    #[error("OIDC client: {0}")]
+    Oidc(#[from] OidcError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("I/O: {0}")]
@@ -47,6 +53,10 @@ pub enum AppError {
 pub struct App {
     pipeline: Arc<Pipeline>,
     drain: Duration,
+    /// The grant API, when `grant_api` is configured (served on the gRPC listener).
+    grant_api: Option<Arc<GrantApi>>,
+    /// The step-up IdP's relying party, when `challenge.oidc` is configured (the callback).
+    oidc: Option<(String, Arc<Oidc>)>,
 }
 
 impl App {
@@ -60,14 +70,40 @@ impl App {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
+        let pipeline = Arc::new(pipeline(config, clock).await?);
+        let oidc = match &config.challenge.oidc {
+            Some(oidc_config) => {
+                let oidc = Arc::new(Oidc::new(
+                    config,
+                    oidc_config,
+                    pipeline.challenger.endpoint(),
+                )?);
+                // Browsers are sent to the IdP only once it is discovered; until then they get
+                // a 503 and API clients their RFC 9470 401 as usual.
+                oidc.spawn_discovery();
+                let path = callback_path(&config.challenge.redirect_uri)
+                    .unwrap_or("/.stepguard/callback")
+                    .to_string();
+                Some((path, oidc))
+            }
+            None => None,
+        };
+        let grant_api = grant_api(config, &pipeline).await?;
         Ok(Self {
-            pipeline: Arc::new(pipeline(config, clock).await?),
+            pipeline,
             drain: Duration::from_millis(config.decision.drain_ms),
+            grant_api,
+            oidc,
         })
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.pipeline
+    }
+
+    /// The step-up IdP's relying party, when configured.
+    pub fn oidc(&self) -> Option<&Arc<Oidc>> {
+        self.oidc.as_ref().map(|(_, oidc)| oidc)
     }
 
     pub fn into_pipeline(self) -> Arc<Pipeline> {
@@ -87,12 +123,17 @@ impl App {
         health
             .set_serving::<AuthorizationServer<CheckService>>()
             .await;
+        if let Some(api) = &self.grant_api {
+            health.set_serving::<GrantServiceServer<GrantApi>>().await;
+            api.spawn_jwks_refresh(stop_rx.clone());
+        }
         spawn_jwks_refresh(&self.pipeline, stop_rx.clone());
         let grpc_server = Server::builder()
             .add_service(health_service)
             .add_service(AuthorizationServer::new(CheckService::new(
                 self.pipeline.clone(),
             )))
+            .add_optional_service(self.grant_api.clone().map(GrantServiceServer::from_arc))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
@@ -101,6 +142,17 @@ impl App {
         let http_state = crate::http::HttpState {
             ready: ready.clone(),
             grants: self.pipeline.grants.clone(),
+            callback: self.oidc.as_ref().map(|(path, oidc)| {
+                (
+                    path.clone(),
+                    CallbackState {
+                        oidc: oidc.clone(),
+                        completer: self.pipeline.completer.clone(),
+                        clock: self.pipeline.clock.clone(),
+                        challenge: self.pipeline.challenger.config().clone(),
+                    },
+                )
+            }),
         };
         let http_task = tokio::spawn(crate::http::serve(http, http_state, stopped(stop_rx)));
         tracing::info!("stepguard serving");
@@ -110,6 +162,11 @@ impl App {
         health
             .set_not_serving::<AuthorizationServer<CheckService>>()
             .await;
+        if self.grant_api.is_some() {
+            health
+                .set_not_serving::<GrantServiceServer<GrantApi>>()
+                .await;
+        }
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.drain, async {
             let grpc = grpc_task.await;
@@ -180,6 +237,11 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
         routes: RouteTable::new(&config.actions),
         identity: Identity::new(&config.identity, config).await?,
         binder: Binder::from_config(config)?,
+        completer: crate::completion::Completer::new(
+            grants.clone(),
+            config.challenge.acr_ladder.clone(),
+            config.identity.leeway_secs as i64,
+        ),
         grants,
         policy: Arc::new(policy),
         challenger: Challenger::new(config.challenge.clone()),
@@ -189,6 +251,19 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
     })
+}
+
+/// The grant API, when configured: its own caller identity over the pipeline's store and clock.
+async fn grant_api(
+    config: &Config,
+    pipeline: &Pipeline,
+) -> Result<Option<Arc<GrantApi>>, AppError> {
+    let Some(api) = &config.grant_api else {
+        return Ok(None);
+    };
+    let api = GrantApi::new(api, config, pipeline.grants.clone(), pipeline.clock.clone()).await?;
+    tracing::info!("grant API enabled (stepguard.v1.GrantService)");
+    Ok(Some(Arc::new(api)))
 }
 
 /// Refreshes URL JWKS in the background at their TTL.

@@ -29,8 +29,18 @@ pub fn random_token(bytes: usize) -> Option<String> {
 /// Builds challenges from config.
 pub struct Challenger {
     config: ChallengeConfig,
-    /// The IdP's authorization endpoint: configured, or set once discovery has read it.
-    endpoint: Arc<ArcSwapOption<String>>,
+    /// Where browsers are sent: configured, or set once discovery has read the IdP's metadata.
+    endpoint: Arc<ArcSwapOption<Endpoint>>,
+}
+
+/// Where a browser that must step up is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The IdP's authorization endpoint, with the request in the query.
+    Direct(String),
+    /// stepguard's own start path on the challenged origin (`?state=<id>`): it pushes the
+    /// request to the IdP (RFC 9126) and forwards the browser with the `request_uri`.
+    Pushed { start: String },
 }
 
 impl Challenger {
@@ -38,13 +48,16 @@ impl Challenger {
     /// set through [`Challenger::endpoint`] by discovery.
     pub fn new(config: ChallengeConfig) -> Self {
         let endpoint = Arc::new(ArcSwapOption::from(
-            config.authorization_endpoint.clone().map(Arc::new),
+            config
+                .authorization_endpoint
+                .clone()
+                .map(|url| Arc::new(Endpoint::Direct(url))),
         ));
         Self { config, endpoint }
     }
 
-    /// Where discovery stores the authorization endpoint.
-    pub fn endpoint(&self) -> Arc<ArcSwapOption<String>> {
+    /// Where discovery stores the endpoint.
+    pub fn endpoint(&self) -> Arc<ArcSwapOption<Endpoint>> {
         self.endpoint.clone()
     }
 
@@ -86,6 +99,7 @@ impl Challenger {
             pkce_verifier: random_token(32)?,
             attempts: 0,
             browser_binding: None,
+            authorization_details: authorization_details(action, txn),
         })
     }
 
@@ -104,35 +118,95 @@ impl Challenger {
         ))
     }
 
-    /// The OIDC authorization request URL for a browser; `None` until the IdP's authorization
-    /// endpoint is known (discovery has not answered yet).
+    /// Where to send a browser for this challenge: the OIDC authorization request URL, or the
+    /// start path that pushes it; `None` until the IdP is known (discovery has not answered).
     pub fn authorization_url(&self, challenge: &Challenge) -> Option<String> {
-        let endpoint = self.endpoint.load_full()?;
-        let r = &challenge.requirement;
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        query
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &self.config.client_id)
-            .append_pair("redirect_uri", &self.config.redirect_uri)
-            .append_pair("scope", &self.config.scope)
-            .append_pair("acr_values", &r.acr_values.join(" "))
-            .append_pair("max_age", &r.max_age.to_string())
-            .append_pair("state", &challenge.id)
-            .append_pair("nonce", &challenge.nonce)
-            .append_pair("code_challenge", &pkce_challenge(&challenge.pkce_verifier))
-            .append_pair("code_challenge_method", "S256");
-        if r.max_age == 0 {
-            query.append_pair("prompt", "login");
-        }
-        let sep = if endpoint.contains('?') { '&' } else { '?' };
-        Some(format!("{endpoint}{sep}{}", query.finish()))
+        let (base, query) = match self.endpoint.load_full()?.as_ref() {
+            Endpoint::Direct(endpoint) => (
+                endpoint.clone(),
+                encode(&authorization_params(&self.config, challenge)),
+            ),
+            Endpoint::Pushed { start } => {
+                (start.clone(), encode(&[("state", challenge.id.clone())]))
+            }
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(format!("{base}{sep}{query}"))
     }
+}
+
+/// The OIDC authorization request's parameters for a challenge (OIDC Core §3.1.2.1, PKCE
+/// S256, `acr_values` and `max_age` from the requirement, `prompt=login` for a fresh one, RFC
+/// 9396 `authorization_details` when the action describes its transactions).
+pub fn authorization_params(
+    config: &ChallengeConfig,
+    challenge: &Challenge,
+) -> Vec<(&'static str, String)> {
+    let r = &challenge.requirement;
+    let mut params = vec![
+        ("response_type", "code".to_string()),
+        ("client_id", config.client_id.clone()),
+        ("redirect_uri", config.redirect_uri.clone()),
+        ("scope", config.scope.clone()),
+        ("acr_values", r.acr_values.join(" ")),
+        ("max_age", r.max_age.to_string()),
+        ("state", challenge.id.clone()),
+        ("nonce", challenge.nonce.clone()),
+        ("code_challenge", pkce_challenge(&challenge.pkce_verifier)),
+        ("code_challenge_method", "S256".to_string()),
+    ];
+    if r.max_age == 0 {
+        params.push(("prompt", "login".to_string()));
+    }
+    if let Some(details) = &challenge.authorization_details {
+        params.push(("authorization_details", details.to_string()));
+    }
+    params
+}
+
+/// `application/x-www-form-urlencoded` pairs.
+pub fn encode(pairs: &[(&str, String)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        query.append_pair(name, value);
+    }
+    query.finish()
+}
+
+/// RFC 9396 `authorization_details` for the action's transaction, when the action names a
+/// type: the action, the amount and currency, and every bound field's plain value (so the IdP
+/// can show "pay 100 EUR to bob from A1").
+fn authorization_details(action: &Action, txn: &Transaction) -> Option<serde_json::Value> {
+    let kind = action.authorization_details_type.as_ref()?;
+    let fields: serde_json::Map<String, serde_json::Value> = txn
+        .bound
+        .iter()
+        .map(|(name, value)| {
+            let plain = value.as_deref().map(crate::txn::untag);
+            (name.clone(), serde_json::json!(plain))
+        })
+        .collect();
+    let mut detail = serde_json::json!({
+        "type": kind,
+        "actions": [action.name],
+        "fields": fields,
+    });
+    if let Some(amount) = txn.value {
+        detail["amount"] = serde_json::json!(amount);
+    }
+    if let Some(currency) = &txn.currency {
+        detail["currency"] = serde_json::json!(currency);
+    }
+    Some(serde_json::json!([detail]))
 }
 
 /// The name of the cookie binding challenge `id` to its browser.
 pub fn cookie_name(challenge_id: &str) -> String {
     let hash = digest::digest(&digest::SHA256, challenge_id.as_bytes());
-    format!("__Host-stepguard-{}", &URL_SAFE_NO_PAD.encode(hash.as_ref())[..12])
+    format!(
+        "__Host-stepguard-{}",
+        &URL_SAFE_NO_PAD.encode(hash.as_ref())[..12]
+    )
 }
 
 /// What a challenge records of its browser cookie's value: base64url(SHA-256(value)).

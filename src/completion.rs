@@ -47,6 +47,8 @@ pub enum CompletionError {
     TooOld,
     #[error("another user authenticated")]
     OtherSubject,
+    #[error("this authentication already completed another challenge")]
+    AlreadyUsed,
     #[error(transparent)]
     Store(#[from] GrantError),
 }
@@ -60,6 +62,7 @@ impl CompletionError {
             CompletionError::StaleAuthentication => "auth_time_before_challenge",
             CompletionError::TooOld => "auth_time_too_old",
             CompletionError::OtherSubject => "other_subject",
+            CompletionError::AlreadyUsed => "authentication_already_used",
             CompletionError::Store(_) => "grant_store_unavailable",
         }
     }
@@ -84,6 +87,11 @@ impl Completer {
 
     pub fn grants(&self) -> &Arc<dyn GrantStore> {
         &self.grants
+    }
+
+    /// The clock skew allowed on `auth_time`, in seconds.
+    pub fn skew(&self) -> i64 {
+        self.skew
     }
 
     /// Whether `assurance` satisfies `challenge` at `now` (nothing is written).
@@ -119,6 +127,28 @@ impl Completer {
         Ok(())
     }
 
+    /// Like [`Completer::complete`], for an authentication that carries no transaction of its
+    /// own (an RFC 9470 retry's token): its authentication event — subject and `auth_time` —
+    /// is claimed first, until `event_until`, so it completes one challenge and never another
+    /// transaction's, however soon after. A refused check claims nothing.
+    pub async fn complete_once(
+        &self,
+        challenge: &Challenge,
+        assurance: &Assurance,
+        now: i64,
+        event_until: i64,
+    ) -> Result<Grant, CompletionError> {
+        self.check(challenge, assurance, now)?;
+        if !self
+            .grants
+            .claim_once(&event_name(assurance), event_until, now)
+            .await?
+        {
+            return Err(CompletionError::AlreadyUsed);
+        }
+        self.complete(challenge, assurance, now).await
+    }
+
     /// Checks, closes the challenge (only one completion wins) and mints its grant.
     pub async fn complete(
         &self,
@@ -150,6 +180,19 @@ impl Completer {
         self.grants.put_grant(grant.clone()).await?;
         Ok(grant)
     }
+}
+
+/// The store name of an authentication event (who, and when they authenticated), hashed.
+fn event_name(assurance: &Assurance) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{}\n{}", assurance.subject, assurance.auth_time).as_bytes(),
+    );
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("auth:{hex}")
 }
 
 /// Whether `achieved` is on the ladder at or above the weakest of `acceptable`. Values not on

@@ -47,6 +47,10 @@ pub struct Config {
     pub grants: GrantsConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The gRPC grant API (`stepguard.v1.GrantService`) for external approval systems; not
+    /// served when absent.
+    #[serde(default)]
+    pub grant_api: Option<GrantApiConfig>,
     /// Directory relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -113,6 +117,10 @@ pub struct ActionConfig {
     /// Field holding the currency (a bound field), e.g. `body.currency`.
     #[serde(default)]
     pub currency: Option<String>,
+    /// RFC 9396: describe the transaction to the IdP in `authorization_details` of this type
+    /// (e.g. `payment_initiation`), so the user sees what they are approving.
+    #[serde(default)]
+    pub authorization_details_type: Option<String>,
 }
 
 fn yes() -> bool {
@@ -222,6 +230,18 @@ pub struct WorkloadConfig {
     /// SPIFFE trust domains whose mTLS peers are workloads.
     #[serde(default)]
     pub trust_domains: Vec<String>,
+}
+
+/// Who may call the grant API: bearer JWTs of one issuer, for one of its audiences, optionally
+/// only for listed subjects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantApiConfig {
+    /// The issuer of the callers' tokens (the shape of an `identity.issuers` entry).
+    pub token: IssuerConfig,
+    /// The `sub` values allowed to call; empty: any subject of that issuer and audience.
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -611,6 +631,7 @@ impl Config {
         self.validate_challenge()?;
         self.validate_transaction()?;
         self.grants.validate()?;
+        self.validate_grant_api()?;
         if self.policy.timeout_ms == 0 || self.policy.timeout_ms > self.decision.budget_ms {
             return Err(invalid(
                 "policy.timeout_ms",
@@ -674,31 +695,7 @@ impl Config {
             return Err(invalid("identity.leeway_secs", "at most 300 seconds"));
         }
         for (i, issuer) in self.identity.issuers.iter().enumerate() {
-            let field = |f: &str| format!("identity.issuers[{i}].{f}");
-            if issuer.issuer.is_empty() {
-                return Err(invalid(field("issuer"), "must not be empty"));
-            }
-            if issuer.audiences.is_empty() {
-                return Err(invalid(field("audiences"), "list at least one audience"));
-            }
-            if issuer.algorithms.is_empty() {
-                return Err(invalid(field("algorithms"), "list at least one algorithm"));
-            }
-            for alg in &issuer.algorithms {
-                crate::identity::parse_algorithm(alg)
-                    .map_err(|m| invalid(field("algorithms"), m))?;
-            }
-            if issuer.jwks.file.is_some() == issuer.jwks.url.is_some() {
-                return Err(invalid(field("jwks"), "set exactly one of file or url"));
-            }
-            if let Some(url) = &issuer.jwks.url
-                && !(url.starts_with("https://") || is_loopback_http(url))
-            {
-                return Err(invalid(
-                    field("jwks.url"),
-                    "must be https:// (plain http only on loopback)",
-                ));
-            }
+            validate_issuer(issuer, &format!("identity.issuers[{i}]"))?;
         }
         if let Some(jwt_authn) = &self.identity.jwt_authn {
             for iss in &jwt_authn.issuers {
@@ -708,6 +705,42 @@ impl Config {
                         format!("`{iss}` is not in identity.issuers"),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_grant_api(&self) -> Result<(), ConfigError> {
+        let Some(api) = &self.grant_api else {
+            return Ok(());
+        };
+        validate_issuer(&api.token, "grant_api.token")?;
+        // A user's access token must never double as an approval system's credential.
+        for user_issuer in self.identity.issuers.iter() {
+            if user_issuer.issuer != api.token.issuer {
+                continue;
+            }
+            if let Some(aud) = api
+                .token
+                .audiences
+                .iter()
+                .find(|a| user_issuer.audiences.contains(a))
+            {
+                return Err(invalid(
+                    "grant_api.token.audiences",
+                    format!(
+                        "`{aud}` is also accepted for this issuer's user tokens (identity.issuers): \
+                         use an audience only approval systems are issued"
+                    ),
+                ));
+            }
+        }
+        for (i, sub) in api.allowed_subjects.iter().enumerate() {
+            if sub.trim().is_empty() {
+                return Err(invalid(
+                    format!("grant_api.allowed_subjects[{i}]"),
+                    "must not be empty",
+                ));
             }
         }
         Ok(())
@@ -851,6 +884,35 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One trusted token issuer (an `identity.issuers` entry or `grant_api.token`) under `field`.
+fn validate_issuer(issuer: &IssuerConfig, field: &str) -> Result<(), ConfigError> {
+    let field = |f: &str| format!("{field}.{f}");
+    if issuer.issuer.is_empty() {
+        return Err(invalid(field("issuer"), "must not be empty"));
+    }
+    if issuer.audiences.is_empty() {
+        return Err(invalid(field("audiences"), "list at least one audience"));
+    }
+    if issuer.algorithms.is_empty() {
+        return Err(invalid(field("algorithms"), "list at least one algorithm"));
+    }
+    for alg in &issuer.algorithms {
+        crate::identity::parse_algorithm(alg).map_err(|m| invalid(field("algorithms"), m))?;
+    }
+    if issuer.jwks.file.is_some() == issuer.jwks.url.is_some() {
+        return Err(invalid(field("jwks"), "set exactly one of file or url"));
+    }
+    if let Some(url) = &issuer.jwks.url
+        && !(url.starts_with("https://") || is_loopback_http(url))
+    {
+        return Err(invalid(
+            field("jwks.url"),
+            "must be https:// (plain http only on loopback)",
+        ));
+    }
+    Ok(())
 }
 
 fn valid_action_name(name: &str) -> bool {

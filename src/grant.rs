@@ -78,6 +78,9 @@ pub struct Challenge {
     /// sent to the IdP; the OIDC callback must present it. `None` for API clients.
     #[serde(default)]
     pub browser_binding: Option<String>,
+    /// RFC 9396 `authorization_details` shown to the IdP, when the action asks for it.
+    #[serde(default)]
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 /// Abuse limits checked when a challenge is issued, in the same store operation that writes it.
@@ -190,6 +193,9 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Closes a challenge (and frees its place among the subject's open ones); true if this
     /// call closed it.
     async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError>;
+    /// Records that `event` (a key-safe name) has been used, until `until`; true only for the
+    /// first caller (what makes one authentication complete one challenge).
+    async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError>;
     /// Deletes the transaction's grant; true if there was one.
     async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError>;
     /// Deletes every grant of a subject (its binding key, `iss|sub`); returns how many.

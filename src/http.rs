@@ -1,7 +1,8 @@
 //! The HTTP port: `/healthz` (the process is up) and `/readyz`: 200 `ready`, 200 `degraded`
 //! while the grant store does not answer (public routes still pass; sensitive routes answer
 //! 503), 503 `draining` after SIGTERM. Degraded stays 200 on purpose: taking the pod out of
-//! service would also stop the routes that do not need the store.
+//! service would also stop the routes that do not need the store. With `challenge.oidc`, also
+//! the OIDC callback at `redirect_uri`'s path ([`crate::oidc::callback`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+
+use crate::oidc::callback::{CallbackState, callback, start};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -22,6 +25,8 @@ use crate::grant::GrantStore;
 pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     pub grants: Arc<dyn GrantStore>,
+    /// The OIDC callback's path and state, when configured.
+    pub callback: Option<(String, CallbackState)>,
 }
 
 /// Serves until `shutdown` resolves.
@@ -30,10 +35,19 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state);
+        .route("/readyz", get(readyz));
+    if let Some((path, callback_state)) = state.callback.clone() {
+        let start_path = callback_state.oidc.start_path();
+        app = app.merge(
+            Router::new()
+                .route(&path, get(callback))
+                .route(&start_path, get(start))
+                .with_state(callback_state),
+        );
+    }
+    let app = app.with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -95,6 +95,24 @@ impl Identity {
         Err(IdentityError::Missing)
     }
 
+    /// Verifies the value of an `Authorization` header (exactly one `Bearer` JWT of a configured
+    /// issuer) at `now` and reads its subject; no jwt_authn metadata, no workload fallback. For
+    /// callers that are not Envoy requests (the grant API).
+    pub async fn verify_bearer(
+        &self,
+        authorization: &str,
+        now: i64,
+    ) -> Result<Subject, IdentityError> {
+        let token =
+            bearer(authorization).ok_or(IdentityError::InvalidToken("not a bearer token"))?;
+        let claims = token::verify(token, &self.issuers, &self.verified, now, self.leeway).await?;
+        Ok(Subject::from_claims(
+            Arc::unwrap_or_clone(claims),
+            now,
+            None,
+        ))
+    }
+
     fn jwt_authn_claims(
         &self,
         req: &AuthzRequest,

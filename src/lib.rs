@@ -14,6 +14,8 @@
 //! | [`policy`] | `PolicyEngine`, the input document and output contract; [`policy::rego`] |
 //! | [`challenge`] | issuing challenges: OIDC redirect, RFC 9470 401 |
 //! | [`completion`] | completing them: what was achieved vs. what was asked, one grant |
+//! | [`oidc`] | the IdP's relying party: discovery, code exchange, ID token, the callback |
+//! | [`grant_api`] | `stepguard.v1.GrantService`: approval systems look up, complete, revoke |
 //! | [`pipeline`], [`decision`] | `decide()` and what it returns |
 //! | [`evidence`] | audit records |
 //! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`] | wiring |
@@ -28,9 +30,11 @@ pub mod config;
 pub mod decision;
 pub mod evidence;
 pub mod grant;
+pub mod grant_api;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod oidc;
 pub mod pipeline;
 pub mod policy;
 pub mod request;

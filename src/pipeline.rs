@@ -11,6 +11,7 @@ use tokio::runtime::RuntimeFlavor;
 
 use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
+use crate::completion::{Assurance, Completer, CompletionError};
 use crate::decision::{Decision, Verdict};
 use crate::evidence::Evidence;
 use crate::grant::{
@@ -30,6 +31,9 @@ pub struct Pipeline {
     pub grants: Arc<dyn GrantStore>,
     pub policy: Arc<dyn PolicyEngine>,
     pub challenger: Challenger,
+    /// Completes challenges answered by an RFC 9470 retry (the callback and the grant API
+    /// share its rules).
+    pub completer: Completer,
     pub evidence: Arc<dyn Evidence>,
     pub clock: Arc<dyn Clock>,
     pub budget: Duration,
@@ -133,16 +137,50 @@ impl Pipeline {
             tracing::error!(decision_id = id, error = %e, "grant lookup failed");
             fault("grant_store_unavailable")
         })?;
+        let outcome = self.policy_for(id, s, grant.as_ref(), now).await?;
+        if matches!(outcome, Outcome::StepUp { .. })
+            && s.subject.kind != SubjectKind::Workload
+            && let Some(minted) = self.answer_open_challenge(id, s, now).await?
+        {
+            // The request carries what its transaction's open challenge asked for (an RFC 9470
+            // retry): the policy decides again, with the grant that completion minted.
+            let outcome = self.policy_for(id, s, Some(&minted), now).await?;
+            let mut d = self.act(id, s, outcome, Some(&minted), now).await?;
+            d.reasons.push("step_up_completed_rfc9470".into());
+            return Ok(d);
+        }
+        self.act(id, s, outcome, grant.as_ref(), now).await
+    }
+
+    async fn policy_for(
+        &self,
+        id: &str,
+        s: &Sensitive,
+        grant: Option<&Grant>,
+        now: i64,
+    ) -> Step<Outcome> {
         let input = build_input(&InputParts {
             req: &s.req,
             action: &s.action,
             subject: &s.subject,
             txn: &s.txn,
-            grant: grant.as_ref(),
+            grant,
             now,
             ladder: self.challenger.ladder(),
         });
-        let outcome = self.policy_outcome(id, input).await?;
+        self.policy_outcome(id, input).await
+    }
+
+    /// Allow (spending the grant the policy used), deny, or challenge.
+    async fn act(
+        &self,
+        id: &str,
+        s: &Sensitive,
+        outcome: Outcome,
+        grant: Option<&Grant>,
+        now: i64,
+    ) -> Step<Decision> {
+        let fault = |reason: &str| Decision::fault(id.into(), reason);
         Ok(match outcome {
             Outcome::Allow {
                 reason,
@@ -150,7 +188,7 @@ impl Pipeline {
                 used_grant,
                 ..
             } => {
-                let spent = match (used_grant, &grant) {
+                let spent = match (used_grant, grant) {
                     (true, Some(g)) => Some(self.spend(id, g, now).await?),
                     (true, None) => return Err(fault("policy_used_missing_grant")),
                     (false, _) => None,
@@ -186,6 +224,85 @@ impl Pipeline {
                 d
             }
         })
+    }
+
+    /// RFC 9470: a client challenged for this transaction retries with a stronger token. When
+    /// the token's `acr` and `auth_time` satisfy the transaction's open challenge (the same
+    /// rules as every completion: after the challenge was issued, within `max_age`, the
+    /// challenged subject), the challenge is completed — closed once — and its grant returned.
+    /// A token that does not satisfy it leaves it open: the caller challenges again.
+    async fn answer_open_challenge(
+        &self,
+        id: &str,
+        s: &Sensitive,
+        now: i64,
+    ) -> Step<Option<Grant>> {
+        let (Some(acr), Some(auth_time)) = (&s.subject.acr, s.subject.auth_time) else {
+            return Ok(None);
+        };
+        // No open challenge is older than a challenge lifetime: an older sign-in cannot
+        // satisfy one, so the store is not asked.
+        let oldest_open = now - self.challenger.config().ttl_secs as i64;
+        if auth_time < oldest_open - self.completer.skew() {
+            return Ok(None);
+        }
+        let fault = |e: &dyn std::fmt::Display| {
+            tracing::error!(decision_id = id, error = %e, "open challenge lookup failed");
+            Decision::fault(id.into(), "grant_store_unavailable")
+        };
+        let Some(open) = self
+            .grants
+            .open_challenge(&s.txn.digest, now)
+            .await
+            .map_err(|e| fault(&e))?
+        else {
+            return Ok(None);
+        };
+        let assurance = Assurance {
+            subject: s.subject.binding_key(),
+            acr: acr.clone(),
+            amr: s.subject.amr.clone(),
+            auth_time,
+            method: "rfc9470".into(),
+            approver: None,
+        };
+        if let Err(e) = self.completer.check(&open, &assurance, now) {
+            tracing::info!(decision_id = id, challenge_id = %open.id, reason = e.reason(), "retry does not satisfy the open challenge");
+            return Ok(None);
+        }
+        // The token's authentication may complete this challenge only: it stays spent for as
+        // long as the token could be presented.
+        let until = s
+            .subject
+            .claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(now)
+            .max(now + self.challenger.config().ttl_secs as i64);
+        match self
+            .completer
+            .complete_once(&open, &assurance, now, until)
+            .await
+        {
+            Ok(grant) => {
+                tracing::info!(
+                    target: "stepguard::evidence",
+                    event = "step_up_completed",
+                    method = "rfc9470",
+                    decision_id = id,
+                    challenge_id = %open.id,
+                    transaction = %open.digest,
+                    action = %open.action,
+                    subject = %open.subject,
+                    acr = %grant.acr,
+                    "step-up completed"
+                );
+                Ok(Some(grant))
+            }
+            Err(CompletionError::Store(e)) => Err(fault(&e)),
+            // Completed concurrently by another request: this one is challenged again.
+            Err(_) => Ok(None),
+        }
     }
 
     async fn policy_outcome(&self, id: &str, input: serde_json::Value) -> Step<Outcome> {

@@ -26,6 +26,8 @@ pub struct Action {
     pub bind: Vec<BindField>,
     pub value: Option<BindField>,
     pub currency: Option<BindField>,
+    /// RFC 9396 `authorization_details` type describing this action's transactions.
+    pub authorization_details_type: Option<String>,
     matcher: Option<Matcher>,
 }
 
@@ -254,6 +256,7 @@ fn build(c: &ActionConfig) -> Action {
         bind: c.bind.iter().filter_map(|b| BindField::parse(b)).collect(),
         value: field(&c.value),
         currency: field(&c.currency),
+        authorization_details_type: c.authorization_details_type.clone(),
         matcher: c.matcher.as_ref().map(|m| Matcher {
             methods: m.methods.clone(),
             host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),

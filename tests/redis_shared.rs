@@ -5,15 +5,14 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use stepguard::app::App;
-use stepguard::decision::{Decision, Verdict};
+use stepguard::decision::Verdict;
 use stepguard::grant::Grant;
 use stepguard::pipeline::Pipeline;
-use stepguard::request::RawRequest;
+use support::load::{decide, load, transfer, unlimited};
 use support::redis::RedisServer;
 use support::sidecar::{Sidecar, quickstart, with_redis};
 use support::tokens::{now, token};
@@ -23,42 +22,6 @@ async fn instance(url: &str) -> std::sync::Arc<Pipeline> {
         .await
         .unwrap()
         .into_pipeline()
-}
-
-/// An instance whose challenge rate limits are out of the way of a load test.
-async fn unlimited_instance(url: &str) -> std::sync::Arc<Pipeline> {
-    let limits = "  ttl_secs: 300\n  limits:\n    per_subject: {max: 1000000, window_secs: 60}\n    per_source_ip: {max: 1000000, window_secs: 60}\n    max_open_per_subject: 1000000\n    max_attempts_per_transaction: 1000000\n";
-    let config = quickstart(|t| with_redis(url, 100)(t).replace("  ttl_secs: 300\n", limits));
-    App::build(&config).await.unwrap().into_pipeline()
-}
-
-fn transfer(token: &str, amount: u64) -> RawRequest {
-    RawRequest {
-        method: "POST".into(),
-        host: "api.example.com".into(),
-        path: "/v1/accounts/A1/transfers".into(),
-        headers: HashMap::from([
-            ("content-type".to_string(), "application/json".to_string()),
-            ("authorization".to_string(), format!("Bearer {token}")),
-        ]),
-        body: json!({"amount": amount, "currency": "EUR", "payee": "mallory"})
-            .to_string()
-            .into_bytes(),
-        source_address: Some("10.0.0.7".into()),
-        ..Default::default()
-    }
-}
-
-/// Decides, retrying while the store is still connecting (the first seconds after start).
-async fn decide(p: &Pipeline, raw: RawRequest) -> Decision {
-    let started = Instant::now();
-    loop {
-        let d = p.decide(raw.clone()).await;
-        if d.verdict != Verdict::Fault || started.elapsed() > Duration::from_secs(5) {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,61 +114,10 @@ fn readiness_reports_a_degraded_store_and_recovers() {
     wait_for("ready");
 }
 
-fn public() -> RawRequest {
-    RawRequest {
-        method: "GET".into(),
-        host: "api.example.com".into(),
-        path: "/public/hello".into(),
-        ..Default::default()
-    }
-}
-
-/// Drives public and sensitive checks concurrently for `duration`; every sensitive answer must be
-/// a challenge or a 503 (no grant exists, so an allow would be a hole), inside the budget.
-async fn load(p: &std::sync::Arc<Pipeline>, duration: Duration) -> (usize, usize) {
-    let t = token("alice", "aal2", 5);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..8)
-        .map(|i| {
-            let (p, t) = (p.clone(), t.clone());
-            tokio::spawn(async move {
-                let (mut faults, mut total) = (0, 0);
-                while started.elapsed() < duration {
-                    let asked = Instant::now();
-                    let d = p.decide(transfer(&t, 50_000 + i)).await;
-                    assert!(
-                        asked.elapsed() < p.budget + Duration::from_millis(50),
-                        "answered late: {:?}",
-                        asked.elapsed()
-                    );
-                    assert!(
-                        matches!(d.verdict, Verdict::Challenge { .. } | Verdict::Fault),
-                        "{d:?}"
-                    );
-                    faults += usize::from(d.verdict == Verdict::Fault);
-                    assert_eq!(
-                        p.decide(public()).await.verdict,
-                        Verdict::Allow,
-                        "public routes keep passing"
-                    );
-                    total += 1;
-                }
-                (faults, total)
-            })
-        })
-        .collect();
-    let mut sums = (0, 0);
-    for w in workers {
-        let (f, t) = w.await.unwrap();
-        sums = (sums.0 + f, sums.1 + t);
-    }
-    sums
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load_fails_closed_and_recovers_by_itself() {
     let mut server = RedisServer::start();
-    let p = unlimited_instance(&server.url()).await;
+    let p = unlimited(with_redis(&server.url(), 100)).await;
     decide(&p, transfer(&token("alice", "aal2", 5), 40_000)).await;
     let (killer, restart) = (
         tokio::time::sleep(Duration::from_millis(500)),
@@ -234,7 +146,7 @@ async fn kill9_under_load_fails_closed_and_recovers_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pause_fails_closed_within_budget_then_recovers() {
     let server = RedisServer::start();
-    let p = unlimited_instance(&server.url()).await;
+    let p = unlimited(with_redis(&server.url(), 100)).await;
     decide(&p, transfer(&token("alice", "aal2", 5), 40_000)).await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")

@@ -35,6 +35,7 @@ fn challenge_with(max_age: i64) -> Challenge {
         pkce_verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
         attempts: 0,
         browser_binding: None,
+        authorization_details: None,
     }
 }
 
@@ -120,6 +121,12 @@ fn return_to_is_always_a_same_origin_path() {
         "/a%5Cb",
         "/a\r\nSet-Cookie: x",
         "evil",
+        "//user@evil.com",
+        "/\t/evil.com",
+        "/%2f%2fevil.com",
+        "/%5C%5Cevil.com",
+        "\\evil.com",
+        "",
     ] {
         assert_eq!(safe_path(bad), None, "{bad:?}");
     }
@@ -143,6 +150,21 @@ fn return_to_is_always_a_same_origin_path() {
         "https://app.example.com.evil.com/x".into(),
     );
     assert_eq!(return_to(&AuthzRequest::new(raw.clone(), 8).unwrap()), "/");
+    for referer in [
+        "https://app.example.com@evil.com/x",
+        "https://app.example.com//evil.com/x",
+        "https://app.example.com/\\evil.com",
+        "https://app.example.com/%2F%2Fevil.com",
+        "javascript:alert(1)",
+        "https://evil.com/app.example.com/x",
+    ] {
+        raw.headers.insert("referer".into(), referer.into());
+        assert_eq!(
+            return_to(&AuthzRequest::new(raw.clone(), 8).unwrap()),
+            "/",
+            "{referer}"
+        );
+    }
     raw.method = "GET".into();
     assert_eq!(return_to(&AuthzRequest::new(raw, 8).unwrap()), "/v1/pay");
 }
@@ -163,7 +185,11 @@ fn browsers_are_bound_by_a_host_cookie_per_challenge() {
     );
     assert!(value.len() >= 43, "256 bits");
     assert_eq!(c.browser_binding, Some(browser_binding(value)));
-    assert_ne!(c.browser_binding.as_deref(), Some(value), "only a hash is stored");
+    assert_ne!(
+        c.browser_binding.as_deref(),
+        Some(value),
+        "only a hash is stored"
+    );
 }
 
 #[test]
@@ -174,6 +200,24 @@ fn without_an_endpoint_there_is_no_redirect() {
     assert!(challenger.authorization_url(&challenge_with(0)).is_none());
     challenger
         .endpoint()
-        .store(Some(std::sync::Arc::new("https://idp.example.com/auth".into())));
+        .store(Some(std::sync::Arc::new(Endpoint::Direct(
+            "https://idp.example.com/auth".into(),
+        ))));
     assert!(challenger.authorization_url(&challenge_with(0)).is_some());
+}
+
+#[test]
+fn with_pushed_requests_the_browser_goes_to_the_start_path_with_the_state_only() {
+    let mut c = config();
+    c.authorization_endpoint = None;
+    let challenger = Challenger::new(c);
+    challenger
+        .endpoint()
+        .store(Some(std::sync::Arc::new(Endpoint::Pushed {
+            start: "/.stepguard/authorize".into(),
+        })));
+    assert_eq!(
+        challenger.authorization_url(&challenge_with(0)).unwrap(),
+        "/.stepguard/authorize?state=state-1"
+    );
 }

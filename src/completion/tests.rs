@@ -30,6 +30,7 @@ fn challenge(max_age: i64, single_use: bool) -> Challenge {
         pkce_verifier: "v".into(),
         attempts: 1,
         browser_binding: None,
+        authorization_details: None,
     }
 }
 
@@ -166,4 +167,37 @@ async fn a_refused_completion_leaves_the_challenge_open_and_no_grant() {
         g.uses_left, None,
         "reusable within its TTL when the terms say so"
     );
+}
+
+#[tokio::test]
+async fn one_authentication_completes_one_challenge() {
+    let c = completer();
+    let first = challenge(0, true);
+    c.grants().put_challenge(first.clone()).await.unwrap();
+    let mut second = challenge(0, true);
+    second.id = "c2".into();
+    second.digest = "dev1:other-txn".into();
+    c.grants().put_challenge(second.clone()).await.unwrap();
+    let token = assurance("aal3", NOW + 2);
+    c.complete_once(&first, &token, NOW + 3, NOW + 600)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.complete_once(&second, &token, NOW + 4, NOW + 600).await,
+        Err(CompletionError::AlreadyUsed),
+        "the same authentication never approves another transaction"
+    );
+    assert!(c.grants().challenge("c2", NOW + 4).await.unwrap().is_some());
+    // A weaker token claims nothing: its later, stronger sign-in still can.
+    let weak = assurance("aal1", NOW + 5);
+    assert!(
+        c.complete_once(&second, &weak, NOW + 6, NOW + 600)
+            .await
+            .is_err()
+    );
+    let mut strong = weak.clone();
+    strong.acr = "aal3".into();
+    c.complete_once(&second, &strong, NOW + 6, NOW + 600)
+        .await
+        .unwrap();
 }

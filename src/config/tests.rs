@@ -133,3 +133,54 @@ fn key_rotation_needs_an_end_of_overlap_for_previous_keys_only() {
     );
     assert!(error_of(&both).contains("transaction.keys[0].accept_until"));
 }
+
+fn with_grant_api(section: &str) -> String {
+    quickstart() + "\ngrant_api:\n" + section
+}
+
+const GRANT_API_TOKEN: &str = "  token:\n    issuer: https://approvals.example\n    audiences: [stepguard-grant-api]\n    algorithms: [ES256]\n    jwks: {file: dev-jwks.json}\n";
+
+#[test]
+fn the_grant_api_is_optional_and_typed() {
+    assert!(parse(&quickstart()).unwrap().grant_api.is_none());
+    let config = parse(&with_grant_api(&format!(
+        "{GRANT_API_TOKEN}  allowed_subjects: [approval-service]\n"
+    )))
+    .unwrap();
+    let api = config.grant_api.unwrap();
+    assert_eq!(api.token.issuer, "https://approvals.example");
+    assert_eq!(api.allowed_subjects, ["approval-service"]);
+    let text = with_grant_api(&format!("{GRANT_API_TOKEN}  allowed_subject: [x]\n"));
+    assert!(
+        error_of(&text).contains("allowed_subject"),
+        "{}",
+        error_of(&text)
+    );
+}
+
+#[test]
+fn the_grant_api_token_is_validated_like_an_issuer() {
+    let hs = GRANT_API_TOKEN.replace("[ES256]", "[HS256]");
+    assert!(error_of(&with_grant_api(&hs)).contains("grant_api.token.algorithms"));
+    let no_aud = GRANT_API_TOKEN.replace("[stepguard-grant-api]", "[]");
+    assert!(error_of(&with_grant_api(&no_aud)).contains("grant_api.token.audiences"));
+    let remote = GRANT_API_TOKEN.replace("{file: dev-jwks.json}", "{url: http://idp.example/jwks}");
+    assert!(error_of(&with_grant_api(&remote)).contains("grant_api.token.jwks.url"));
+    let empty = format!("{GRANT_API_TOKEN}  allowed_subjects: [\"\"]\n");
+    assert!(error_of(&with_grant_api(&empty)).contains("grant_api.allowed_subjects[0]"));
+}
+
+#[test]
+fn user_tokens_cannot_double_as_grant_api_tokens() {
+    let same = GRANT_API_TOKEN
+        .replace("https://approvals.example", "https://idp.stepguard.local")
+        .replace(
+            "[stepguard-grant-api]",
+            "[stepguard-grant-api, stepguard-demo]",
+        );
+    let error = error_of(&with_grant_api(&same));
+    assert!(error.contains("grant_api.token.audiences"), "{error}");
+    let own_audience =
+        GRANT_API_TOKEN.replace("https://approvals.example", "https://idp.stepguard.local");
+    assert!(parse(&with_grant_api(&own_audience)).is_ok());
+}

@@ -25,6 +25,8 @@ struct Inner {
     attempts: HashMap<String, (u32, i64)>,
     /// Transaction digest → its most recently issued challenge id.
     latest: HashMap<String, String>,
+    /// Claimed events → until when.
+    claimed: HashMap<String, i64>,
 }
 
 impl MemoryStore {
@@ -238,6 +240,21 @@ impl GrantStore for MemoryStore {
             .and_then(|id| inner.challenges.get(id))
             .filter(|c| c.digest == digest && c.expires_at > now)
             .cloned())
+    }
+
+    async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
+        let mut inner = self.lock()?;
+        if inner.claimed.get(event).is_some_and(|t| *t > now) {
+            return Ok(false);
+        }
+        if inner.claimed.len() >= self.max_entries {
+            inner.claimed.retain(|_, t| *t > now);
+            if inner.claimed.len() >= self.max_entries {
+                return Err(GrantError::Full);
+            }
+        }
+        inner.claimed.insert(event.to_string(), until);
+        Ok(true)
     }
 
     async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {

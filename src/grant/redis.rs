@@ -216,6 +216,9 @@ impl RedisStore {
             .retries(4)
             .min_retry_wait(10)
             .max_retry_wait(200)
+            // Per node: a hung node's requests fail (and its connection is remade by the
+            // client) without touching the other nodes' connections.
+            .response_timeout(timeout)
             .build()
             .map_err(|e| GrantError::Unavailable(format!("redis cluster nodes rejected: {e}")))?;
         Ok(Self::with_conn(
@@ -316,10 +319,11 @@ impl RedisStore {
                 if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT {
                     self.timeouts.store(0, Ordering::Relaxed);
                     match self.conn.load().fresh() {
-                        Ok(fresh) => {
+                        Ok(Some(fresh)) => {
                             tracing::warn!("redis not answering; replacing the connection");
                             self.conn.store(Arc::new(fresh));
                         }
+                        Ok(None) => {}
                         Err(e) => tracing::error!(error = %e, "redis reconnect failed"),
                     }
                 }
@@ -684,6 +688,28 @@ impl GrantStore for RedisStore {
         .await
     }
 
+    async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
+        let key = self
+            .keys
+            .event(event)
+            .ok_or_else(|| GrantError::Unavailable("event is not a valid key".into()))?;
+        let ttl = ttl_ms(until, now).unwrap_or(1000);
+        let mut conn = self.conn();
+        self.bounded("claim_once", async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("claim_once"))?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
     async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {
         let Some(key) = self.keys.grant(digest) else {
             return Ok(false);
@@ -806,6 +832,11 @@ impl Keys {
     /// grant (the loop guard).
     fn attempts(&self, digest: &str) -> Option<String> {
         key_part(digest).then(|| format!("{}:{{{digest}}}:attempts", self.prefix))
+    }
+
+    /// `<prefix>:event:{<name>}` → set once: an authentication event already used.
+    fn event(&self, name: &str) -> Option<String> {
+        key_part(name).then(|| format!("{}:event:{{{name}}}", self.prefix))
     }
 
     /// `<prefix>:{<digest>}:latest` → the id of the transaction's most recent challenge.

@@ -7,11 +7,14 @@
 
 pub mod blackhole;
 pub mod envoy;
+pub mod idp;
+pub mod load;
 pub mod ports;
 pub mod records;
 pub mod redis;
 pub mod sentinel;
 pub mod sidecar;
 pub mod stack;
+pub mod stepup;
 pub mod tokens;
 pub mod upstream;

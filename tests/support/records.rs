@@ -44,6 +44,7 @@ pub fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
         // What the store records for a transaction's first challenge.
         attempts: 1,
         browser_binding: None,
+        authorization_details: None,
     }
 }
 
@@ -288,5 +289,18 @@ pub async fn assert_completion_lookups<S: stepguard::grant::GrantStore + ?Sized>
             .unwrap()
             .is_some(),
         "another subject's grant stays"
+    );
+
+    let event = format!("auth:{tag}");
+    assert!(store.claim_once(&event, now + 60, now).await.unwrap());
+    assert!(
+        !store.claim_once(&event, now + 60, now + 1).await.unwrap(),
+        "once"
+    );
+    assert!(
+        store
+            .claim_once(&format!("{event}-2"), now + 60, now)
+            .await
+            .unwrap()
     );
 }

@@ -1,7 +1,8 @@
 //! A real `redis-server` per test, on a free loopback port, with persistence off; killed (and
 //! its directory removed) on drop. `STEPGUARD_REDIS_SERVER` overrides the binary. Also a local
 //! 3-node Redis Cluster ([`RedisCluster`]), built with `redis-cli --cluster create`
-//! (`STEPGUARD_REDIS_CLI` overrides that binary).
+//! (`STEPGUARD_REDIS_CLI` overrides that binary). Either can be broken on purpose: `kill -9`,
+//! SIGSTOP for a while, restart on the same port.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -193,16 +194,96 @@ impl Drop for RedisServer {
 
 /// A local Redis Cluster: 3 primaries, no replicas, on free loopback ports (client and bus port
 /// each picked free), persistence off; every node killed (and the directory removed) on drop.
+///
+/// A node can be killed ([`RedisCluster::kill9`]), stopped for a while ([`RedisCluster::pause`])
+/// and started again ([`RedisCluster::restart`]). With no replicas there is no failover: a dead
+/// node's slots are unserved until it is back, and it comes back empty.
 pub struct RedisCluster {
-    nodes: Vec<(u16, Child)>,
+    nodes: Vec<Node>,
     dir: PathBuf,
 }
+
+/// One cluster node: what it needs to start again as the same node (its ports and the
+/// directory holding its `nodes.conf`), and its process while it runs.
+struct Node {
+    port: u16,
+    bus_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts `redis-server` for this node (joining the cluster again if its `nodes.conf` says
+    /// it was a member) and waits (bounded) until it answers PING.
+    fn spawn(&mut self) {
+        let bin = binary();
+        let child = Command::new(&bin)
+            .args(["--port", &self.port.to_string()])
+            .args(["--cluster-port", &self.bus_port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args([
+                "--cluster-node-timeout",
+                &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+            ])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{bin}` (Debian: apt-get install redis-server): {e}")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pings(self.port) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("cluster node on port {} exited: {status}", self.port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster node on port {} did not answer PING within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("cluster node on port {} is not running", self.port))
+            .id()
+            .to_string()
+    }
+
+    /// `kill -9`, if it runs.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `--cluster-node-timeout`: a node unreachable for longer is flagged failing by the others,
+/// and then (no replicas to promote, full coverage required) the whole cluster refuses commands.
+/// Outages in the tests stay shorter.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 5000;
 
 impl RedisCluster {
     /// Starts 3 nodes, joins them with `redis-cli --cluster create` and waits (bounded) until
     /// every node reports `cluster_state:ok`.
     pub fn start() -> RedisCluster {
-        let bin = binary();
         let cli = std::env::var("STEPGUARD_REDIS_CLI").unwrap_or_else(|_| "redis-cli".into());
         let first = free_port();
         let dir = std::env::temp_dir().join(format!(
@@ -219,41 +300,19 @@ impl RedisCluster {
             let port = if i == 0 { first } else { free_port() };
             let node_dir = cluster.dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).unwrap();
-            let child = Command::new(&bin)
-                .args(["--port", &port.to_string()])
-                .args(["--cluster-port", &free_port().to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--daemonize", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start `{bin}` (Debian: apt-get install redis-server): {e}")
-                });
-            cluster.nodes.push((port, child));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (port, _) in &cluster.nodes {
-            while !pings(*port) {
-                assert!(
-                    Instant::now() < deadline,
-                    "cluster node on port {port} did not answer PING within 10 s"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let mut node = Node {
+                port,
+                bus_port: free_port(),
+                dir: node_dir,
+                child: None,
+            };
+            node.spawn();
+            cluster.nodes.push(node);
         }
         let output = Command::new(&cli)
             .arg("--cluster")
             .arg("create")
-            .args(cluster.nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")))
+            .args(cluster.ports().iter().map(|p| format!("127.0.0.1:{p}")))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
@@ -266,8 +325,14 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for port in cluster.ports() {
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits (bounded by `within`) until every node reports `cluster_state:ok`.
+    fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        for port in self.ports() {
             loop {
                 let info: String = redis::cmd("CLUSTER")
                     .arg("INFO")
@@ -278,16 +343,41 @@ impl RedisCluster {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "cluster node {port} not ok within 20 s:\n{info}"
+                    "cluster node {port} not ok within {within:?}:\n{info}"
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        cluster
+    }
+
+    /// `kill -9` node `index`: no shutdown, no goodbye to clients or to the other nodes.
+    pub fn kill9(&mut self, index: usize) {
+        self.nodes[index].kill9();
+    }
+
+    /// SIGSTOP node `index` now, SIGCONT after `secs` (on a thread; join the handle to wait for
+    /// it). The process keeps its sockets: clients connect and write, and get no answer.
+    pub fn pause(&self, index: usize, secs: f64) -> JoinHandle<()> {
+        let pid = self.nodes[index].pid();
+        signal("-STOP", &pid);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            signal("-CONT", &pid);
+        })
+    }
+
+    /// Starts node `index` again (killing it first if it runs) on the same port, bus port and
+    /// directory: it rejoins as the same node, owning the same slots, with no data. Waits
+    /// (bounded) until every node reports `cluster_state:ok` again.
+    pub fn restart(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.kill9();
+        node.spawn();
+        self.wait_ok(Duration::from_secs(20));
     }
 
     pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|(p, _)| *p).collect()
+        self.nodes.iter().map(|n| n.port).collect()
     }
 
     /// `redis://` URLs of every node (what `grants.nodes` lists).
@@ -303,13 +393,56 @@ impl RedisCluster {
         node_client(port)
     }
 
+    /// A client to the first node that is running (not killed; a stopped node would hang it).
+    fn any_client(&self) -> redis::Connection {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("no cluster node is running");
+        node_client(node.port)
+    }
+
     /// `CLUSTER KEYSLOT key`.
     pub fn keyslot(&self, key: &str) -> u16 {
         redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
-            .query(&mut node_client(self.nodes[0].0))
+            .query(&mut self.any_client())
             .unwrap()
+    }
+
+    /// The index of the node whose slots include `key`'s (from `CLUSTER SLOTS`, asked of a
+    /// running node).
+    pub fn node_of(&self, key: &str) -> usize {
+        let slot = i64::from(self.keyslot(key));
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.any_client())
+            .unwrap();
+        for range in ranges {
+            // [start, end, [ip, port, id, ...], replicas...]
+            let redis::Value::Array(range) = range else {
+                panic!("CLUSTER SLOTS entry {range:?}")
+            };
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(i) => *i,
+                other => panic!("CLUSTER SLOTS: not an integer: {other:?}"),
+            };
+            if !(int(&range[0])..=int(&range[1])).contains(&slot) {
+                continue;
+            }
+            let redis::Value::Array(primary) = &range[2] else {
+                panic!("CLUSTER SLOTS primary {:?}", range[2])
+            };
+            let port = int(&primary[1]);
+            return self
+                .nodes
+                .iter()
+                .position(|n| i64::from(n.port) == port)
+                .unwrap_or_else(|| panic!("slot {slot} served by unknown port {port}"));
+        }
+        panic!("slot {slot} of {key} is not served")
     }
 
     /// Every key on every node, with the node's port and the key's PTTL (SCAN, not KEYS).
@@ -343,9 +476,15 @@ pub(crate) fn pings(port: u16) -> bool {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for (_, child) in &mut self.nodes {
-            let _ = child.kill();
-            let _ = child.wait();
+        for node in &mut self.nodes {
+            if let Some(child) = &node.child {
+                // A stopped process still dies of SIGKILL; CONT anyway so nothing lingers.
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            node.kill9();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -42,6 +42,7 @@ fn challenge(id: &str, now: i64) -> Challenge {
         pkce_verifier: "v".into(),
         attempts: 0,
         browser_binding: None,
+        authorization_details: None,
     }
 }
 

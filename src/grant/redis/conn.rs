@@ -33,7 +33,7 @@ pub(super) enum Conn {
     /// node only and refuses one whose keys span slots (our challenge close touches three slots
     /// by design), so the commands of a pipeline are sent one after another, in order, each to
     /// its own slot. Transactions (`MULTI`) are passed through (one slot only).
-    Cluster(ClusterConnection, Arc<ClusterClient>),
+    Cluster(ClusterConnection),
     /// The primary of a Sentinel-managed set, re-resolved after a failover.
     Sentinel(SentinelConn),
 }
@@ -54,7 +54,7 @@ impl Conn {
         let connection = client.get_pending_async_connection_with_config(
             ClusterConfig::new().set_connection_timeout(CONNECT_TIMEOUT),
         );
-        Conn::Cluster(connection, Arc::new(client))
+        Conn::Cluster(connection)
     }
 
     pub(super) fn sentinel(client: SentinelClient) -> Self {
@@ -65,14 +65,18 @@ impl Conn {
     }
 
     /// A new connection of the same kind to the same deployment; the old one is dropped when
-    /// its last in-flight operation ends.
-    pub(super) fn fresh(&self) -> Result<Self, RedisError> {
+    /// its last in-flight operation ends. `None` for a cluster: its client keeps one
+    /// connection per node and times out and reconnects each on its own (a per-node response
+    /// timeout is set), while replacing the whole cluster connection because one node hangs
+    /// would take the healthy nodes' slots down with it until that node answers again
+    /// (measured: a SIGSTOPped node made every transaction fail).
+    pub(super) fn fresh(&self) -> Result<Option<Self>, RedisError> {
         Ok(match self {
-            Conn::Single(_, client) => Conn::single(client.as_ref().clone())?,
-            Conn::Cluster(_, client) => Conn::cluster(client.as_ref().clone()),
+            Conn::Single(_, client) => Some(Conn::single(client.as_ref().clone())?),
+            Conn::Cluster(..) => None,
             Conn::Sentinel(s) => {
                 s.current.store(None);
-                Conn::Sentinel(s.clone())
+                Some(Conn::Sentinel(s.clone()))
             }
         })
     }
@@ -97,7 +101,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c, _) => c.req_packed_command(cmd),
-            Conn::Cluster(c, _) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
             Conn::Sentinel(s) => {
                 let s = s.clone();
                 Box::pin(async move {
@@ -125,7 +129,7 @@ impl ConnectionLike for Conn {
                     s.after(&used, replies)
                 })
             }
-            Conn::Cluster(c, _) => {
+            Conn::Cluster(c) => {
                 let mut c = c.clone();
                 Box::pin(async move {
                     if pipeline.is_transaction() {
@@ -146,7 +150,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c, _) => c.get_db(),
-            Conn::Cluster(c, _) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
             Conn::Sentinel(_) => 0,
         }
     }
