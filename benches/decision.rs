@@ -280,6 +280,7 @@ fn policy_input(f: &Fixture, token: &str) -> serde_json::Value {
         grant: None,
         now,
         ladder: p.challenger.ladder(),
+        signals: None,
     })
 }
 
@@ -408,6 +409,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
     let input = build_input(&parts);
     let output = p.policy.evaluate(input.clone()).expect("evaluates");
     let decision = rt.block_on(p.decide(raw_req.clone()));
+    let origin = stepguard::evidence::Origin::of(&raw_req);
 
     let mut g = c.benchmark_group("stage");
     configure(&mut g);
@@ -509,7 +511,13 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    black_box(p.evidence.record(&decision, Some(&txn)).await.is_ok());
+                    let ctx = stepguard::evidence::EvidenceContext {
+                        decision: &decision,
+                        txn: Some(&txn),
+                        subject: Some(&subject),
+                        origin: &origin,
+                    };
+                    black_box(p.evidence.record(&ctx).await.is_ok());
                 }
                 start.elapsed()
             })

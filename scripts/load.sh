@@ -146,6 +146,7 @@ sed -e "s|^  grpc: .*|  grpc: 127.0.0.1:$SG_GRPC|" \
     -e "s|^  http: .*|  http: 127.0.0.1:$SG_HTTP|" \
     -e "s|file: dev-jwks.json|file: $LOCAL/dev-jwks.json|" \
     -e "s|secret_file: txn-key.DEV-ONLY|secret_file: $LOCAL/txn-key.DEV-ONLY|" \
+    -e "s|signing_key_file: evidence-signing-key.DEV-ONLY.pem|signing_key_file: $LOCAL/evidence-signing-key.DEV-ONLY.pem|" \
     -e "s|source: ../../policies|source: $ROOT/policies|" \
     "$LOCAL/stepguard.yaml" >"$TMP/stepguard.yaml"
 grep -q "127.0.0.1:$SG_GRPC" "$TMP/stepguard.yaml" || die "could not rewrite the listen ports"

@@ -16,7 +16,6 @@ use tonic::transport::server::TcpIncoming;
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, GrantsConfig, callback_path};
-use crate::evidence::LogEvidence;
 use crate::grant::{GrantStore, MemoryStore};
 use crate::grant_api::GrantApi;
 use crate::grpc::CheckService;
@@ -25,7 +24,6 @@ use crate::oidc::callback::CallbackState;
 use crate::oidc::{Oidc, OidcError};
 use crate::pipeline::Pipeline;
 use crate::policy::PolicyError;
-use crate::policy::rego::RegoPolicy;
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::route::RouteTable;
 use crate::txn::{Binder, TxnError};
@@ -47,6 +45,8 @@ pub enum AppError {
     Grpc(#[from] tonic::transport::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
 }
 
 /// A built sidecar, ready to serve.
@@ -182,18 +182,18 @@ impl App {
             Ok(_) => tracing::error!("a server task failed while draining"),
             Err(_) => tracing::warn!("drain deadline passed; closing remaining connections"),
         }
+        // Pending records are written and a shutdown checkpoint closes the chain.
+        self.pipeline.evidence.close().await;
         Ok(())
     }
 }
 
 async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, AppError> {
-    let policy = RegoPolicy::load(
-        &config.resolve(&config.policy.source),
-        &config.policy.entrypoint,
-        Duration::from_millis(config.policy.timeout_ms),
-    )?;
+    let source = config.policy_source();
+    let policy = crate::policy::load(&source)?;
     tracing::info!(
-        revision = crate::policy::PolicyEngine::revision(&policy),
+        revision = policy.revision(),
+        kind = ?crate::policy::SourceKind::of(&source.path),
         "policy loaded"
     );
     let grants: Arc<dyn GrantStore> = match &config.grants {
@@ -237,15 +237,16 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
         routes: RouteTable::new(&config.actions),
         identity: Identity::new(&config.identity, config).await?,
         binder: Binder::from_config(config)?,
+        context: config.context.clone(),
         completer: crate::completion::Completer::new(
             grants.clone(),
             config.challenge.acr_ladder.clone(),
             config.identity.leeway_secs as i64,
         ),
         grants,
-        policy: Arc::new(policy),
+        policy,
         challenger: Challenger::new(config.challenge.clone()),
-        evidence: Arc::new(LogEvidence),
+        evidence: crate::evidence::from_config(config)?,
         clock,
         budget: Duration::from_millis(config.decision.budget_ms),
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),

@@ -9,6 +9,11 @@ use serde::Deserialize;
 
 use crate::route::PathTemplate;
 
+mod evidence;
+pub use evidence::{
+    CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, WhenFull,
+};
+
 /// A configuration problem, naming the field it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +56,12 @@ pub struct Config {
     /// served when absent.
     #[serde(default)]
     pub grant_api: Option<GrantApiConfig>,
+    /// Where decision records go and how they are protected; absent: the log only.
+    #[serde(default)]
+    pub evidence: Option<EvidenceConfig>,
+    /// Context signals computed for the policy (velocity, new networks, device trust).
+    #[serde(default)]
+    pub context: ContextConfig,
     /// Directory relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -121,6 +132,44 @@ pub struct ActionConfig {
     /// (e.g. `payment_initiation`), so the user sees what they are approving.
     #[serde(default)]
     pub authorization_details_type: Option<String>,
+    /// `enforce` (default) or `shadow`: a dry run — the decision is computed and recorded,
+    /// the request allowed. Refused for privileged and irreversible actions.
+    #[serde(default)]
+    pub mode: ActionMode,
+}
+
+/// Whether an action's decisions are enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+/// Context signals: what stepguard computes about a sensitive request beyond the token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// Fixed window for the subject's sensitive-request velocity, in seconds.
+    pub velocity_window_secs: u64,
+    /// How long a network a subject was approved from counts as known, in days.
+    pub remember_networks_days: u64,
+    /// A header an upstream device-posture component sets (Envoy must drop client copies).
+    pub device_trust_header: Option<String>,
+    /// The header carrying a break-glass justification.
+    pub break_glass_justification_header: String,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            velocity_window_secs: 600,
+            remember_networks_days: 90,
+            device_trust_header: None,
+            break_glass_justification_header: "x-break-glass-justification".into(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -388,13 +437,50 @@ pub struct TxnKeyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// A directory of `.rego` files (and `data.json`), or one `.rego` file.
+    /// What the policy is, which also picks the engine (`policy::SourceKind`): a directory of
+    /// `.rego` files (and `data.json`) or one `.rego` file (Rego); an OPA-compiled `*.wasm`
+    /// module (Wasm); an OPA bundle `*.tar.gz`/`*.tgz` (Wasm when it holds a module, else Rego).
     pub source: PathBuf,
+    /// The data document (JSON) for a `.wasm` source; not allowed with other sources.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
     #[serde(default = "default_entrypoint")]
     pub entrypoint: String,
     /// Evaluation time limit; a policy past it is a fault (503).
     #[serde(default = "default_policy_timeout")]
     pub timeout_ms: u64,
+}
+
+impl Config {
+    /// The policy source, paths resolved: what `policy::load` reads.
+    pub fn policy_source(&self) -> crate::policy::PolicySource {
+        crate::policy::PolicySource {
+            path: self.resolve(&self.policy.source),
+            data: self.policy.data.as_ref().map(|d| self.resolve(d)),
+            entrypoint: self.policy.entrypoint.clone(),
+            timeout: std::time::Duration::from_millis(self.policy.timeout_ms),
+        }
+    }
+
+    fn validate_policy(&self) -> Result<(), ConfigError> {
+        if self.policy.timeout_ms == 0 || self.policy.timeout_ms > self.decision.budget_ms {
+            return Err(invalid(
+                "policy.timeout_ms",
+                "must be between 1 and decision.budget_ms",
+            ));
+        }
+        let kind = crate::policy::SourceKind::of(&self.policy.source);
+        if self.policy.data.is_some() && kind != crate::policy::SourceKind::Wasm {
+            return Err(invalid(
+                "policy.data",
+                "only for a `.wasm` source (Rego directories and bundles carry their data)",
+            ));
+        }
+        if self.policy.entrypoint.trim_matches('/').is_empty() {
+            return Err(invalid("policy.entrypoint", "must name a rule"));
+        }
+        Ok(())
+    }
 }
 
 fn default_entrypoint() -> String {
@@ -632,11 +718,39 @@ impl Config {
         self.validate_transaction()?;
         self.grants.validate()?;
         self.validate_grant_api()?;
-        if self.policy.timeout_ms == 0 || self.policy.timeout_ms > self.decision.budget_ms {
+        self.validate_evidence()?;
+        self.validate_policy()?;
+        let c = &self.context;
+        if !(10..=86_400).contains(&c.velocity_window_secs) {
             return Err(invalid(
-                "policy.timeout_ms",
-                "must be between 1 and decision.budget_ms",
+                "context.velocity_window_secs",
+                "must be between 10 and 86400",
             ));
+        }
+        if !(1..=3_650).contains(&c.remember_networks_days) {
+            return Err(invalid(
+                "context.remember_networks_days",
+                "must be between 1 and 3650",
+            ));
+        }
+        for (name, header) in [
+            ("device_trust_header", c.device_trust_header.as_deref()),
+            (
+                "break_glass_justification_header",
+                Some(c.break_glass_justification_header.as_str()),
+            ),
+        ] {
+            if let Some(h) = header
+                && (h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            {
+                return Err(invalid(
+                    format!("context.{name}"),
+                    "a lower-case header name",
+                ));
+            }
         }
         if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
             return Err(invalid("telemetry.log_format", "must be `json` or `text`"));
@@ -677,6 +791,12 @@ impl Config {
             for (j, bind) in action.bind.iter().enumerate() {
                 validate_bind(bind, &params)
                     .map_err(|m| invalid(field(&format!("bind[{j}]")), m))?;
+            }
+            if action.mode == ActionMode::Shadow && (action.privileged || !action.reversible) {
+                return Err(invalid(
+                    field("mode"),
+                    "a dry run (`shadow`) is refused for privileged and irreversible actions",
+                ));
             }
             for (name, f) in [("value", &action.value), ("currency", &action.currency)] {
                 if let Some(f) = f.as_ref().filter(|f| !action.bind.contains(f)) {

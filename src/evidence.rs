@@ -1,13 +1,40 @@
-//! Audit evidence: one record per sensitive decision, saying why step-up was required, what
-//! satisfied it and what was performed. Field names follow OPA's decision-log event where they
-//! overlap (`decision_id`, `timestamp`, `path`, `result`, `labels`).
+//! Audit evidence: one record per sensitive decision (allow, challenge, deny, fault), saying who
+//! asked for which transaction, why step-up was required, what satisfied it and what was
+//! decided. Records are shaped like OPA's decision-log events, chained by hash, signed with
+//! Ed25519 and appended to a local spool that is made durable before an approval is answered.
+//! The format, the chain, checkpoints, durability and `stepguard audit` are documented in
+//! `docs/evidence.md`.
 //!
-//! The shipped sink writes each record as one JSON line to the structured log
-//! (target `stepguard::evidence`); the pipeline answers an approval only after `record` succeeded.
+//! | file | owns |
+//! |---|---|
+//! | `record.rs` | the record built from an [`EvidenceContext`]; redaction of bound values |
+//! | `canonical.rs` | canonical bytes (RFC 8785 for what records hold), SHA-256 |
+//! | `key.rs` | Ed25519 signing and public keys, key ids |
+//! | `chain.rs` | sealing a record into the chain; checking one line |
+//! | `spool.rs` (+ `spool/`) | the durable append-only spool: group commit, checkpoints, segments, recovery |
+//! | `audit.rs` | `stepguard audit verify` and `export` |
+//! | `time.rs` | RFC 3339 |
 
-use serde_json::json;
+pub mod audit;
+mod canonical;
+mod chain;
+mod key;
+mod record;
+mod spool;
+mod time;
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use key::{PublicKey, SigningKey};
+pub use record::{Recorder, Redaction};
+pub use spool::{SpoolEvidence, SpoolSettings, SpoolStats, WhenFull};
+pub use time::parse as parse_time;
+
+use crate::config::{Config, EvidenceSink};
 use crate::decision::Decision;
+use crate::identity::Subject;
+use crate::request::RawRequest;
 use crate::txn::Transaction;
 
 /// Why evidence could not be recorded.
@@ -15,37 +42,163 @@ use crate::txn::Transaction;
 pub enum EvidenceError {
     #[error("evidence sink unavailable: {0}")]
     Unavailable(String),
+    #[error("evidence key {path}: {message}")]
+    Key { path: String, message: String },
+}
+
+/// Where a request came from, read before the request is taken apart.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub source_address: Option<String>,
+    pub method: String,
+    pub host: String,
+    /// From the W3C `traceparent` header, when present and well formed.
+    pub trace: Option<TraceContext>,
+}
+
+/// W3C trace context: the trace and the caller's span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl Origin {
+    pub fn of(raw: &RawRequest) -> Self {
+        let traceparent = raw
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, value)| value.as_str());
+        Self {
+            source_address: raw.source_address.clone(),
+            method: raw.method.clone(),
+            host: raw.host.clone(),
+            trace: traceparent.and_then(TraceContext::parse),
+        }
+    }
+}
+
+impl TraceContext {
+    /// `version-traceid-parentid-flags` (W3C Trace Context); all-zero ids are invalid.
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let ok = hex(version, 2)
+            && version != "ff"
+            && (version != "00" || parts.next().is_none())
+            && hex(trace, 32)
+            && hex(span, 16)
+            && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0')
+            && span.bytes().any(|b| b != b'0');
+        ok.then(|| Self {
+            trace_id: trace.into(),
+            span_id: span.into(),
+        })
+    }
+}
+
+/// Everything a record is made of, built by the pipeline as it finishes a decision.
+pub struct EvidenceContext<'a> {
+    pub decision: &'a Decision,
+    /// The bound transaction, when the request got that far.
+    pub txn: Option<&'a Transaction>,
+    /// The verified subject, when the request got that far.
+    pub subject: Option<&'a Subject>,
+    pub origin: &'a Origin,
 }
 
 /// Where evidence goes.
 #[tonic::async_trait]
 pub trait Evidence: Send + Sync + 'static {
-    async fn record(
-        &self,
-        decision: &Decision,
-        txn: Option<&Transaction>,
-    ) -> Result<(), EvidenceError>;
+    /// Records one decision. Resolves once the record is durable (for sinks that make it so);
+    /// an error means the decision has no record, and an approval must not be given.
+    async fn record(&self, ctx: &EvidenceContext<'_>) -> Result<(), EvidenceError>;
+
+    /// Writes what is pending and closes the sink (at shutdown); later records fail.
+    async fn close(&self) {}
+
+    /// The spool's depth, size and counters, for metrics; `None` for sinks without one.
+    fn spool(&self) -> Option<SpoolStats> {
+        None
+    }
 }
 
-/// Evidence as structured log events.
-#[derive(Debug, Default)]
-pub struct LogEvidence;
+/// Evidence as structured log events only (target `stepguard::evidence`): neither durable nor
+/// tamper-evident. The sink when no `evidence` section is configured, and `sink: log`.
+#[derive(Default)]
+pub struct LogEvidence {
+    recorder: Recorder,
+}
+
+impl LogEvidence {
+    pub fn new(recorder: Recorder) -> Self {
+        Self { recorder }
+    }
+}
 
 #[tonic::async_trait]
 impl Evidence for LogEvidence {
-    async fn record(
-        &self,
-        decision: &Decision,
-        txn: Option<&Transaction>,
-    ) -> Result<(), EvidenceError> {
-        let record = json!({
-            "decision_id": decision.id,
-            "timestamp": crate::clock::Clock::now(&crate::clock::SystemClock),
-            "path": "stepguard/authz/decision",
-            "result": decision,
-            "bound": txn.map(|t| &t.bound),
-        });
+    async fn record(&self, ctx: &EvidenceContext<'_>) -> Result<(), EvidenceError> {
+        let record = serde_json::Value::Object(self.recorder.decision(ctx, SystemTime::now()));
         tracing::info!(target: "stepguard::evidence", evidence = %record, "decision");
         Ok(())
     }
 }
+
+/// The sink the configuration asks for. A spool that cannot be written is not an error here:
+/// it starts unavailable (approvals on sensitive routes are refused) and retries.
+pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> {
+    let Some(ev) = &config.evidence else {
+        tracing::warn!(
+            "no `evidence` section: decision records go to the log only, neither durable nor \
+             tamper-evident (docs/evidence.md)"
+        );
+        return Ok(Arc::new(LogEvidence::new(Recorder::new(
+            &config.policy.entrypoint,
+            &Default::default(),
+            Redaction::default(),
+        ))));
+    };
+    let key_error = |path: &std::path::Path, message: String| EvidenceError::Key {
+        path: path.display().to_string(),
+        message,
+    };
+    let redaction_key = match &ev.redact.key_file {
+        Some(file) => {
+            let path = config.resolve(file);
+            let key = std::fs::read(&path).map_err(|e| key_error(&path, e.to_string()))?;
+            let key = key.trim_ascii().to_vec();
+            if key.len() < 32 {
+                return Err(key_error(&path, "shorter than 32 bytes".into()));
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let redaction = Redaction::new(ev.redact.fields.iter().cloned(), redaction_key.as_deref());
+    let recorder = Recorder::new(&config.policy.entrypoint, &ev.labels, redaction);
+    match (&ev.sink, &ev.spool, &ev.signing_key_file) {
+        (EvidenceSink::Spool, Some(spool), Some(key_file)) => {
+            let path = config.resolve(key_file);
+            let key = SigningKey::load(&path).map_err(|m| key_error(&path, m))?;
+            let settings = SpoolSettings::from_config(spool, &ev.checkpoint, config);
+            Ok(Arc::new(SpoolEvidence::open(
+                settings, key, recorder, ev.log,
+            )))
+        }
+        // `Config::validate` requires both for a spool.
+        (EvidenceSink::Spool, _, _) => Err(EvidenceError::Unavailable(
+            "evidence.spool and evidence.signing_key_file are required".into(),
+        )),
+        (EvidenceSink::Log, _, _) => Ok(Arc::new(LogEvidence::new(recorder))),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -193,6 +193,17 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Closes a challenge (and frees its place among the subject's open ones); true if this
     /// call closed it.
     async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError>;
+    /// Context signals for one sensitive request, in one round trip where the store allows:
+    /// counts it in the subject's velocity window (`velocity`, a key-safe name; `window`
+    /// seconds, fixed windows) and says, for each name in `seen`, whether it was claimed
+    /// before (with [`GrantStore::claim_once`]). Returns (requests in this window, seen).
+    async fn signals(
+        &self,
+        velocity: &str,
+        window: i64,
+        seen: [&str; 2],
+        now: i64,
+    ) -> Result<(u64, [bool; 2]), GrantError>;
     /// Records that `event` (a key-safe name) has been used, until `until`; true only for the
     /// first caller (what makes one authentication complete one challenge).
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError>;

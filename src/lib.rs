@@ -10,6 +10,7 @@
 //! | [`route`] | the sensitive-action table, best match, route tags |
 //! | [`identity`] | JWT/JWKS verification, jwt_authn metadata, SPIFFE workloads, `act` chains |
 //! | [`txn`] | transaction binding: canonical fields → keyed digest with key id |
+//! | [`context`] | context signals: velocity, new network, device trust, break-glass |
 //! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
 //! | [`policy`] | `PolicyEngine`, the input document and output contract; [`policy::rego`] |
 //! | [`challenge`] | issuing challenges: OIDC redirect, RFC 9470 401 |
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod completion;
 pub mod config;
+pub mod context;
 pub mod decision;
 pub mod evidence;
 pub mod grant;

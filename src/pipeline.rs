@@ -12,8 +12,10 @@ use tokio::runtime::RuntimeFlavor;
 use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
 use crate::completion::{Assurance, Completer, CompletionError};
+use crate::config::{ActionMode, ContextConfig};
+use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
-use crate::evidence::Evidence;
+use crate::evidence::{Evidence, EvidenceContext, Origin};
 use crate::grant::{
     Grant, GrantStore, GrantTerms, IssueLimits, Issued, Rate, RateScope, Requirement, subject_tag,
 };
@@ -34,6 +36,8 @@ pub struct Pipeline {
     /// Completes challenges answered by an RFC 9470 retry (the callback and the grant API
     /// share its rules).
     pub completer: Completer,
+    /// How context signals are computed.
+    pub context: ContextConfig,
     pub evidence: Arc<dyn Evidence>,
     pub clock: Arc<dyn Clock>,
     pub budget: Duration,
@@ -67,15 +71,16 @@ impl Pipeline {
 
     async fn run(&self, id: &str, raw: RawRequest) -> Decision {
         let now = self.clock.now();
+        let origin = Origin::of(&raw);
         let s = match self.sensitive(id, raw, now).await {
             Ok(Some(s)) => s,
             Ok(None) => return Decision::new(id.into(), Verdict::Allow, "not_sensitive"),
-            Err(decision) => return self.finish(decision, None).await,
+            Err(decision) => return self.finish(decision, None, &origin).await,
         };
         let decision = match self.evaluate(id, &s, now).await {
             Ok(decision) | Err(decision) => decision,
         };
-        self.finish(decision, Some(&s)).await
+        self.finish(decision, Some(&s), &origin).await
     }
 
     /// Steps 1-3: normalize, classify, identify, bind. `None` for a non-sensitive route.
@@ -128,28 +133,89 @@ impl Pipeline {
         }))
     }
 
-    /// Steps 4-7: grant lookup, policy, and acting on the outcome.
+    /// Steps 4-7: grant lookup and context signals, policy, and acting on the outcome.
     async fn evaluate(&self, id: &str, s: &Sensitive, now: i64) -> Step<Decision> {
         let fault = |reason: &str| Decision::fault(id.into(), reason);
         let mut digests = vec![s.txn.digest.as_str()];
         digests.extend(s.txn.previous_digests.iter().map(String::as_str));
-        let grant = self.grants.find_any(&digests, now).await.map_err(|e| {
-            tracing::error!(decision_id = id, error = %e, "grant lookup failed");
-            fault("grant_store_unavailable")
-        })?;
-        let outcome = self.policy_for(id, s, grant.as_ref(), now).await?;
-        if matches!(outcome, Outcome::StepUp { .. })
+        let subject = s.subject.binding_key();
+        // Both in flight at once: one round trip's latency with Redis.
+        let (grant, signals) = tokio::join!(
+            self.grants.find_any(&digests, now),
+            Signals::compute(self.grants.as_ref(), &self.context, &subject, &s.req, now),
+        );
+        let (grant, signals) = match (grant, signals) {
+            (Ok(grant), Ok(signals)) => (grant, signals),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(decision_id = id, error = %e, "grant store failed");
+                return Err(fault("grant_store_unavailable"));
+            }
+        };
+        let outcome = self
+            .policy_for(id, s, grant.as_ref(), &signals, now)
+            .await?;
+        if let Some(d) = self.dry_run(id, s, &outcome, &signals) {
+            return Ok(d);
+        }
+        let decision = if matches!(outcome, Outcome::StepUp { .. })
             && s.subject.kind != SubjectKind::Workload
             && let Some(minted) = self.answer_open_challenge(id, s, now).await?
         {
             // The request carries what its transaction's open challenge asked for (an RFC 9470
             // retry): the policy decides again, with the grant that completion minted.
-            let outcome = self.policy_for(id, s, Some(&minted), now).await?;
+            let outcome = self.policy_for(id, s, Some(&minted), &signals, now).await?;
             let mut d = self.act(id, s, outcome, Some(&minted), now).await?;
             d.reasons.push("step_up_completed_rfc9470".into());
-            return Ok(d);
+            d
+        } else {
+            self.act(id, s, outcome, grant.as_ref(), now).await?
+        };
+        if decision.is_allow()
+            && let Err(e) = signals
+                .remember(self.grants.as_ref(), &self.context, &subject, now)
+                .await
+        {
+            // Not remembering only keeps the network new (stricter) next time.
+            tracing::warn!(decision_id = id, error = %e, "could not remember the network");
         }
-        self.act(id, s, outcome, grant.as_ref(), now).await
+        Ok(decision)
+    }
+
+    /// A dry run (`mode: shadow`): a decision that would not allow is recorded as it would
+    /// have been and the request allowed — nothing is issued or spent. Never for a break-glass
+    /// request (the configuration refuses shadow for privileged and irreversible actions).
+    fn dry_run(
+        &self,
+        id: &str,
+        s: &Sensitive,
+        outcome: &Outcome,
+        signals: &Signals,
+    ) -> Option<Decision> {
+        if s.action.mode != ActionMode::Shadow {
+            return None;
+        }
+        let (would, reasons) = match outcome {
+            Outcome::Allow { .. } => return None,
+            Outcome::Deny { reasons, .. } => ("deny", reasons),
+            Outcome::StepUp { reasons, .. } => ("step_up", reasons),
+        };
+        if signals.break_glass_justification.is_some() || reasons.iter().any(|r| r == "break_glass")
+        {
+            return None;
+        }
+        tracing::warn!(
+            decision_id = id,
+            action = %s.action.name,
+            would,
+            reasons = ?reasons,
+            "DRY RUN: the request is allowed although the policy would not allow it"
+        );
+        let mut d = Decision::new(id.into(), Verdict::Allow, "dry_run");
+        d.reasons = std::iter::once("dry_run".to_string())
+            .chain(std::iter::once(format!("dry_run_would_{would}")))
+            .chain(reasons.iter().cloned())
+            .collect();
+        Some(d)
     }
 
     async fn policy_for(
@@ -157,6 +223,7 @@ impl Pipeline {
         id: &str,
         s: &Sensitive,
         grant: Option<&Grant>,
+        signals: &Signals,
         now: i64,
     ) -> Step<Outcome> {
         let input = build_input(&InputParts {
@@ -167,6 +234,7 @@ impl Pipeline {
             grant,
             now,
             ladder: self.challenger.ladder(),
+            signals: Some(signals),
         });
         self.policy_outcome(id, input).await
     }
@@ -478,15 +546,27 @@ impl Pipeline {
         }
     }
 
-    /// Fills in the context and records evidence; an approval without evidence is refused.
-    async fn finish(&self, mut decision: Decision, s: Option<&Sensitive>) -> Decision {
+    /// Fills in the context and records evidence; an approval is answered only once its record
+    /// is durable, and an approval without evidence is refused.
+    async fn finish(
+        &self,
+        mut decision: Decision,
+        s: Option<&Sensitive>,
+        origin: &Origin,
+    ) -> Decision {
         if let Some(s) = s {
             decision.action = Some(s.action.name.clone());
             decision.subject = Some(s.subject.binding_key());
             decision.transaction = Some(s.txn.digest.clone());
             decision.policy_revision = Some(self.policy.revision().to_string());
         }
-        if let Err(e) = self.evidence.record(&decision, s.map(|s| &s.txn)).await {
+        let ctx = EvidenceContext {
+            decision: &decision,
+            txn: s.map(|s| &s.txn),
+            subject: s.map(|s| &s.subject),
+            origin,
+        };
+        if let Err(e) = self.evidence.record(&ctx).await {
             tracing::error!(decision_id = %decision.id, error = %e, "evidence not recorded");
             if decision.is_allow() {
                 return Decision::fault(decision.id, "evidence_unavailable");

@@ -28,6 +28,8 @@ pub struct Action {
     pub currency: Option<BindField>,
     /// RFC 9396 `authorization_details` type describing this action's transactions.
     pub authorization_details_type: Option<String>,
+    /// Enforced, or a dry run.
+    pub mode: crate::config::ActionMode,
     matcher: Option<Matcher>,
 }
 
@@ -257,6 +259,7 @@ fn build(c: &ActionConfig) -> Action {
         value: field(&c.value),
         currency: field(&c.currency),
         authorization_details_type: c.authorization_details_type.clone(),
+        mode: c.mode,
         matcher: c.matcher.as_ref().map(|m| Matcher {
             methods: m.methods.clone(),
             host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),

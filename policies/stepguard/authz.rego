@@ -6,13 +6,23 @@
 #   is refused ("deny").
 #
 #   Entry point: data.stepguard.authz.decision (always exactly one object).
-#   Requirements per action: data.stepguard.requirements (policies/data.json).
+#   Settings (policies/data.json):
+#     data.stepguard.requirements   per-action acr / max_age, value tiers, admin thresholds
+#     data.stepguard.roles          which roles are administrators
+#     data.stepguard.signals        risk signals: velocity threshold, trusted device postures
+#     data.stepguard.workloads      transaction-token lifetime for workloads
+#     data.stepguard.delegation     accountable actors allowed per action (RFC 8693 act)
+#     data.stepguard.break_glass    emergency roles, actions, justification, grant ttl
 #   The input and output contracts are documented in docs/policy.md.
 #
 #   Principles:
 #   - Policy is tied to the action, not the account: a step-up at login, or a
 #     minute ago for another transaction, never approves a max_age 0 action.
-#   - Machine identities are never shown human prompts.
+#   - Machine identities are never shown human prompts: a workload presents a
+#     transaction token for THIS transaction, or is refused.
+#   - Risk raises the bar, never lowers it: administrators, a new network,
+#     high velocity, an untrusted device and break-glass only make a
+#     requirement stricter.
 #   - Fail closed: anything odd is a deny.
 package stepguard.authz
 
@@ -33,20 +43,36 @@ default decision := {
 	"status": 500,
 }
 
+# The verdict, plus `severity: "high"` on break-glass decisions (so evidence
+# can flag them; stepguard ignores output fields it does not read).
+decision := object.union(verdict, severity) if is_object(verdict)
+
+default severity := {}
+
+severity := {"severity": "high"} if break_glass
+
 # The clauses are tried in order; the first whose body holds wins.
-decision := {
+verdict := {
 	"result": "deny",
 	"reason": primary,
 	"reasons": reasons,
 	"status": status,
 } if {
 	count(deny_reasons) > 0
-	reasons := ordered(deny_reasons)
-	primary := reasons[0]
+	primary := ordered(deny_reasons)[0]
+	reasons := ordered(deny_reasons | deny_explanations)
 
 	# Bound here rather than in the head: regorus 0.14 mis-evaluates a
 	# variable-indexed reference in the head of a rule with else branches.
 	status := deny_status[primary]
+} else := {
+	"result": "allow",
+	"reason": "transaction_token_satisfies",
+	"reasons": ordered({"transaction_token_satisfies"} | workload_explanations),
+	"used_grant": false,
+} if {
+	count(deny_reasons) == 0
+	workload_token_satisfies
 } else := {
 	"result": "allow",
 	"reason": "grant_satisfies",
@@ -83,8 +109,13 @@ deny_status := {
 	"invalid_input": 500,
 	"authentication_required": 401,
 	"workload_requires_transaction_token": 403,
+	"transaction_token_too_long_lived": 403,
+	"transaction_token_expired": 403,
+	"transaction_token_mismatch": 403,
 	"policy_misconfigured": 503,
 	"shared_account_without_actor": 403,
+	"delegation_actor_not_allowed": 403,
+	"break_glass_justification_required": 403,
 }
 
 # Every reason code, in priority order. The primary reason of a decision is
@@ -94,17 +125,29 @@ reason_order := [
 	"invalid_input",
 	"authentication_required",
 	"workload_requires_transaction_token",
+	"transaction_token_too_long_lived",
+	"transaction_token_expired",
+	"transaction_token_mismatch",
 	"policy_misconfigured",
 	"shared_account_without_actor",
+	"delegation_actor_not_allowed",
+	"break_glass_justification_required",
 	# allow
 	"grant_satisfies",
 	"session_satisfies",
+	"transaction_token_satisfies",
 	# step_up
 	"acr_too_low",
 	"session_too_old",
 	"fresh_step_up_required",
 	# explanations only (never primary)
+	"break_glass",
+	"new_network",
+	"high_velocity",
+	"untrusted_device",
+	"admin_threshold",
 	"value_tier",
+	"delegated",
 	"grant_insufficient",
 ]
 
@@ -127,11 +170,30 @@ deny_reasons contains "invalid_input" if count(input_errors) > 0
 # Defence in depth: stepguard normally answers invalid_token before asking.
 deny_reasons contains "authentication_required" if subject.kind == "anonymous"
 
-# Machine identities are never shown human prompts. Transaction tokens
-# (the way workloads will prove per-transaction approval) land later.
-deny_reasons contains "workload_requires_transaction_token" if subject.kind == "workload"
+# Machine identities are never shown human prompts: a workload proves that
+# THIS transaction was approved upstream with a transaction token, or is
+# refused (see "Workloads" below).
+deny_reasons contains "workload_requires_transaction_token" if {
+	subject.kind == "workload"
+	not txn_token
+}
 
-# Requirements data or acr ladder unusable for this action: fail closed.
+deny_reasons contains "transaction_token_too_long_lived" if {
+	txn_token
+	not txn_token_short_lived
+}
+
+deny_reasons contains "transaction_token_expired" if {
+	txn_token
+	txn_token_expired
+}
+
+deny_reasons contains "transaction_token_mismatch" if {
+	txn_token
+	not txn_token_matches
+}
+
+# Requirements data, settings or acr ladder unusable for this action: fail closed.
 deny_reasons contains "policy_misconfigured" if count(misconfiguration) > 0
 
 # A shared account may only perform privileged actions through a delegation
@@ -141,6 +203,22 @@ deny_reasons contains "shared_account_without_actor" if {
 	not has_actor
 	privileged
 }
+
+# The accountable actor of a delegation chain must be allowed for the action
+# (see "Delegation" below).
+deny_reasons contains "delegation_actor_not_allowed" if {
+	delegation_enforced
+	not actor_allowed
+}
+
+# Break-glass needs a written justification (see "Break-glass" below).
+deny_reasons contains "break_glass_justification_required" if {
+	break_glass
+	not break_glass_justified
+}
+
+# Explanations added to the reasons of deny decisions.
+deny_explanations contains "break_glass" if break_glass
 
 # ===========================================================================
 # Allow and step-up (human subjects)
@@ -206,13 +284,30 @@ step_up_reasons contains reason if some reason in explanations
 # Explanations added to the reasons of allow and step_up decisions.
 explanations contains "value_tier" if tier_raised
 
+explanations contains "admin_threshold" if admin_raised
+
+explanations contains signal if some signal in risk_signals
+
+explanations contains "break_glass" if break_glass
+
+explanations contains "delegated" if has_actor
+
 explanations contains "grant_insufficient" if {
 	grant
 	not grant_satisfies
 }
 
 # ===========================================================================
-# The requirement for this action
+# The requirement for this action (human subjects)
+#
+# Each layer can only make the requirement stricter: the stronger acr and the
+# smaller max_age win.
+#   1. data: actions[name] (or default), then value tiers;
+#   2. administrators: the action's `admin` thresholds;
+#   3. risk signals (new network, high velocity, untrusted device): one step
+#      up the ladder (capped at the top) and max_age 0;
+#   4. break-glass: the top of the ladder and max_age 0;
+#   5. irreversible and privileged actions: max_age 0 (and single use).
 # ===========================================================================
 
 requirements := data.stepguard.requirements
@@ -225,11 +320,7 @@ raw_requirement := requirements.default if {
 	not listed
 }
 
-listed if {
-	is_object(requirements.actions)
-	some name, _ in requirements.actions
-	name == action.name
-}
+listed if lib.has_key(requirements.actions, action.name)
 
 # The requirement, when it is usable at all (an object).
 base := raw_requirement if is_object(raw_requirement)
@@ -237,7 +328,7 @@ base := raw_requirement if is_object(raw_requirement)
 tiers := object.get(base, "tiers", [])
 
 # Well-formed tiers only; a malformed one is reported as a misconfiguration.
-tier_list := [t | some t in tiers; is_object(t); is_number(t.min_value)] if is_array(tiers)
+tier_list := [t | some t in tiers; valid_tier(t)] if is_array(tiers)
 
 # Tiers: the highest tier whose min_value <= action.value raises the
 # requirement. A missing or negative value cannot be placed, so the highest
@@ -277,6 +368,115 @@ tier_raised if data_rank > base_rank
 
 tier_raised if data_max_age < base.max_age
 
+# --- administrators ----------------------------------------------------------
+
+# Administrators get stricter thresholds than standard users: the action's
+# `admin` entry, or the default's `admin` entry when the action has none.
+# One challenge policy for everyone is the known mistake.
+admin_roles := object.get(roles_settings, "admin", [])
+
+is_admin if {
+	subject.kind == "human"
+	lib.any_in(subject.roles, admin_roles)
+}
+
+admin_entry := base.admin if lib.has_key(base, "admin")
+
+admin_entry := requirements.default.admin if {
+	not lib.has_key(base, "admin")
+	is_object(requirements.default)
+	lib.has_key(requirements.default, "admin")
+}
+
+# The admin thresholds that apply to this subject (undefined for others).
+admin_requirement := admin_entry if {
+	is_admin
+	is_object(admin_entry)
+}
+
+admin_rank := lib.rank(ladder, object.get(admin_requirement, "acr", base.acr))
+
+admin_max_age := object.get(admin_requirement, "max_age", base.max_age)
+
+admin_raised if admin_rank > data_rank
+
+admin_raised if admin_max_age < data_max_age
+
+# --- risk signals --------------------------------------------------------------
+
+# Context signals that raise the requirement for humans. Each adds its own
+# reason code; together they raise it once (one step, not one per signal).
+risk_signals contains "new_network" if {
+	subject.kind == "human"
+	context.new_network == true
+}
+
+# null: no source address, or no baseline yet (the subject was never approved
+# from any network). Not judged, unless signals.unknown_network_is_new.
+risk_signals contains "new_network" if {
+	subject.kind == "human"
+	is_null(object.get(context, "new_network", null))
+	unknown_network_is_new == true
+}
+
+unknown_network_is_new := object.get(signals_settings, "unknown_network_is_new", false)
+
+risk_signals contains "high_velocity" if {
+	subject.kind == "human"
+	is_number(signals_settings.velocity_max)
+	is_object(context.velocity)
+	is_number(context.velocity.count)
+	context.velocity.count > signals_settings.velocity_max
+}
+
+# Reported by an upstream device-posture component (null when not configured
+# or absent). A posture that is not listed as trusted is untrusted, including
+# an empty or unknown value.
+risk_signals contains "untrusted_device" if {
+	subject.kind == "human"
+	is_string(context.device_trust)
+	not lib.any_in([context.device_trust], trusted_devices)
+}
+
+trusted_devices := object.get(signals_settings, "trusted_devices", [])
+
+# How many acr steps risk signals add (default 1), capped at the top.
+signal_steps := object.get(signals_settings, "raise_steps", 1)
+
+top_rank := count(ladder) - 1 if ladder_ok
+
+# Evaluated once per decision (function results are not cached).
+ladder_ok if lib.valid_ladder(ladder)
+
+# --- the resulting requirement -------------------------------------------------
+
+# Candidate ranks and max_ages from every layer that applies; the strictest wins.
+rank_floors contains data_rank
+
+rank_floors contains admin_rank
+
+rank_floors contains lib.raise_rank(policy_rank, signal_steps, top_rank) if {
+	count(risk_signals) > 0
+	is_number(signal_steps)
+}
+
+rank_floors contains top_rank if break_glass
+
+# data + admin: the rank the risk signals raise from. (`{admin_rank | admin_rank}`
+# is empty for non-administrators; not `{r | r := admin_rank}`, which
+# regorus 0.14's VM fills with an undefined value.)
+policy_rank := max({data_rank} | {admin_rank | admin_rank})
+
+age_ceilings contains data_max_age
+
+age_ceilings contains admin_max_age
+
+age_ceilings contains 0 if count(risk_signals) > 0
+
+age_ceilings contains 0 if break_glass
+
+age_ceilings contains 0 if always_fresh
+
 # Irreversible and privileged actions always need a fresh, single-use step-up,
 # whatever the data says. Input and data can each mark an action; neither can
 # unmark it.
@@ -292,22 +492,180 @@ always_fresh if irreversible
 
 always_fresh if privileged
 
-required_rank := data_rank
+# Defined only when the data layer is (a usable requirement on a valid ladder).
+required_rank := max(rank_floors) if data_rank
 
 required_acr := ladder[required_rank]
 
-required_max_age := 0 if always_fresh
+required_max_age := min(age_ceilings) if data_max_age
 
-required_max_age := data_max_age if not always_fresh
+# A step-up demanded by a risk signal or break-glass approves this one
+# transaction, like one for an irreversible or privileged action.
+one_use_only if always_fresh
 
-single_use := true if always_fresh
+one_use_only if count(risk_signals) > 0
 
-single_use := object.get(base, "single_use", true) if not always_fresh
+one_use_only if break_glass
 
-grant_ttl := object.get(base, "grant_ttl", 120)
+single_use := true if one_use_only
+
+single_use := object.get(base, "single_use", true) if not one_use_only
+
+base_grant_ttl := object.get(base, "grant_ttl", 120)
+
+# Break-glass grants are short: the break-glass ttl, or the action's when shorter.
+grant_ttl := base_grant_ttl if not break_glass
+
+grant_ttl := min({base_grant_ttl, break_glass_ttl}) if {
+	break_glass
+	is_number(base_grant_ttl)
+	is_number(break_glass_ttl)
+}
 
 # Tolerated clock skew, in seconds, for auth_time values in the future.
 max_clock_skew := object.get(requirements, "max_clock_skew", 60) if is_object(requirements)
+
+# ===========================================================================
+# Workloads: transaction tokens
+#
+# A workload (subject.kind "workload") is never prompted. It performs a
+# sensitive action only with a short-lived, transaction-scoped token (in the
+# spirit of the IETF OAuth Transaction Tokens draft) whose claims stepguard
+# verified and passes as subject.claims:
+#   txn   the transaction id (non-empty string)
+#   iat, exp
+#   tctx  {"action": "<action name>", "fields": {"<bound field>": "<value>", ...}}
+# The token must be short-lived (exp - iat <= workloads.max_token_lifetime),
+# unexpired, name this action and carry exactly this transaction's bound
+# values: a token minted for another transaction is refused (no replay).
+# ===========================================================================
+
+txn_token if {
+	subject.kind == "workload"
+	non_empty_string(claims.txn)
+}
+
+# exp - iat is known, not negative, and within the configured maximum.
+txn_token_short_lived if {
+	lib.is_integer(claims.iat)
+	lib.is_integer(claims.exp)
+	claims.exp >= claims.iat
+	is_number(max_token_lifetime)
+	claims.exp - claims.iat <= max_token_lifetime
+}
+
+# Defence in depth: stepguard verified exp already.
+txn_token_expired if {
+	lib.is_integer(claims.exp)
+	is_number(now)
+	is_number(max_clock_skew)
+	now > claims.exp + max_clock_skew
+}
+
+txn_token_matches if {
+	is_object(claims.tctx)
+	claims.tctx.action == action.name
+	is_object(txn_fields)
+	is_object(bound)
+	every name in bound_names {
+		object.get(txn_fields, name, null) == object.get(bound, name, null)
+	}
+}
+
+txn_fields := claims.tctx.fields if is_object(claims.tctx.fields)
+
+# Every field named by the transaction or by the token. A field the request
+# does not carry is bound to null, which an absent token field matches.
+bound_names := {name | some name, _ in bound} | {name | some name, _ in txn_fields}
+
+workload_token_satisfies if {
+	txn_token
+	txn_token_short_lived
+	not txn_token_expired
+	txn_token_matches
+}
+
+workload_explanations contains "delegated" if has_actor
+
+max_token_lifetime := object.get(workloads_settings, "max_token_lifetime", 300)
+
+# ===========================================================================
+# Delegation (RFC 8693 "act")
+#
+# subject.act is the delegation chain, outermost (current) actor first. The
+# outermost actor is accountable. When a chain is present and the action is
+# privileged, or listed in delegation.allowed_actors, that actor must be
+# listed in delegation.allowed_actors[action] as {"sub", "iss"}. An actor
+# without its own iss is in the namespace of the token's issuer.
+# The whole chain stays in the input, so evidence records it.
+# ===========================================================================
+
+allowed_actors := object.get(delegation_settings, "allowed_actors", {})
+
+delegation_enforced if {
+	has_actor
+	privileged
+}
+
+delegation_enforced if {
+	has_actor
+	lib.has_key(allowed_actors, action.name)
+}
+
+accountable_actor := subject.act[0] if has_actor
+
+accountable_issuer := accountable_actor.iss if is_string(accountable_actor.iss)
+
+accountable_issuer := subject.issuer if {
+	is_object(accountable_actor)
+	not is_string(object.get(accountable_actor, "iss", null))
+}
+
+actor_allowed if {
+	is_object(allowed_actors)
+	is_array(object.get(allowed_actors, action.name, null))
+	some entry in allowed_actors[action.name]
+	is_object(entry)
+	non_empty_string(accountable_actor.sub)
+	entry.sub == accountable_actor.sub
+	is_string(accountable_issuer)
+	entry.iss == accountable_issuer
+}
+
+# The subject acts through a named delegation chain (RFC 8693 "act").
+has_actor if {
+	is_array(subject.act)
+	count(subject.act) > 0
+}
+
+# ===========================================================================
+# Break-glass
+#
+# A subject with a break-glass role performing one of the break-glass actions
+# gets emergency access only as a high-assurance, audited event: a written
+# justification (at least min_justification_length characters), the top of
+# the acr ladder, max_age 0, and a short single-use grant. Every decision
+# lists "break_glass" and carries severity "high". Break-glass never changes
+# anything for an action that is not listed.
+# ===========================================================================
+
+break_glass if {
+	subject.kind == "human"
+	lib.any_in(subject.roles, object.get(break_glass_settings, "roles", []))
+	is_array(break_glass_actions)
+	action.name in break_glass_actions
+}
+
+break_glass_actions := object.get(break_glass_settings, "actions", [])
+
+break_glass_justified if {
+	is_number(min_justification_length)
+	lib.text_length(context.break_glass_justification) >= min_justification_length
+}
+
+min_justification_length := object.get(break_glass_settings, "min_justification_length", 20)
+
+break_glass_ttl := object.get(break_glass_settings, "grant_ttl", 60)
 
 # ===========================================================================
 # Validation
@@ -317,28 +675,37 @@ max_clock_skew := object.get(requirements, "max_clock_skew", 60) if is_object(re
 # ===========================================================================
 
 # --- input -----------------------------------------------------------------
+#
+# Fields are read with object.get (or through rules with a default), never as
+# `not f(obj.field)`: OPA (and so an OPA-compiled Wasm module) treats
+# `not f(x)` as undefined, not true, when x is undefined, so a check written
+# that way would miss a MISSING field. regorus differs; this form is the same
+# in both.
 
 input_errors contains "input.stepguard must be an object" if not stepguard
 
-input_errors contains "input.stepguard.now must be an integer" if not lib.is_integer(now)
+input_errors contains "input.stepguard.now must be an integer" if {
+	stepguard
+	not lib.is_integer(object.get(stepguard, "now", null))
+}
 
 input_errors contains "input.stepguard.action must be an object" if not action
 
 input_errors contains "action.name must be a non-empty string" if {
 	action
-	not non_empty_string(action.name)
+	not non_empty_string(object.get(action, "name", null))
 }
 
 # These two flags can force a fresh step-up: a missing flag must not
 # silently relax the policy.
 input_errors contains "action.reversible must be a boolean" if {
 	action
-	not is_boolean(action.reversible)
+	not is_boolean(object.get(action, "reversible", null))
 }
 
 input_errors contains "action.privileged must be a boolean" if {
 	action
-	not is_boolean(action.privileged)
+	not is_boolean(object.get(action, "privileged", null))
 }
 
 input_errors contains "action.value must be a number or null" if {
@@ -352,12 +719,12 @@ input_errors contains "input.stepguard.subject must be an object" if not subject
 
 input_errors contains "subject.kind must be human, workload or anonymous" if {
 	subject
-	not subject.kind in {"human", "workload", "anonymous"}
+	not object.get(subject, "kind", null) in {"human", "workload", "anonymous"}
 }
 
 input_errors contains "subject.acr_rank must be an integer" if {
 	subject.kind == "human"
-	not lib.is_integer(subject.acr_rank)
+	not lib.is_integer(object.get(subject, "acr_rank", null))
 }
 
 input_errors contains "subject.session_age must be a number or null" if {
@@ -367,16 +734,32 @@ input_errors contains "subject.session_age must be a number or null" if {
 	not is_null(age)
 }
 
-# Needed to tell shared accounts and delegation chains apart.
-input_errors contains "subject.claims must be an object" if {
+# Administrators and break-glass are recognised by role.
+input_errors contains "subject.roles must be a list of strings" if {
 	subject.kind == "human"
-	not is_object(subject.claims)
+	not lib.is_string_list(object.get(subject, "roles", null))
+}
+
+# Needed to tell shared accounts, delegation chains and transaction tokens apart.
+input_errors contains "subject.claims must be an object" if {
+	subject.kind in {"human", "workload"}
+	not is_object(object.get(subject, "claims", null))
 }
 
 input_errors contains "subject.act must be a list" if {
-	subject.kind == "human"
-	not is_array(subject.act)
+	subject.kind in {"human", "workload"}
+	not is_array(object.get(subject, "act", null))
 }
+
+# Workload transaction tokens are matched against the bound values.
+input_errors contains "transaction.bound must be an object" if {
+	stepguard
+	not is_object(bound_data)
+}
+
+default bound_data := null
+
+bound_data := stepguard.transaction.bound
 
 input_errors contains "input.stepguard.grant must be an object or null" if {
 	stepguard
@@ -387,12 +770,12 @@ input_errors contains "input.stepguard.grant must be an object or null" if {
 
 input_errors contains "grant.acr_rank must be an integer" if {
 	grant
-	not lib.is_integer(grant.acr_rank)
+	not lib.is_integer(object.get(grant, "acr_rank", null))
 }
 
 input_errors contains "grant.auth_time must be an integer" if {
 	grant
-	not lib.is_integer(grant.auth_time)
+	not lib.is_integer(object.get(grant, "auth_time", null))
 }
 
 input_errors contains "grant.uses_left must be an integer or null" if {
@@ -400,6 +783,40 @@ input_errors contains "grant.uses_left must be an integer or null" if {
 	uses := object.get(grant, "uses_left", null)
 	not lib.is_integer(uses)
 	not is_null(uses)
+}
+
+# The context signals may be absent or null ("not measured"); when present
+# they must have their documented type, so a malformed signal never silently
+# relaxes the policy.
+input_errors contains "input.stepguard.context must be an object or null" if {
+	stepguard
+	c := object.get(stepguard, "context", null)
+	not is_object(c)
+	not is_null(c)
+}
+
+input_errors contains concat("", ["context.", key, " must be a string or null"]) if {
+	some key in ["network", "device_trust", "break_glass_justification"]
+	value := object.get(context, key, null)
+	not is_string(value)
+	not is_null(value)
+}
+
+input_errors contains "context.new_network must be a boolean or null" if {
+	value := object.get(context, "new_network", null)
+	not is_boolean(value)
+	not is_null(value)
+}
+
+input_errors contains "context.velocity must be {window_secs, count} with integer count >= 0, or null" if {
+	value := object.get(context, "velocity", null)
+	not is_null(value)
+	not valid_velocity(value)
+}
+
+valid_velocity(v) if {
+	is_object(v)
+	lib.is_duration(object.get(v, "count", null))
 }
 
 non_empty_string(s) if {
@@ -411,7 +828,7 @@ non_empty_string(s) if {
 
 misconfiguration contains "input.stepguard.acr_ladder must be a non-empty list of distinct strings" if {
 	stepguard
-	not lib.valid_ladder(ladder)
+	not ladder_ok
 }
 
 misconfiguration contains "data.stepguard.requirements.actions must be an object" if {
@@ -426,18 +843,18 @@ misconfiguration contains "no usable requirement: data.stepguard.requirements.ac
 
 misconfiguration contains "requirement acr is not on the acr ladder" if {
 	base
-	lib.valid_ladder(ladder)
-	not lib.on_ladder(ladder, base.acr)
+	ladder_ok
+	not lib.on_ladder(ladder, object.get(base, "acr", null))
 }
 
 misconfiguration contains "requirement max_age must be a whole number of seconds >= 0" if {
 	base
-	not lib.is_duration(base.max_age)
+	not lib.is_duration(object.get(base, "max_age", null))
 }
 
 misconfiguration contains "requirement grant_ttl must be a whole number of seconds > 0" if {
 	base
-	not lib.is_positive_duration(grant_ttl)
+	not lib.is_positive_duration(base_grant_ttl)
 }
 
 misconfiguration contains concat("", ["requirement ", key, " must be a boolean"]) if {
@@ -454,11 +871,16 @@ misconfiguration contains "requirement tiers must be a list" if {
 misconfiguration contains "tier must be an object with a numeric min_value" if {
 	is_array(tiers)
 	some t in tiers
-	not is_number(t.min_value)
+	not valid_tier(t)
+}
+
+valid_tier(t) if {
+	is_object(t)
+	is_number(t.min_value)
 }
 
 misconfiguration contains "tier acr is not on the acr ladder" if {
-	lib.valid_ladder(ladder)
+	ladder_ok
 	some t in tier_list
 	lib.has_key(t, "acr")
 	not lib.on_ladder(ladder, t.acr)
@@ -475,9 +897,117 @@ misconfiguration contains "requirements max_clock_skew must be a whole number of
 	not lib.is_duration(max_clock_skew)
 }
 
+# The admin entry that applies to this action, checked for every subject (a
+# broken entry is a broken policy, whoever trips over it).
+misconfiguration contains "requirement admin must be an object" if {
+	admin_entry_present
+	not is_object(admin_entry)
+}
+
+admin_entry_present if lib.has_key(base, "admin")
+
+admin_entry_present if lib.has_key(requirements.default, "admin")
+
+misconfiguration contains "admin acr is not on the acr ladder" if {
+	ladder_ok
+	lib.has_key(admin_entry, "acr")
+	not lib.on_ladder(ladder, admin_entry.acr)
+}
+
+misconfiguration contains "admin max_age must be a whole number of seconds >= 0" if {
+	lib.has_key(admin_entry, "max_age")
+	not lib.is_duration(admin_entry.max_age)
+}
+
+# --- settings ------------------------------------------------------------------
+#
+# The settings are the same for every request: one rule checks them all (the
+# common case, cheap), and only when it fails are the detailed messages
+# worked out.
+
+settings_ok if {
+	is_object(roles_data)
+	is_object(signals_data)
+	is_object(workloads_data)
+	is_object(delegation_data)
+	is_object(break_glass_data)
+	lib.is_string_list(admin_roles)
+	lib.is_duration(object.get(signals_settings, "velocity_max", 0))
+	is_boolean(unknown_network_is_new)
+	lib.is_string_list(trusted_devices)
+	lib.is_positive_duration(signal_steps)
+	lib.is_positive_duration(max_token_lifetime)
+	valid_allowed_actors
+	lib.is_string_list(object.get(break_glass_settings, "roles", []))
+	lib.is_string_list(break_glass_actions)
+	lib.is_positive_duration(min_justification_length)
+	lib.is_positive_duration(break_glass_ttl)
+}
+
+misconfiguration contains problem if {
+	not settings_ok
+	some problem in settings_problems
+}
+
+settings_problems contains concat("", ["data.stepguard.", name, " must be an object"]) if {
+	some name, block in {
+		"roles": roles_data,
+		"signals": signals_data,
+		"workloads": workloads_data,
+		"delegation": delegation_data,
+		"break_glass": break_glass_data,
+	}
+	not is_object(block)
+}
+
+settings_problems contains "roles.admin must be a list of strings" if not lib.is_string_list(admin_roles)
+
+settings_problems contains "signals.velocity_max must be a whole number >= 0" if {
+	not lib.is_duration(object.get(signals_settings, "velocity_max", 0))
+}
+
+settings_problems contains "signals.unknown_network_is_new must be a boolean" if not is_boolean(unknown_network_is_new)
+
+settings_problems contains "signals.trusted_devices must be a list of strings" if not lib.is_string_list(trusted_devices)
+
+settings_problems contains "signals.raise_steps must be a whole number >= 1" if not lib.is_positive_duration(signal_steps)
+
+settings_problems contains "workloads.max_token_lifetime must be a whole number of seconds > 0" if {
+	not lib.is_positive_duration(max_token_lifetime)
+}
+
+settings_problems contains "delegation.allowed_actors must map action names to lists of {sub, iss}" if {
+	not valid_allowed_actors
+}
+
+valid_allowed_actors if {
+	is_object(allowed_actors)
+	every _, entries in allowed_actors {
+		is_array(entries)
+		every entry in entries {
+			is_object(entry)
+			non_empty_string(entry.sub)
+			non_empty_string(entry.iss)
+		}
+	}
+}
+
+settings_problems contains concat("", ["break_glass.", key, " must be a list of strings"]) if {
+	some key in ["roles", "actions"]
+	not lib.is_string_list(object.get(break_glass_settings, key, []))
+}
+
+settings_problems contains "break_glass.min_justification_length must be a whole number >= 1" if {
+	not lib.is_positive_duration(min_justification_length)
+}
+
+settings_problems contains "break_glass.grant_ttl must be a whole number of seconds > 0" if {
+	not lib.is_positive_duration(break_glass_ttl)
+}
+
 # ===========================================================================
-# Input shorthands (defined only when well-formed, so that no rule trips over
-# a value of the wrong type)
+# Input and settings shorthands (defined only when well-formed, so that no
+# rule trips over a value of the wrong type)
 # ===========================================================================
 
 stepguard := input.stepguard if is_object(input.stepguard)
@@ -495,8 +1025,56 @@ grant := stepguard.grant if is_object(stepguard.grant)
 
 claims := subject.claims if is_object(subject.claims)
 
-# The subject acts through a named delegation chain (RFC 8693 "act").
-has_actor if {
-	is_array(subject.act)
-	count(subject.act) > 0
-}
+bound := bound_data if is_object(bound_data)
+
+# Context signals; {} when absent, so that every signal reads as "not measured".
+default context := {}
+
+context := stepguard.context if is_object(stepguard.context)
+
+# Settings blocks of data.stepguard as found ({} when absent), and as used:
+# {} when not an object (reported as a misconfiguration), so that every field
+# falls back to its default without a type error.
+#
+# regorus 0.14's VM (what stepguard runs) does not fail a rule body on
+# `x := <undefined reference>`: read possibly-absent data through rules with
+# a default, as here, never by assigning it to a local variable.
+default roles_data := {}
+
+roles_data := data.stepguard.roles
+
+default signals_data := {}
+
+signals_data := data.stepguard.signals
+
+default workloads_data := {}
+
+workloads_data := data.stepguard.workloads
+
+default delegation_data := {}
+
+delegation_data := data.stepguard.delegation
+
+default break_glass_data := {}
+
+break_glass_data := data.stepguard.break_glass
+
+default roles_settings := {}
+
+roles_settings := roles_data if is_object(roles_data)
+
+default signals_settings := {}
+
+signals_settings := signals_data if is_object(signals_data)
+
+default workloads_settings := {}
+
+workloads_settings := workloads_data if is_object(workloads_data)
+
+default delegation_settings := {}
+
+delegation_settings := delegation_data if is_object(delegation_data)
+
+default break_glass_settings := {}
+
+break_glass_settings := break_glass_data if is_object(break_glass_data)

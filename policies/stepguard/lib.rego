@@ -28,8 +28,7 @@ valid_ladder(ladder) if {
 # on_ladder(ladder, acr) holds when acr is one of the ladder's values.
 on_ladder(ladder, acr) if {
 	is_array(ladder)
-	some a in ladder
-	a == acr
+	acr in ladder
 }
 
 # rank(ladder, acr) is the index of acr on the ladder (0 = weakest).
@@ -66,16 +65,46 @@ is_positive_duration(x) if {
 }
 
 # is_boolean_or_absent(obj, key) holds when obj[key] is missing or a boolean.
-is_boolean_or_absent(obj, key) if not has_key(obj, key)
+is_boolean_or_absent(obj, key) if {
+	is_object(obj)
+	is_boolean(object.get(obj, key, false))
+}
 
-is_boolean_or_absent(obj, key) if is_boolean(obj[key])
+# is_string_list(x) holds for a list (possibly empty) of strings.
+is_string_list(x) if {
+	is_array(x)
+	every s in x {
+		is_string(s)
+	}
+}
+
+# any_in(values, allowed) holds when some element of the list values is also
+# an element of the list allowed. False (never an error) for non-lists.
+any_in(values, allowed) if {
+	is_array(values)
+	is_array(allowed)
+	some v in values
+	some a in allowed
+	v == a
+}
+
+# raise_rank(rank, steps, top) is rank raised by steps, capped at top (the
+# index of the strongest acr on the ladder).
+#
+#   raise_rank(1, 1, 2) == 2; raise_rank(2, 1, 2) == 2
+raise_rank(rank, steps, top) := min({rank + steps, top})
+
+# text_length(s) is the number of characters of s without leading and
+# trailing white space; 0 for anything that is not a string.
+text_length(s) := count(trim_space(s)) if is_string(s)
+
+text_length(s) := 0 if not is_string(s)
 
 # has_key(obj, key) holds when obj has key, whatever its value (null and
 # false included).
 has_key(obj, key) if {
 	is_object(obj)
-	some k, _ in obj
-	k == key
+	obj[key] = _
 }
 
 # within(age, max_age, skew) holds when an age in seconds is at most max_age,

@@ -184,3 +184,30 @@ fn user_tokens_cannot_double_as_grant_api_tokens() {
         GRANT_API_TOKEN.replace("https://approvals.example", "https://idp.stepguard.local");
     assert!(parse(&with_grant_api(&own_audience)).is_ok());
 }
+
+#[test]
+fn context_signals_and_dry_runs_are_validated() {
+    let c = Config::parse(&quickstart(), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.context.velocity_window_secs, 600);
+    assert_eq!(
+        c.context.break_glass_justification_header,
+        "x-break-glass-justification"
+    );
+    let text = format!("{}\ncontext:\n  velocity_window_secs: 1\n", quickstart());
+    assert!(error_of(&text).contains("context.velocity_window_secs"));
+    let text = format!(
+        "{}\ncontext:\n  device_trust_header: X-Posture\n",
+        quickstart()
+    );
+    assert!(error_of(&text).contains("context.device_trust_header"));
+    // A dry run is refused for privileged (and irreversible) actions.
+    let text = quickstart().replace(
+        "    bind: [path.key]\n",
+        "    bind: [path.key]\n    mode: shadow\n",
+    );
+    assert!(
+        error_of(&text).contains("actions[2].mode"),
+        "{}",
+        error_of(&text)
+    );
+}

@@ -242,6 +242,31 @@ impl GrantStore for MemoryStore {
             .cloned())
     }
 
+    async fn signals(
+        &self,
+        velocity: &str,
+        window: i64,
+        seen: [&str; 2],
+        now: i64,
+    ) -> Result<(u64, [bool; 2]), GrantError> {
+        let (index, end) = window_of(window, now);
+        let mut inner = self.lock()?;
+        if inner.counters.len() >= self.max_entries {
+            inner.counters.retain(|_, (_, end)| *end > now);
+            if inner.counters.len() >= self.max_entries {
+                return Err(GrantError::Full);
+            }
+        }
+        let count = inner
+            .counters
+            .entry((velocity.to_string(), index))
+            .or_insert((0, end));
+        count.0 += 1;
+        let count = count.0;
+        let seen = seen.map(|name| inner.claimed.get(name).is_some_and(|t| *t > now));
+        Ok((count, seen))
+    }
+
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
         let mut inner = self.lock()?;
         if inner.claimed.get(event).is_some_and(|t| *t > now) {

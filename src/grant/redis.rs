@@ -688,6 +688,49 @@ impl GrantStore for RedisStore {
         .await
     }
 
+    async fn signals(
+        &self,
+        velocity: &str,
+        window: i64,
+        seen: [&str; 2],
+        now: i64,
+    ) -> Result<(u64, [bool; 2]), GrantError> {
+        let (index, end) = window_of(window, now);
+        let (Some(counter), Some(first), Some(second)) = (
+            self.keys.counter(velocity, index),
+            self.keys.event(seen[0]),
+            self.keys.event(seen[1]),
+        ) else {
+            return Err(GrantError::Unavailable(
+                "signal name is not a valid key".into(),
+            ));
+        };
+        let ttl = ttl_ms(end, now).unwrap_or(1000);
+        let mut conn = self.conn();
+        // One round trip on a single server (per slot, command by command, on a cluster). The
+        // counter gets its TTL with NX: set once, when the window's first request creates it.
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR")
+            .arg(&counter)
+            .cmd("PEXPIRE")
+            .arg(&counter)
+            .arg(ttl)
+            .arg("NX")
+            .ignore()
+            .cmd("EXISTS")
+            .arg(&first)
+            .cmd("EXISTS")
+            .arg(&second);
+        self.bounded("signals", async move {
+            let (count, first, second): (u64, i64, i64) = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("signals"))?;
+            Ok((count, [first == 1, second == 1]))
+        })
+        .await
+    }
+
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
         let key = self
             .keys

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::context::Signals;
 use crate::grant::Grant;
 use crate::identity::Subject;
 use crate::request::{AuthzRequest, Body};
@@ -22,6 +23,8 @@ pub struct InputParts<'a> {
     pub grant: Option<&'a Grant>,
     pub now: i64,
     pub ladder: &'a [String],
+    /// The context signals, when computed (`None`: every signal is null).
+    pub signals: Option<&'a Signals>,
 }
 
 fn rank(ladder: &[String], acr: Option<&str>) -> i64 {
@@ -81,6 +84,7 @@ fn stepguard_block(p: &InputParts<'_>) -> Value {
         "action": {
             "name": p.action.name, "risk": p.action.risk, "reversible": p.action.reversible,
             "privileged": p.action.privileged, "value": p.txn.value, "currency": p.txn.currency,
+            "mode": p.action.mode,
         },
         "subject": {
             "kind": s.kind, "id": s.id, "issuer": s.issuer, "acr": s.acr,
@@ -101,7 +105,11 @@ fn stepguard_block(p: &InputParts<'_>) -> Value {
         "context": {
             "source_ip": p.req.raw.source_address,
             "peer_principal": p.req.raw.source_principal,
-            "device_trust": Value::Null,
+            "network": p.signals.and_then(|c| c.network.as_ref()),
+            "new_network": p.signals.and_then(|c| c.new_network),
+            "velocity": p.signals.map(|c| c.velocity),
+            "device_trust": p.signals.and_then(|c| c.device_trust.as_ref()),
+            "break_glass_justification": p.signals.and_then(|c| c.break_glass_justification.as_ref()),
         },
     })
 }

@@ -32,18 +32,56 @@ pub struct RegoPolicy {
     revision: String,
 }
 
-/// The policy sources found at a path.
+/// The policy sources found at a path (or in a bundle).
 struct Sources {
     rego: Vec<(PathBuf, String)>,
     data: Vec<(PathBuf, String)>,
+    /// Parse the modules as Rego v0 (a bundle whose manifest says `rego_version: 0`).
+    rego_v0: bool,
 }
 
 impl RegoPolicy {
     /// Loads every non-test `.rego` and `data.json` under `source` and compiles `entrypoint`
     /// (`stepguard/authz/decision` or `data.stepguard.authz.decision`).
     pub fn load(source: &Path, entrypoint: &str, timeout: Duration) -> Result<Self, PolicyError> {
-        let sources = read_sources(source, false)?;
-        let mut engine = engine_with(&sources)?;
+        Self::compile(&read_sources(source, false)?, entrypoint, timeout)
+    }
+
+    /// Compiles in-memory modules (`(name, text)`, e.g. the `.rego` files of a bundle) over one
+    /// data document. The revision is a content hash; see [`RegoPolicy::with_revision`].
+    pub fn from_modules(
+        modules: Vec<(String, String)>,
+        data: &Value,
+        rego_v0: bool,
+        entrypoint: &str,
+        timeout: Duration,
+    ) -> Result<Self, PolicyError> {
+        if modules.is_empty() {
+            return Err(PolicyError::Load("no .rego modules".into()));
+        }
+        let sources = Sources {
+            rego: modules
+                .into_iter()
+                .map(|(name, text)| (PathBuf::from(name), text))
+                .collect(),
+            data: vec![(PathBuf::from("data.json"), data.to_string())],
+            rego_v0,
+        };
+        Self::compile(&sources, entrypoint, timeout)
+    }
+
+    /// Replaces the content-hash revision (with a bundle manifest's `revision`).
+    pub fn with_revision(mut self, revision: String) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    fn compile(
+        sources: &Sources,
+        entrypoint: &str,
+        timeout: Duration,
+    ) -> Result<Self, PolicyError> {
+        let mut engine = engine_with(sources)?;
         let rule = entrypoint_rule(entrypoint);
         let load_error =
             |e: &dyn std::fmt::Display| PolicyError::Load(format!("entrypoint `{rule}`: {e}"));
@@ -60,7 +98,7 @@ impl RegoPolicy {
                 check_interval: NonZeroU32::MIN.saturating_add(63),
             },
             vms: Mutex::new(Vec::new()),
-            revision: revision(&sources),
+            revision: revision(sources),
         };
         policy.vm()?;
         Ok(policy)
@@ -115,6 +153,7 @@ fn entrypoint_rule(entrypoint: &str) -> String {
 
 fn engine_with(sources: &Sources) -> Result<Engine, PolicyError> {
     let mut engine = Engine::new();
+    engine.set_rego_v0(sources.rego_v0);
     for (path, text) in &sources.rego {
         engine
             .add_policy(path.display().to_string(), text.clone())
@@ -137,6 +176,7 @@ fn read_sources(source: &Path, with_tests: bool) -> Result<Sources, PolicyError>
     let mut sources = Sources {
         rego: Vec::new(),
         data: Vec::new(),
+        rego_v0: false,
     };
     for path in files {
         let name = path

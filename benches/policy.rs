@@ -1,0 +1,230 @@
+//! Policy evaluation benchmarks (criterion), one decision per iteration:
+//! `cargo bench --bench policy [-- --warm-up-time 1 --measurement-time 3]`.
+//!
+//! Groups:
+//! - `wasm`: every OPA-compiled module of `shared/fixtures/opa-wasm/` (`$STEPGUARD_OPA_WASM_FIXTURES`
+//!   overrides the folder) with a defined result (not `dotnet-abort`), on its first such input,
+//!   preferring an entrypoint regorus compiles too, through `WasmPolicy::evaluate` (pooled
+//!   instance, fuel and epoch deadline armed, result parsed back); `a2d24-memory` also on its
+//!   large input.
+//! - `rego_fixture`: the same decision through regorus (`RegoPolicy`) on the fixture's v1 Rego
+//!   (`oracle_v1/` where upstream was v0), where the entrypoint is a rule: the engines side by side.
+//! - `rego_shipped`: the shipped policy (`policies/`, `stepguard/authz/decision`) on a full
+//!   stepguard input: an allow on the session and a step-up to aal3 for a 25 000 EUR transfer.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a broken fixture should stop it
+
+/// The allocator `stepguard serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput};
+use serde_json::{Value, json};
+use stepguard::policy::PolicyEngine;
+use stepguard::policy::rego::RegoPolicy;
+use stepguard::policy::wasm::{Limits, WasmPolicy};
+
+const TIMEOUT: Duration = Duration::from_millis(100);
+
+fn fixtures() -> PathBuf {
+    let env = std::env::var_os("STEPGUARD_OPA_WASM_FIXTURES").map(PathBuf::from);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    env.into_iter()
+        .chain([
+            root.join("../shared/fixtures/opa-wasm"),
+            PathBuf::from("/work/shared/fixtures/opa-wasm"),
+        ])
+        .find(|c| c.join("README.md").is_file())
+        .expect("the OPA Wasm fixtures folder shared/fixtures/opa-wasm/ (or $STEPGUARD_OPA_WASM_FIXTURES)")
+}
+
+/// One benchmarked decision of a fixture.
+struct Case {
+    label: String,
+    entrypoint: String,
+    input: Value,
+    /// The same decision in regorus, when `RegoPolicy` takes the entrypoint (a rule; package
+    /// entrypoints are Wasm-only here).
+    rego: Option<RegoPolicy>,
+}
+
+/// A fixture's first input with a defined Wasm result, preferring an entrypoint regorus can
+/// compile too (and, for `a2d24-memory`, its large input as well).
+fn cases(dir: &Path) -> Vec<Case> {
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(dir.join("expected.jsonl")).unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["opa_wasm"].as_array().is_some_and(|a| !a.is_empty()))
+        .collect();
+    let case = |row: &Value, rego: Option<RegoPolicy>| Case {
+        label: format!(
+            "{name}/{}#{}",
+            row["entrypoint"].as_str().unwrap(),
+            row["input_no"]
+        ),
+        entrypoint: row["entrypoint"].as_str().unwrap().to_string(),
+        input: row["input"].clone(),
+        rego,
+    };
+    let compiled = |row: &Value| {
+        let entrypoint = row["entrypoint"].as_str().unwrap();
+        RegoPolicy::from_modules(rego_modules(dir), &data(dir), false, entrypoint, TIMEOUT).ok()
+    };
+    let mut picked: Vec<Case> = match rows.iter().find_map(|r| compiled(r).map(|p| (r, p))) {
+        Some((row, rego)) => vec![case(row, Some(rego))],
+        None => rows
+            .first()
+            .map(|row| case(row, None))
+            .into_iter()
+            .collect(),
+    };
+    if name == "a2d24-memory" {
+        picked.extend(
+            rows.iter()
+                .filter(|r| r["input_no"] == 3)
+                .map(|r| case(r, None)),
+        );
+    }
+    picked
+}
+
+fn data(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("data.json")).unwrap()).unwrap()
+}
+
+fn rego_modules(dir: &Path) -> Vec<(String, String)> {
+    let v1 = dir.join("oracle_v1");
+    let folder = if v1.is_dir() { v1 } else { dir.to_path_buf() };
+    let mut modules: Vec<(String, String)> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rego"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    modules.sort();
+    modules
+}
+
+fn bench_evaluate(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    policy: &dyn PolicyEngine,
+    input: &Value,
+) {
+    policy
+        .evaluate(input.clone())
+        .expect("the benchmarked input evaluates");
+    g.bench_function(label, |b| {
+        b.iter_batched(
+            || input.clone(),
+            |i| policy.evaluate(black_box(i)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn bench_fixtures(c: &mut Criterion) {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("policy.wasm").is_file())
+        .collect();
+    dirs.sort();
+    let all: Vec<(PathBuf, Case)> = dirs
+        .iter()
+        .flat_map(|d| cases(d).into_iter().map(move |c| (d.clone(), c)))
+        .collect();
+    let mut g = c.benchmark_group("wasm");
+    g.sample_size(30).throughput(Throughput::Elements(1));
+    for (dir, case) in &all {
+        let policy = WasmPolicy::load(
+            &dir.join("policy.wasm"),
+            Some(&dir.join("data.json")),
+            &case.entrypoint,
+            Limits::new(TIMEOUT),
+        )
+        .expect("the fixture module loads");
+        bench_evaluate(&mut g, &case.label, &policy, &case.input);
+    }
+    g.finish();
+    let mut g = c.benchmark_group("rego_fixture");
+    g.sample_size(30).throughput(Throughput::Elements(1));
+    for (_, case) in &all {
+        if let Some(policy) = &case.rego {
+            bench_evaluate(&mut g, &case.label, policy, &case.input);
+        }
+    }
+    g.finish();
+}
+
+/// A full stepguard input (docs/policy.md, worked examples 1 and 2): a transfer of `value` EUR by
+/// an aal2 session 100 s old.
+fn shipped_input(value: i64) -> Value {
+    let now = 1_700_000_000;
+    json!({
+        "attributes": {
+            "source": {"address": {"socketAddress": {"address": "10.0.0.7", "portValue": 51000}}},
+            "destination": {"address": {"socketAddress": {"address": "10.0.0.1", "portValue": 8080}}},
+            "request": {"http": {"id": "r1", "method": "POST", "path": "/v1/accounts/A1/transfers",
+                "host": "bank.example", "scheme": "https", "protocol": "HTTP/1.1",
+                "headers": {"content-type": "application/json"}}},
+            "contextExtensions": {}
+        },
+        "parsed_path": ["v1", "accounts", "A1", "transfers"],
+        "parsed_query": {},
+        "parsed_body": {"amount": value, "currency": "EUR", "payee": "bob"},
+        "truncated_body": false,
+        "version": {"encoding": "protojson", "ext_authz": "v3"},
+        "stepguard": {
+            "now": now,
+            "acr_ladder": ["aal1", "aal2", "aal3"],
+            "action": {"name": "payments.transfer", "risk": "high", "reversible": true,
+                       "privileged": false, "value": value, "currency": "EUR"},
+            "subject": {"kind": "human", "id": "alice", "issuer": "https://idp.example",
+                        "acr": "aal2", "acr_rank": 1, "amr": ["pwd", "otp"],
+                        "auth_time": now - 100, "session_age": 100, "roles": [], "scopes": [],
+                        "client_id": "web", "sid": "s1", "act": [], "workload": null,
+                        "claims": {"sub": "alice"}},
+            "transaction": {"digest": "k1:abc", "key_id": "k1",
+                            "bound": {"path.account": "A1", "body.amount": value.to_string()}},
+            "grant": null,
+            "context": {"source_ip": "10.0.0.7", "peer_principal": null, "device_trust": null}
+        }
+    })
+}
+
+fn bench_shipped(c: &mut Criterion) {
+    let policy = RegoPolicy::load(Path::new("policies"), "stepguard/authz/decision", TIMEOUT)
+        .expect("the shipped policy loads");
+    let allow = shipped_input(500);
+    let step_up = shipped_input(25_000);
+    assert_eq!(policy.evaluate(allow.clone()).unwrap()["result"], "allow");
+    assert_eq!(
+        policy.evaluate(step_up.clone()).unwrap()["result"],
+        "step_up"
+    );
+    let mut g = c.benchmark_group("rego_shipped");
+    g.sample_size(30).throughput(Throughput::Elements(1));
+    bench_evaluate(&mut g, "allow_session_satisfies", &policy, &allow);
+    bench_evaluate(&mut g, "step_up_value_tier", &policy, &step_up);
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_fixtures(&mut c);
+    bench_shipped(&mut c);
+    c.final_summary();
+}

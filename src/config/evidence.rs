@@ -1,0 +1,198 @@
+//! The `evidence` section: where decision records go and how they are protected
+//! (`docs/evidence.md`). Absent: records go to the log only, as before the spool existed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError, invalid};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// `spool` (default): the durable, signed spool. `log`: the structured log only.
+    #[serde(default)]
+    pub sink: EvidenceSink,
+    /// The spool (required for `sink: spool`).
+    #[serde(default)]
+    pub spool: Option<SpoolConfig>,
+    /// An Ed25519 PKCS#8 key (PEM or DER) signing every record (required for `sink: spool`).
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub redact: RedactConfig,
+    /// Added to every record's `labels` (beside `app` and `version`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Also write each decision record to the log (target `stepguard::evidence`).
+    #[serde(default)]
+    pub log: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceSink {
+    #[default]
+    Spool,
+    Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// The spool directory (created if missing).
+    pub dir: PathBuf,
+    /// A segment file is closed and the next one started past this size.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// The whole spool directory's cap.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// What happens past `max_bytes`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Most records made durable by one fsync.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Most records waiting to be written; past it records fail at once.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// What a full spool does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse records: approvals on sensitive routes are answered 503 until there is room.
+    #[default]
+    Refuse,
+    /// Delete the oldest closed segments (only where they are shipped or archived elsewhere).
+    DeleteOldest,
+}
+
+/// When a checkpoint (a signed record of the chain head) is written, beside start and shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub every_records: u64,
+    pub every_secs: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every_records: 1000,
+            every_secs: 60,
+        }
+    }
+}
+
+/// Bound fields whose values are not written as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Bound field names (`body.payee`, `path.account`…).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// A secret (≥ 32 bytes): values become `hmac-sha256:…` under it; without it,
+    /// `"[redacted]"`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_max_batch() -> usize {
+    512
+}
+fn default_queue() -> usize {
+    8192
+}
+
+impl Config {
+    pub(super) fn validate_evidence(&self) -> Result<(), ConfigError> {
+        let Some(e) = &self.evidence else {
+            return Ok(());
+        };
+        match (e.sink, &e.spool, &e.signing_key_file) {
+            (EvidenceSink::Spool, None, _) => {
+                return Err(invalid("evidence.spool", "required for `sink: spool`"));
+            }
+            (EvidenceSink::Spool, _, None) => {
+                return Err(invalid(
+                    "evidence.signing_key_file",
+                    "required for `sink: spool`",
+                ));
+            }
+            (EvidenceSink::Log, Some(_), _) | (EvidenceSink::Log, _, Some(_)) => {
+                return Err(invalid(
+                    "evidence.sink",
+                    "`spool` and `signing_key_file` are only for `sink: spool`",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(s) = &e.spool {
+            validate_spool(s)?;
+        }
+        let c = &e.checkpoint;
+        if c.every_records == 0 {
+            return Err(invalid("evidence.checkpoint.every_records", "at least 1"));
+        }
+        if !(1..=86_400).contains(&c.every_secs) {
+            return Err(invalid(
+                "evidence.checkpoint.every_secs",
+                "between 1 and 86400",
+            ));
+        }
+        for (i, field) in e.redact.fields.iter().enumerate() {
+            if !self.actions.iter().any(|a| a.bind.contains(field)) {
+                return Err(invalid(
+                    format!("evidence.redact.fields[{i}]"),
+                    format!("`{field}` is not bound by any action"),
+                ));
+            }
+        }
+        for name in e.labels.keys() {
+            if name.is_empty() || name == "app" || name == "version" {
+                return Err(invalid(
+                    "evidence.labels",
+                    format!("`{name}`: a non-empty name other than `app` and `version`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_spool(s: &SpoolConfig) -> Result<(), ConfigError> {
+    if s.dir.as_os_str().is_empty() {
+        return Err(invalid("evidence.spool.dir", "must not be empty"));
+    }
+    if !(4096..=1 << 30).contains(&s.segment_bytes) {
+        return Err(invalid(
+            "evidence.spool.segment_bytes",
+            "between 4096 and 1073741824",
+        ));
+    }
+    if s.max_bytes < s.segment_bytes {
+        return Err(invalid(
+            "evidence.spool.max_bytes",
+            "at least evidence.spool.segment_bytes",
+        ));
+    }
+    if !(1..=10_000).contains(&s.max_batch) {
+        return Err(invalid("evidence.spool.max_batch", "between 1 and 10000"));
+    }
+    if !(1..=1_000_000).contains(&s.queue) {
+        return Err(invalid("evidence.spool.queue", "between 1 and 1000000"));
+    }
+    Ok(())
+}

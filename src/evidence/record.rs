@@ -1,0 +1,224 @@
+//! The record of one decision, shaped like OPA's decision-log event where the two overlap
+//! (`decision_id`, `timestamp`, `path`, `labels`, `bundles`, `trace_id`, `span_id`, `input`,
+//! `result`, `masked`), with the bound values of the transaction redacted as configured: a
+//! listed field's value becomes `hmac-sha256:<base64url>` under the redaction key (equal values
+//! stay equal, so records can still be correlated) or `"[redacted]"` without one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use aws_lc_rs::hmac;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+
+use super::canonical::sanitize;
+use super::{EvidenceContext, time};
+use crate::decision::Verdict;
+
+/// Record format version.
+pub const FORMAT: u64 = 1;
+
+/// Which bound fields are redacted, and how.
+#[derive(Default)]
+pub struct Redaction {
+    fields: BTreeSet<String>,
+    key: Option<hmac::Key>,
+}
+
+impl Redaction {
+    /// Redacts `fields`: keyed hashes with `key`, `"[redacted]"` without.
+    pub fn new(fields: impl IntoIterator<Item = String>, key: Option<&[u8]>) -> Self {
+        Self {
+            fields: fields.into_iter().collect(),
+            key: key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
+        }
+    }
+
+    fn apply(&self, field: &str, value: &str) -> String {
+        match &self.key {
+            Some(key) => {
+                let mut ctx = hmac::Context::with_key(key);
+                ctx.update(field.as_bytes());
+                ctx.update(&[0]);
+                ctx.update(value.as_bytes());
+                format!(
+                    "hmac-sha256:{}",
+                    URL_SAFE_NO_PAD.encode(ctx.sign().as_ref())
+                )
+            }
+            None => "[redacted]".into(),
+        }
+    }
+}
+
+/// Builds decision records.
+#[derive(Default)]
+pub struct Recorder {
+    /// The policy entrypoint (OPA's `path`).
+    path: String,
+    labels: Map<String, Value>,
+    redaction: Redaction,
+}
+
+impl Recorder {
+    pub fn new(path: &str, labels: &BTreeMap<String, String>, redaction: Redaction) -> Self {
+        let mut all = Map::new();
+        all.insert("app".into(), "stepguard".into());
+        all.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        for (k, v) in labels {
+            all.insert(k.clone(), v.clone().into());
+        }
+        Self {
+            path: path.trim_start_matches("data.").replace('.', "/"),
+            labels: all,
+            redaction,
+        }
+    }
+
+    pub fn labels(&self) -> &Map<String, Value> {
+        &self.labels
+    }
+
+    /// The record of `ctx`'s decision, made at `at` (without the chain fields).
+    pub fn decision(&self, ctx: &EvidenceContext<'_>, at: SystemTime) -> Map<String, Value> {
+        let d = ctx.decision;
+        let (timestamp, unix) = time::stamp(at);
+        let mut masked = Vec::new();
+        let mut record = Map::new();
+        record.insert("v".into(), FORMAT.into());
+        record.insert("kind".into(), "decision".into());
+        record.insert("decision_id".into(), d.id.clone().into());
+        record.insert("timestamp".into(), timestamp.into());
+        record.insert("unix".into(), unix.into());
+        record.insert("path".into(), self.path.clone().into());
+        record.insert("labels".into(), self.labels.clone().into());
+        if let Some(revision) = &d.policy_revision {
+            record.insert(
+                "bundles".into(),
+                json!({"stepguard": {"revision": revision}}),
+            );
+        }
+        if let Some(trace) = &ctx.origin.trace {
+            record.insert("trace_id".into(), trace.trace_id.clone().into());
+            record.insert("span_id".into(), trace.span_id.clone().into());
+        }
+        record.insert("input".into(), self.input(ctx, &mut masked).into());
+        record.insert("result".into(), result(ctx).into());
+        if !masked.is_empty() {
+            record.insert("masked".into(), masked.into());
+        }
+        let mut value = Value::Object(record);
+        sanitize(&mut value);
+        match value {
+            Value::Object(record) => record,
+            _ => Map::new(),
+        }
+    }
+
+    fn input(&self, ctx: &EvidenceContext<'_>, masked: &mut Vec<String>) -> Map<String, Value> {
+        let d = ctx.decision;
+        let mut input = Map::new();
+        put(&mut input, "action", d.action.clone().map(Value::from));
+        if let Some(subject) = subject(ctx) {
+            input.insert("subject".into(), subject.into());
+        }
+        let o = ctx.origin;
+        if let Some(address) = &o.source_address {
+            input.insert("source".into(), json!({"address": address}));
+        }
+        if !o.method.is_empty() {
+            input.insert(
+                "request".into(),
+                json!({"method": o.method, "host": o.host}),
+            );
+        }
+        if let Some(txn) = ctx.txn {
+            let mut bound = Map::new();
+            for (field, value) in &txn.bound {
+                let value = match value {
+                    Some(v) if self.redaction.fields.contains(field) => {
+                        masked.push(format!(
+                            "/input/transaction/bound/{}",
+                            field.replace('~', "~0").replace('/', "~1")
+                        ));
+                        Value::from(self.redaction.apply(field, v))
+                    }
+                    Some(v) => Value::from(v.clone()),
+                    None => Value::Null,
+                };
+                bound.insert(field.clone(), value);
+            }
+            input.insert(
+                "transaction".into(),
+                json!({"digest": txn.digest, "key_id": txn.key_id, "bound": bound}),
+            );
+        }
+        input
+    }
+}
+
+/// Who asked: the verified subject when the request got that far, else what the decision knows.
+fn subject(ctx: &EvidenceContext<'_>) -> Option<Map<String, Value>> {
+    let mut out = Map::new();
+    put(
+        &mut out,
+        "id",
+        ctx.decision.subject.clone().map(Value::from),
+    );
+    if let Some(s) = ctx.subject {
+        out.insert("kind".into(), json!(s.kind));
+        if !s.act.is_empty() {
+            out.insert("act".into(), json!(s.act));
+        }
+        put(&mut out, "acr", s.acr.clone().map(Value::from));
+        if !s.amr.is_empty() {
+            out.insert("amr".into(), json!(s.amr));
+        }
+        put(&mut out, "auth_time", s.auth_time.map(Value::from));
+        put(&mut out, "client_id", s.client_id.clone().map(Value::from));
+        put(&mut out, "workload", s.workload.clone().map(Value::from));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// What was decided, and why.
+fn result(ctx: &EvidenceContext<'_>) -> Map<String, Value> {
+    let d = ctx.decision;
+    let mut out = Map::new();
+    out.insert("outcome".into(), d.outcome().into());
+    let status: Option<u16> = match &d.verdict {
+        Verdict::Allow => Some(200),
+        Verdict::Challenge { location, .. } => Some(if location.is_some() { 302 } else { 401 }),
+        Verdict::Unauthenticated { .. } => Some(401),
+        Verdict::Deny { status } => Some(*status),
+        Verdict::RateLimited { retry_after } => {
+            out.insert("retry_after".into(), (*retry_after).into());
+            Some(429)
+        }
+        Verdict::Fault => Some(503),
+    };
+    put(&mut out, "status", status.map(Value::from));
+    out.insert("reason".into(), d.reason.clone().into());
+    out.insert("reasons".into(), json!(d.reasons));
+    if let Verdict::Challenge {
+        challenge_id,
+        requirement,
+        ..
+    } = &d.verdict
+    {
+        out.insert("challenge_id".into(), challenge_id.clone().into());
+        out.insert(
+            "requirement".into(),
+            json!({"acr_values": requirement.acr_values, "max_age": requirement.max_age}),
+        );
+    }
+    put(&mut out, "grant_id", d.grant_id.clone().map(Value::from));
+    out
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(key.into(), value);
+    }
+}

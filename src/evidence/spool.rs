@@ -1,0 +1,234 @@
+//! The spool: a local, append-only directory of hash-chained, signed records (JSON lines),
+//! made durable before an approval is answered.
+//!
+//! - **Group commit.** [`SpoolEvidence::append`] hands the record to one writer thread and waits.
+//!   The writer takes every record queued while it was busy (up to `max_batch`), seals them in
+//!   order, and makes the batch durable with one `write` and one `fsync` (`File::sync_data`);
+//!   only then does each caller's future resolve. Under load the cost of an fsync is shared by
+//!   the whole batch.
+//! - **Chains and segments** (`spool/files.rs`). The directory holds chains, one per writing
+//!   process at a time (an advisory lock); a restarted process takes over the most recent
+//!   unlocked chain, verifies its tail, cuts a torn last line and continues it. A chain is split
+//!   into segment files of at most `segment_bytes`, named by their first `seq`.
+//! - **Checkpoints** (`spool/writer.rs`): signed records of the chain head every
+//!   `checkpoint.every_records` decisions or `every_secs` seconds, at start and at shutdown.
+//! - **Cap.** Past `max_bytes` the spool refuses records (`when_full: refuse`) or deletes the
+//!   oldest closed segments (`delete_oldest`, noted in a checkpoint).
+//! - **Failure.** A spool that cannot be opened or written fails the records (approvals become
+//!   503) and is reopened at most once per second.
+
+pub(super) mod files;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::{Evidence, EvidenceContext, EvidenceError, Recorder, SigningKey};
+use crate::config::{CheckpointConfig, Config, SpoolConfig};
+
+pub use crate::config::WhenFull;
+
+/// How the spool behaves.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    /// Most records made durable by one fsync.
+    pub max_batch: usize,
+    /// Most records waiting for the writer; past it records fail at once.
+    pub queue: usize,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// An unavailable spool is reopened at most this often.
+    pub retry: Duration,
+}
+
+impl SpoolSettings {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Refuse,
+            max_batch: 512,
+            queue: 8192,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            retry: Duration::from_secs(1),
+        }
+    }
+
+    pub fn from_config(
+        spool: &SpoolConfig,
+        checkpoint: &CheckpointConfig,
+        config: &Config,
+    ) -> Self {
+        Self {
+            dir: config.resolve(&spool.dir),
+            segment_bytes: spool.segment_bytes,
+            max_bytes: spool.max_bytes,
+            when_full: spool.when_full,
+            max_batch: spool.max_batch,
+            queue: spool.queue,
+            checkpoint_every: checkpoint.every_records,
+            checkpoint_interval: Duration::from_secs(checkpoint.every_secs),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A snapshot of the spool, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Whether the spool is open and the last write succeeded.
+    pub available: bool,
+    /// Records waiting for the writer (the depth).
+    pub queued: u64,
+    /// Bytes of every segment in the spool directory.
+    pub bytes: u64,
+    /// The chain being written.
+    pub chain: String,
+    /// `seq` of the last durable record.
+    pub head_seq: u64,
+    /// Decision records made durable since start.
+    pub records: u64,
+    pub checkpoints: u64,
+    /// Batches written (one fsync each).
+    pub fsyncs: u64,
+    /// Records that failed (spool unavailable or full, queue full).
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    available: AtomicBool,
+    queued: AtomicU64,
+    bytes: AtomicU64,
+    chain: Mutex<String>,
+    head_seq: AtomicU64,
+    records: AtomicU64,
+    checkpoints: AtomicU64,
+    fsyncs: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> SpoolStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Acquire);
+        SpoolStats {
+            available: self.available.load(Ordering::Acquire),
+            queued: get(&self.queued),
+            bytes: get(&self.bytes),
+            chain: self.chain.lock().map(|c| c.clone()).unwrap_or_default(),
+            head_seq: get(&self.head_seq),
+            records: get(&self.records),
+            checkpoints: get(&self.checkpoints),
+            fsyncs: get(&self.fsyncs),
+            failed: get(&self.failed),
+        }
+    }
+}
+
+/// A record waiting for the writer, and who to tell once it is durable (its `seq`).
+struct Job {
+    body: Map<String, Value>,
+    done: oneshot::Sender<Result<u64, String>>,
+}
+
+enum Msg {
+    Record(Job),
+    Close(oneshot::Sender<()>),
+}
+
+/// Evidence in a durable, tamper-evident spool.
+pub struct SpoolEvidence {
+    recorder: Recorder,
+    tx: SyncSender<Msg>,
+    stats: Arc<Stats>,
+    log: bool,
+}
+
+impl SpoolEvidence {
+    /// Opens the spool (taking over or starting a chain, verifying and repairing its tail) and
+    /// starts the writer. Never fails: a spool that cannot be opened starts unavailable.
+    pub fn open(settings: SpoolSettings, key: SigningKey, recorder: Recorder, log: bool) -> Self {
+        let (tx, rx) = sync_channel(settings.queue.max(1));
+        let stats = Arc::new(Stats::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let writer = writer::Writer::new(settings, key, recorder.labels().clone(), stats.clone());
+        let spawned = std::thread::Builder::new()
+            .name("stepguard-evidence".into())
+            .spawn(move || writer.run(rx, ready_tx));
+        match spawned {
+            // Wait for the spool to be opened, so start-up reports its state.
+            Ok(_) => drop(ready_rx.recv()),
+            Err(e) => tracing::error!(error = %e, "evidence writer not started"),
+        }
+        Self {
+            recorder,
+            tx,
+            stats,
+            log,
+        }
+    }
+
+    /// Appends a record; resolves with its `seq` once it is durable.
+    pub async fn append(&self, body: Map<String, Value>) -> Result<u64, EvidenceError> {
+        let (done, durable) = oneshot::channel();
+        self.stats.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.tx.try_send(Msg::Record(Job { body, done })) {
+            self.stats.queued.fetch_sub(1, Ordering::AcqRel);
+            self.stats.failed.fetch_add(1, Ordering::AcqRel);
+            return Err(EvidenceError::Unavailable(match e {
+                TrySendError::Full(_) => "evidence queue full".into(),
+                TrySendError::Disconnected(_) => "evidence spool closed".into(),
+            }));
+        }
+        match durable.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(EvidenceError::Unavailable(e)),
+            Err(_) => Err(EvidenceError::Unavailable("evidence spool closed".into())),
+        }
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.stats.snapshot()
+    }
+}
+
+#[tonic::async_trait]
+impl Evidence for SpoolEvidence {
+    async fn record(&self, ctx: &EvidenceContext<'_>) -> Result<(), EvidenceError> {
+        let body = self.recorder.decision(ctx, SystemTime::now());
+        if self.log {
+            let record = Value::Object(body.clone());
+            tracing::info!(target: "stepguard::evidence", evidence = %record, "decision");
+        }
+        self.append(body).await.map(drop)
+    }
+
+    async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        let tx = self.tx.clone();
+        // Behind queued records: they are written first.
+        let sent = tokio::task::spawn_blocking(move || tx.send(Msg::Close(done)).is_ok()).await;
+        if matches!(sent, Ok(true)) {
+            let _ = closed.await;
+        }
+    }
+
+    fn spool(&self) -> Option<SpoolStats> {
+        Some(self.stats())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
