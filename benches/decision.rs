@@ -156,6 +156,7 @@ fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
             value: None,
             currency: None,
             authorization_details_type: None,
+            mode: Default::default(),
         });
         i += 1;
     }
@@ -405,6 +406,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         grant: None,
         now,
         ladder,
+        signals: None,
     };
     let input = build_input(&parts);
     let output = p.policy.evaluate(input.clone()).expect("evaluates");
