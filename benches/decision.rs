@@ -409,7 +409,8 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         signals: None,
     };
     let input = build_input(&parts);
-    let output = p.policy.evaluate(input.clone()).expect("evaluates");
+    let live = p.policy.current().expect("a policy is active");
+    let output = live.evaluate(input.clone()).expect("evaluates");
     let decision = rt.block_on(p.decide(raw_req.clone()));
     let origin = stepguard::evidence::Origin::of(&raw_req);
 
@@ -484,7 +485,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
     g.bench_function("7_policy_eval_inline", |b| {
         b.iter_batched(
             || input.clone(),
-            |i| p.policy.evaluate(black_box(i)),
+            |i| live.evaluate(black_box(i)),
             BatchSize::SmallInput,
         )
     });
@@ -493,7 +494,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let policy = p.policy.clone();
+                    let policy = live.clone();
                     let input = input.clone();
                     black_box(
                         tokio::task::spawn_blocking(move || policy.evaluate(input))

@@ -23,7 +23,7 @@ use crate::identity::{Identity, JwksError};
 use crate::oidc::callback::CallbackState;
 use crate::oidc::{Oidc, OidcError};
 use crate::pipeline::Pipeline;
-use crate::policy::PolicyError;
+use crate::policy::{PolicyError, Reloader, Trial};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::route::RouteTable;
 use crate::txn::{Binder, TxnError};
@@ -57,6 +57,8 @@ pub struct App {
     grant_api: Option<Arc<GrantApi>>,
     /// The step-up IdP's relying party, when `challenge.oidc` is configured (the callback).
     oidc: Option<(String, Arc<Oidc>)>,
+    /// Keeps the pipeline's policy current (started by `serve`).
+    reloader: Reloader,
 }
 
 impl App {
@@ -70,7 +72,8 @@ impl App {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
-        let pipeline = Arc::new(pipeline(config, clock).await?);
+        let reloader = Reloader::new(config, Trial::for_config(config, clock.clone())?).await?;
+        let pipeline = Arc::new(pipeline(config, clock, &reloader).await?);
         let oidc = match &config.challenge.oidc {
             Some(oidc_config) => {
                 let oidc = Arc::new(Oidc::new(
@@ -94,7 +97,21 @@ impl App {
             drain: Duration::from_millis(config.decision.drain_ms),
             grant_api,
             oidc,
+            reloader,
         })
+    }
+
+    /// Makes sure a policy is active: with a bundle server whose first bundle has not arrived,
+    /// downloads it once (what `stepguard check` needs before it can decide).
+    pub async fn activate_policy(&mut self) -> Result<(), PolicyError> {
+        if self.pipeline.policy.is_active() {
+            return Ok(());
+        }
+        match self.reloader.poll().await {
+            crate::policy::reload::Reload::Rejected(e) => Err(e),
+            _ if self.pipeline.policy.is_active() => Ok(()),
+            _ => Err(PolicyError::Load("the bundle server sent no bundle".into())),
+        }
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -120,9 +137,19 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AuthorizationServer<CheckService>>()
-            .await;
+        // Not serving until a policy is active (a bundle server's first bundle), as OPA
+        // reports not-ready until its bundles activate.
+        if self.pipeline.policy.is_active() {
+            health
+                .set_serving::<AuthorizationServer<CheckService>>()
+                .await;
+        } else {
+            health
+                .set_not_serving::<AuthorizationServer<CheckService>>()
+                .await;
+            spawn_serving_once_active(&self.pipeline, health.clone(), stop_rx.clone());
+        }
+        tokio::spawn(self.reloader.run(stop_rx.clone()));
         if let Some(api) = &self.grant_api {
             health.set_serving::<GrantServiceServer<GrantApi>>().await;
             api.spawn_jwks_refresh(stop_rx.clone());
@@ -142,6 +169,7 @@ impl App {
         let http_state = crate::http::HttpState {
             ready: ready.clone(),
             grants: self.pipeline.grants.clone(),
+            policy: self.pipeline.policy.clone(),
             callback: self.oidc.as_ref().map(|(path, oidc)| {
                 (
                     path.clone(),
@@ -188,14 +216,11 @@ impl App {
     }
 }
 
-async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, AppError> {
-    let source = config.policy_source();
-    let policy = crate::policy::load(&source)?;
-    tracing::info!(
-        revision = policy.revision(),
-        kind = ?crate::policy::SourceKind::of(&source.path),
-        "policy loaded"
-    );
+async fn pipeline(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    reloader: &Reloader,
+) -> Result<Pipeline, AppError> {
     let grants: Arc<dyn GrantStore> = match &config.grants {
         GrantsConfig::Memory { max_entries } => Arc::new(MemoryStore::new(*max_entries)),
         GrantsConfig::Redis {
@@ -244,7 +269,7 @@ async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Result<Pipeline, Ap
             config.identity.leeway_secs as i64,
         ),
         grants,
-        policy,
+        policy: reloader.handle().clone(),
         challenger: Challenger::new(config.challenge.clone()),
         evidence: crate::evidence::from_config(config)?,
         clock,
@@ -284,6 +309,24 @@ fn spawn_jwks_refresh(pipeline: &Arc<Pipeline>, mut stop: watch::Receiver<bool>)
                     jwks.refresh(true).await;
                 }
             }
+        }
+    });
+}
+
+/// Marks the Authorization service serving once a policy is active, unless shutdown comes
+/// first.
+fn spawn_serving_once_active(
+    pipeline: &Arc<Pipeline>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let policy = pipeline.policy.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = policy.activated() => {
+                health.set_serving::<AuthorizationServer<CheckService>>().await;
+            }
+            _ = stop.changed() => {}
         }
     });
 }

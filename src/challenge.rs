@@ -100,6 +100,7 @@ impl Challenger {
             attempts: 0,
             browser_binding: None,
             authorization_details: authorization_details(action, txn),
+            policy_revision: None,
         })
     }
 

@@ -149,7 +149,8 @@ async fn check(config: &Path, request: &Path) -> Result<(), String> {
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", request.display()))?;
     let raw = RawRequest::from_check_json(&json)?;
-    let app = App::build(&config).await.map_err(|e| e.to_string())?;
+    let mut app = App::build(&config).await.map_err(|e| e.to_string())?;
+    app.activate_policy().await.map_err(|e| e.to_string())?;
     let decision = app.pipeline().decide(raw).await;
     let out = serde_json::to_string_pretty(&decision).map_err(|e| e.to_string())?;
     println!("{out}");

@@ -175,7 +175,7 @@ impl Completer {
             issued_at: now,
             expires_at: now + challenge.terms.ttl.max(1),
             uses_left: challenge.terms.single_use.then_some(1),
-            policy_revision: None,
+            policy_revision: challenge.policy_revision.clone(),
         };
         self.grants.put_grant(grant.clone()).await?;
         Ok(grant)

@@ -10,9 +10,11 @@ use serde::Deserialize;
 use crate::route::PathTemplate;
 
 mod evidence;
+mod policy;
 pub use evidence::{
     CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, WhenFull,
 };
+pub use policy::{BundleServerConfig, ReloadConfig};
 
 /// A configuration problem, naming the field it is about.
 #[derive(Debug, thiserror::Error)]
@@ -440,7 +442,9 @@ pub struct PolicyConfig {
     /// What the policy is, which also picks the engine (`policy::SourceKind`): a directory of
     /// `.rego` files (and `data.json`) or one `.rego` file (Rego); an OPA-compiled `*.wasm`
     /// module (Wasm); an OPA bundle `*.tar.gz`/`*.tgz` (Wasm when it holds a module, else Rego).
-    pub source: PathBuf,
+    /// Required unless `bundle` names a bundle server.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
     /// The data document (JSON) for a `.wasm` source; not allowed with other sources.
     #[serde(default)]
     pub data: Option<PathBuf>,
@@ -449,17 +453,24 @@ pub struct PolicyConfig {
     /// Evaluation time limit; a policy past it is a fault (503).
     #[serde(default = "default_policy_timeout")]
     pub timeout_ms: u64,
+    /// How often a local `source` is checked for changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// A bundle server polled for the policy, instead of a local `source`.
+    #[serde(default)]
+    pub bundle: Option<BundleServerConfig>,
 }
 
 impl Config {
-    /// The policy source, paths resolved: what `policy::load` reads.
-    pub fn policy_source(&self) -> crate::policy::PolicySource {
-        crate::policy::PolicySource {
-            path: self.resolve(&self.policy.source),
+    /// The local policy source, paths resolved: what `policy::load` reads (`None` with a
+    /// bundle server).
+    pub fn policy_source(&self) -> Option<crate::policy::PolicySource> {
+        Some(crate::policy::PolicySource {
+            path: self.resolve(self.policy.source.as_ref()?),
             data: self.policy.data.as_ref().map(|d| self.resolve(d)),
             entrypoint: self.policy.entrypoint.clone(),
             timeout: std::time::Duration::from_millis(self.policy.timeout_ms),
-        }
+        })
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {
@@ -469,8 +480,13 @@ impl Config {
                 "must be between 1 and decision.budget_ms",
             ));
         }
-        let kind = crate::policy::SourceKind::of(&self.policy.source);
-        if self.policy.data.is_some() && kind != crate::policy::SourceKind::Wasm {
+        self.validate_policy_reload()?;
+        let kind = self
+            .policy
+            .source
+            .as_deref()
+            .map(crate::policy::SourceKind::of);
+        if self.policy.data.is_some() && kind != Some(crate::policy::SourceKind::Wasm) {
             return Err(invalid(
                 "policy.data",
                 "only for a `.wasm` source (Rego directories and bundles carry their data)",

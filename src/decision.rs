@@ -47,6 +47,9 @@ pub struct Decision {
     pub subject: Option<String>,
     pub transaction: Option<String>,
     pub grant_id: Option<String>,
+    /// The policy revision the spent grant's step-up was required under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_policy_revision: Option<String>,
     pub policy_revision: Option<String>,
     /// Client-sent `x-stepguard-*` headers to strip before the upstream.
     #[serde(skip)]
@@ -64,6 +67,7 @@ impl Decision {
             subject: None,
             transaction: None,
             grant_id: None,
+            grant_policy_revision: None,
             policy_revision: None,
             remove_headers: Vec::new(),
         }

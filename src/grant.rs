@@ -56,6 +56,8 @@ pub struct Grant {
     pub expires_at: i64,
     /// `None`: reusable until it expires.
     pub uses_left: Option<u32>,
+    /// The policy revision the step-up was required under (its challenge's).
+    #[serde(default)]
     pub policy_revision: Option<String>,
 }
 
@@ -81,6 +83,9 @@ pub struct Challenge {
     /// RFC 9396 `authorization_details` shown to the IdP, when the action asks for it.
     #[serde(default)]
     pub authorization_details: Option<serde_json::Value>,
+    /// The policy revision that required the step-up; its grant records it too.
+    #[serde(default)]
+    pub policy_revision: Option<String>,
 }
 
 /// Abuse limits checked when a challenge is issued, in the same store operation that writes it.

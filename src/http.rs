@@ -1,6 +1,7 @@
 //! The HTTP port: `/healthz` (the process is up) and `/readyz`: 200 `ready`, 200 `degraded`
 //! while the grant store does not answer (public routes still pass; sensitive routes answer
-//! 503), 503 `draining` after SIGTERM. Degraded stays 200 on purpose: taking the pod out of
+//! 503), 503 `starting` until a policy is active (a bundle server's first bundle), 503
+//! `draining` after SIGTERM. Degraded stays 200 on purpose: taking the pod out of
 //! service would also stop the routes that do not need the store. With `challenge.oidc`, also
 //! the OIDC callback at `redirect_uri`'s path ([`crate::oidc::callback`]).
 
@@ -19,12 +20,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::grant::GrantStore;
+use crate::policy::PolicyHandle;
 
 /// What the HTTP endpoints read.
 #[derive(Clone)]
 pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     pub grants: Arc<dyn GrantStore>,
+    /// Not ready until a policy is active (a bundle server's first bundle).
+    pub policy: Arc<PolicyHandle>,
     /// The OIDC callback's path and state, when configured.
     pub callback: Option<(String, CallbackState)>,
 }
@@ -58,6 +62,12 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "draining"})),
+        );
+    }
+    if !state.policy.is_active() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "policy": "not activated"})),
         );
     }
     match state.grants.ping().await {

@@ -20,7 +20,7 @@ use crate::grant::{
     Grant, GrantStore, GrantTerms, IssueLimits, Issued, Rate, RateScope, Requirement, subject_tag,
 };
 use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
-use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, build_input};
+use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, PolicyHandle, build_input};
 use crate::request::{AuthzRequest, RawRequest};
 use crate::route::{Action, Classification, RouteTable};
 use crate::txn::{Binder, Transaction, TxnError};
@@ -31,7 +31,8 @@ pub struct Pipeline {
     pub identity: Identity,
     pub binder: Binder,
     pub grants: Arc<dyn GrantStore>,
-    pub policy: Arc<dyn PolicyEngine>,
+    /// The live policy; each decision takes one snapshot of it.
+    pub policy: Arc<PolicyHandle>,
     pub challenger: Challenger,
     /// Completes challenges answered by an RFC 9470 retry (the callback and the grant API
     /// share its rules).
@@ -48,12 +49,14 @@ pub struct Pipeline {
 /// A stage's early answer.
 type Step<T> = Result<T, Decision>;
 
-/// A sensitive request, classified and identified.
+/// A sensitive request, classified and identified, and the policy it is decided under.
 struct Sensitive {
     req: AuthzRequest,
     action: Arc<Action>,
     subject: Subject,
     txn: Transaction,
+    /// The decision's one policy snapshot: every evaluation and the recorded revision.
+    policy: Arc<dyn PolicyEngine>,
 }
 
 impl Pipeline {
@@ -125,11 +128,17 @@ impl Pipeline {
                     TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
                 })
             })?;
+        // No policy yet (a bundle server's first bundle has not activated): fail closed.
+        let policy = self
+            .policy
+            .current()
+            .ok_or_else(|| with_action(Decision::fault(id.into(), "policy_unavailable")))?;
         Ok(Some(Sensitive {
             req,
             action,
             subject,
             txn,
+            policy,
         }))
     }
 
@@ -236,7 +245,7 @@ impl Pipeline {
             ladder: self.challenger.ladder(),
             signals: Some(signals),
         });
-        self.policy_outcome(id, input).await
+        self.policy_outcome(id, &s.policy, input).await
     }
 
     /// Allow (spending the grant the policy used), deny, or challenge.
@@ -263,6 +272,9 @@ impl Pipeline {
                 };
                 let mut d = Decision::new(id.into(), Verdict::Allow, &reason);
                 d.reasons = reasons;
+                if spent.is_some() {
+                    d.grant_policy_revision = grant.and_then(|g| g.policy_revision.clone());
+                }
                 d.grant_id = spent;
                 d
             }
@@ -373,9 +385,14 @@ impl Pipeline {
         }
     }
 
-    async fn policy_outcome(&self, id: &str, input: serde_json::Value) -> Step<Outcome> {
+    async fn policy_outcome(
+        &self,
+        id: &str,
+        policy: &Arc<dyn PolicyEngine>,
+        input: serde_json::Value,
+    ) -> Step<Outcome> {
         let fault = |reason: &str| Decision::fault(id.into(), reason);
-        let value = match self.evaluate_off_reactor(input).await {
+        let value = match self.evaluate_off_reactor(policy.clone(), input).await {
             Ok(Ok(value)) => value,
             Ok(Err(e)) => {
                 tracing::error!(decision_id = id, error = %e, "policy evaluation failed");
@@ -395,10 +412,10 @@ impl Pipeline {
     /// the engine's own limits stop a runaway policy, and a late answer counts as a timeout.
     async fn evaluate_off_reactor(
         &self,
+        policy: Arc<dyn PolicyEngine>,
         input: serde_json::Value,
     ) -> Result<Result<serde_json::Value, PolicyError>, &'static str> {
         let started = std::time::Instant::now();
-        let policy = self.policy.clone();
         let result = match tokio::runtime::Handle::current().runtime_flavor() {
             RuntimeFlavor::MultiThread => tokio::task::block_in_place(move || {
                 std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate(input)))
@@ -456,6 +473,7 @@ impl Pipeline {
                 now,
             )
             .ok_or_else(|| fault("rng_unavailable"))?;
+        challenge.policy_revision = Some(s.policy.revision().to_string());
         // A browser is sent to the IdP, bound by a cookie the callback checks; that needs the
         // IdP's endpoint (discovered) before anything is stored.
         let browser = match s.req.is_browser() {
@@ -558,7 +576,7 @@ impl Pipeline {
             decision.action = Some(s.action.name.clone());
             decision.subject = Some(s.subject.binding_key());
             decision.transaction = Some(s.txn.digest.clone());
-            decision.policy_revision = Some(self.policy.revision().to_string());
+            decision.policy_revision = Some(s.policy.revision().to_string());
         }
         let ctx = EvidenceContext {
             decision: &decision,

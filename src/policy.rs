@@ -5,11 +5,13 @@
 //!
 //! Three kinds of source, told apart by what `policy.source` names ([`SourceKind`]): a directory
 //! of Rego ([`rego`]), an OPA-compiled `.wasm` module ([`wasm`]) or an OPA bundle `.tar.gz`
-//! ([`bundle`]). [`load`] builds the engine for any of them; a reloader can call it again.
+//! ([`bundle`]). [`load`] builds the engine for any of them; [`reload`] keeps the live one
+//! current (local changes, or a bundle server) without a restart.
 
 pub mod bundle;
 mod input;
 pub mod rego;
+pub mod reload;
 pub mod wasm;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use serde_json::Value;
 use crate::grant::{GrantTerms, Requirement};
 
 pub use input::{InputParts, build_input};
+pub use reload::{PolicyHandle, Reloader, Trial};
 
 /// A policy fault.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,6 +47,10 @@ pub trait PolicyEngine: Send + Sync + 'static {
     fn evaluate(&self, input: Value) -> Result<Value, PolicyError>;
     /// The revision of the loaded policy (bundle revision or content hash).
     fn revision(&self) -> &str;
+    /// Which engine evaluates it (`rego`, `wasm`), for logs and `stepguard_policy_info`.
+    fn engine(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// Where a policy comes from: what [`load`] reads.

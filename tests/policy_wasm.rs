@@ -498,7 +498,7 @@ async fn a_wasm_bundle_loads_through_the_config_path() {
         "source": bundle, "entrypoint": "example/allow", "timeout_ms": 100
     }))
     .unwrap();
-    let source = config.policy_source();
+    let source = config.policy_source().unwrap();
     assert_eq!(SourceKind::of(&source.path), SourceKind::Bundle);
     let policy = stepguard::policy::load(&source).unwrap();
     assert_eq!(policy.revision(), "fixture-rev-1");
@@ -512,7 +512,10 @@ async fn a_wasm_bundle_loads_through_the_config_path() {
     );
     // The served pipeline is built from the same source.
     let app = App::build(&config).await.unwrap();
-    assert_eq!(app.pipeline().policy.revision(), "fixture-rev-1");
+    assert_eq!(
+        app.pipeline().policy.current().unwrap().revision(),
+        "fixture-rev-1"
+    );
     // Without a manifest revision, a content hash.
     let unnamed = simple_fixture_bundle(&dir, r#"{"roots": [""]}"#);
     let source = stepguard::policy::PolicySource {
@@ -545,7 +548,7 @@ fn a_rego_only_bundle_is_evaluated_by_regorus() {
     );
     let config =
         config_with_policy(json!({"source": path, "entrypoint": "app/rbac/allow"})).unwrap();
-    let policy = stepguard::policy::load(&config.policy_source()).unwrap();
+    let policy = stepguard::policy::load(&config.policy_source().unwrap()).unwrap();
     assert_eq!(policy.revision(), "rbac-2");
     let input = json!({"user": "bob", "action": "update", "type": "finance", "object": "id9"});
     assert_eq!(policy.evaluate(input).unwrap(), json!(true));
@@ -631,7 +634,7 @@ fn a_wasm_source_reads_its_data_file_and_data_is_refused_elsewhere() {
         "entrypoint": "example/allow",
     }))
     .unwrap();
-    let policy = stepguard::policy::load(&config.policy_source()).unwrap();
+    let policy = stepguard::policy::load(&config.policy_source().unwrap()).unwrap();
     let input = json!({"user": "userA", "action": "edit", "object": "article"});
     assert_eq!(policy.evaluate(input).unwrap(), json!(true));
 
@@ -644,9 +647,9 @@ fn a_wasm_source_reads_its_data_file_and_data_is_refused_elsewhere() {
     // Existing configs keep loading Rego.
     let config = config_with_policy(json!({"source": "../../policies"})).unwrap();
     assert_eq!(
-        SourceKind::of(&config.policy_source().path),
+        SourceKind::of(&config.policy_source().unwrap().path),
         SourceKind::Rego
     );
-    let policy = stepguard::policy::load(&config.policy_source()).unwrap();
+    let policy = stepguard::policy::load(&config.policy_source().unwrap()).unwrap();
     assert!(policy.revision().starts_with("sha256:"));
 }

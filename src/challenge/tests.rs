@@ -36,6 +36,7 @@ fn challenge_with(max_age: i64) -> Challenge {
         attempts: 0,
         browser_binding: None,
         authorization_details: None,
+        policy_revision: None,
     }
 }
 

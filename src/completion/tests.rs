@@ -31,6 +31,7 @@ fn challenge(max_age: i64, single_use: bool) -> Challenge {
         attempts: 1,
         browser_binding: None,
         authorization_details: None,
+        policy_revision: None,
     }
 }
 

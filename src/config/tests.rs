@@ -211,3 +211,69 @@ fn context_signals_and_dry_runs_are_validated() {
         error_of(&text)
     );
 }
+
+#[test]
+fn policy_reload_and_bundle_server_are_validated() {
+    let config = parse(&quickstart()).unwrap();
+    assert_eq!(config.policy.reload.interval_ms, 10_000);
+    assert!(config.policy.bundle.is_none());
+    assert!(config.policy_source().is_some());
+
+    let server = |extra: &str| {
+        quickstart().replace(
+            "  source: ../../policies\n",
+            &format!("  bundle:\n    url: https://bundles.example/stepguard.tar.gz\n{extra}"),
+        )
+    };
+    let config = parse(&server("    headers: {x-api-key: k1}\n")).unwrap();
+    let bundle = config.policy.bundle.as_ref().unwrap();
+    assert_eq!((bundle.interval_ms, bundle.timeout_ms), (30_000, 10_000));
+    assert_eq!(bundle.max_bytes, 32 << 20);
+    assert!(config.policy_source().is_none());
+
+    let field_of = |text: &str| match parse(text) {
+        Err(ConfigError::Invalid { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let both = quickstart().replace(
+        "  source: ../../policies\n",
+        "  source: ../../policies\n  bundle:\n    url: https://b.example/x.tar.gz\n",
+    );
+    assert_eq!(field_of(&both), "policy.bundle");
+    let neither = quickstart().replace("  source: ../../policies\n", "");
+    assert_eq!(field_of(&neither), "policy.source");
+    assert_eq!(
+        field_of(&server("").replace("https://bundles.example", "http://bundles.example")),
+        "policy.bundle.url"
+    );
+    assert_eq!(
+        field_of(&server("    interval_ms: 10\n")),
+        "policy.bundle.interval_ms"
+    );
+    assert_eq!(
+        field_of(&server("    max_bytes: 0\n")),
+        "policy.bundle.max_bytes"
+    );
+    assert_eq!(
+        field_of(&server(
+            "    bearer_token_env: T\n    headers: {Authorization: x}\n"
+        )),
+        "policy.bundle.headers.Authorization"
+    );
+    assert_eq!(
+        field_of(&server(
+            "    bearer_token_env: T\n    bearer_token_file: t\n"
+        )),
+        "policy.bundle.bearer_token_file"
+    );
+    let reload = quickstart().replace(
+        "  timeout_ms: 100\n",
+        "  timeout_ms: 100\n  reload:\n    interval_ms: 5\n",
+    );
+    assert_eq!(field_of(&reload), "policy.reload.interval_ms");
+    let off = quickstart().replace(
+        "  timeout_ms: 100\n",
+        "  timeout_ms: 100\n  reload:\n    interval_ms: 0\n",
+    );
+    assert_eq!(parse(&off).unwrap().policy.reload.interval_ms, 0);
+}

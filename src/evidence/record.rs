@@ -214,6 +214,11 @@ fn result(ctx: &EvidenceContext<'_>) -> Map<String, Value> {
         );
     }
     put(&mut out, "grant_id", d.grant_id.clone().map(Value::from));
+    put(
+        &mut out,
+        "grant_policy_revision",
+        d.grant_policy_revision.clone().map(Value::from),
+    );
     out
 }
 

@@ -66,6 +66,7 @@ fn challenge() -> Challenge {
         attempts: 2,
         browser_binding: None,
         authorization_details: None,
+        policy_revision: None,
     }
 }
 

@@ -286,7 +286,7 @@ async fn assert_policy_faults(slow_ms: u64) {
         let clock = Arc::new(ManualClock::new(NOW));
         let app = App::build_with_clock(&config(|t| t), clock).await.unwrap();
         let mut p = Arc::try_unwrap(app.into_pipeline()).ok().unwrap();
-        p.policy = engine;
+        p.policy = Arc::new(crate::policy::PolicyHandle::new(engine));
         let started = std::time::Instant::now();
         let d = p
             .decide(transfer(Some(&token("alice", "aal2", NOW, 10)), 100, "bob"))
@@ -550,7 +550,7 @@ async fn recording(edit: impl Fn(String) -> String, answer: Answer) -> (Pipeline
         answer,
         inputs: Default::default(),
     });
-    p.policy = engine.clone();
+    p.policy = Arc::new(crate::policy::PolicyHandle::new(engine.clone()));
     (p, engine)
 }
 

@@ -76,6 +76,21 @@ pub fn load(
         .map_err(named)
 }
 
+/// Builds the engine of a bundle already in memory (downloaded from a bundle server).
+pub fn load_bytes(
+    tar_gz: &[u8],
+    entrypoint: &str,
+    timeout: Duration,
+) -> Result<Arc<dyn PolicyEngine>, PolicyError> {
+    if tar_gz.len() as u64 > MAX_BUNDLE_BYTES {
+        return Err(PolicyError::Load(format!(
+            "{} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+            tar_gz.len()
+        )));
+    }
+    Bundle::read(tar_gz).and_then(|bundle| bundle.engine(entrypoint, timeout))
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, PolicyError> {
     let io = |e: std::io::Error| PolicyError::Load(e.to_string());
     let size = std::fs::metadata(path).map_err(io)?.len();

@@ -101,6 +101,7 @@ fn stepguard_block(p: &InputParts<'_>) -> Value {
             "acr": g.acr, "acr_rank": rank(p.ladder, Some(&g.acr)), "amr": g.amr,
             "auth_time": g.auth_time, "method": g.method, "challenge_id": g.challenge_id,
             "issued_at": g.issued_at, "uses_left": g.uses_left,
+            "policy_revision": g.policy_revision,
         })),
         "context": {
             "source_ip": p.req.raw.source_address,

@@ -140,6 +140,10 @@ impl PolicyEngine for RegoPolicy {
     fn revision(&self) -> &str {
         &self.revision
     }
+
+    fn engine(&self) -> &'static str {
+        "rego"
+    }
 }
 
 /// `stepguard/authz/decision` → `data.stepguard.authz.decision`.
@@ -169,24 +173,42 @@ fn engine_with(sources: &Sources) -> Result<Engine, PolicyError> {
     Ok(engine)
 }
 
-fn read_sources(source: &Path, with_tests: bool) -> Result<Sources, PolicyError> {
+/// The files [`RegoPolicy::load`] reads under `source`, sorted: non-test `.rego` files and
+/// `data.json` (what a reloader fingerprints).
+pub fn source_files(source: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    source_files_with(source, false)
+}
+
+fn source_files_with(source: &Path, with_tests: bool) -> Result<Vec<PathBuf>, PolicyError> {
     let mut files = Vec::new();
     collect(source, &mut files)?;
     files.sort();
+    files.retain(|path| {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        is_rego(name, with_tests) || name == "data.json"
+    });
+    Ok(files)
+}
+
+fn is_rego(name: &str, with_tests: bool) -> bool {
+    name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego"))
+}
+
+fn read_sources(source: &Path, with_tests: bool) -> Result<Sources, PolicyError> {
     let mut sources = Sources {
         rego: Vec::new(),
         data: Vec::new(),
         rego_v0: false,
     };
-    for path in files {
+    for path in source_files_with(source, with_tests)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        let is_rego = name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego"));
-        if !is_rego && name != "data.json" {
-            continue;
-        }
+        let is_rego = is_rego(name, with_tests);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
         if is_rego {

@@ -221,6 +221,10 @@ impl PolicyEngine for WasmPolicy {
     fn revision(&self) -> &str {
         &self.revision
     }
+
+    fn engine(&self) -> &'static str {
+        "wasm"
+    }
 }
 
 fn setup_error(e: impl std::fmt::Display) -> PolicyError {

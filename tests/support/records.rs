@@ -45,6 +45,7 @@ pub fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
         attempts: 1,
         browser_binding: None,
         authorization_details: None,
+        policy_revision: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn challenge(id: &str, now: i64) -> Challenge {
         attempts: 0,
         browser_binding: None,
         authorization_details: None,
+        policy_revision: None,
     }
 }
 

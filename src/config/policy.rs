@@ -1,0 +1,152 @@
+//! The `policy` section's reload settings: how often a local source is checked for changes
+//! (`policy.reload`), and the bundle server polled instead of a local source (`policy.bundle`).
+//! See "Loading and reload" in `docs/policy.md`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError, invalid, is_loopback_http};
+
+/// Largest bundle a server may send, and the default cap.
+const MAX_BUNDLE_BYTES: u64 = crate::policy::bundle::MAX_BUNDLE_BYTES;
+
+/// Checking a local source (directory, file, `.wasm`, bundle file) for changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the files are read and compared (a content hash); 0 disables reloading.
+    pub interval_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+        }
+    }
+}
+
+/// An OPA-style bundle server: the bundle is downloaded with `If-None-Match` every
+/// `interval_ms` and activated when it changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleServerConfig {
+    /// The bundle's URL (`https://`; plain `http://` only on loopback).
+    pub url: String,
+    /// Time between downloads.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// Limit for one download, response body included.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Largest bundle accepted (compressed); a larger one is rejected.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Extra request headers (e.g. an API key header).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A file holding a bearer token, sent as `Authorization: Bearer …` (read at start).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// An environment variable holding the bearer token.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+}
+
+fn default_interval() -> u64 {
+    30_000
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+fn default_max_bytes() -> u64 {
+    32 << 20
+}
+
+impl Config {
+    pub(super) fn validate_policy_reload(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        match (&p.source, &p.bundle) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "policy.bundle",
+                    "set policy.source (local) or policy.bundle (a bundle server), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "policy.source",
+                    "set policy.source (local) or policy.bundle (a bundle server)",
+                ));
+            }
+            _ => {}
+        }
+        if p.reload.interval_ms != 0 && p.reload.interval_ms < 100 {
+            return Err(invalid(
+                "policy.reload.interval_ms",
+                "0 (disabled) or at least 100",
+            ));
+        }
+        match &p.bundle {
+            Some(b) => b.validate(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BundleServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("https://") || is_loopback_http(&self.url)) {
+            return Err(invalid(
+                "policy.bundle.url",
+                "must be https:// (plain http only on loopback)",
+            ));
+        }
+        if self.interval_ms < 100 {
+            return Err(invalid("policy.bundle.interval_ms", "at least 100"));
+        }
+        if !(100..=300_000).contains(&self.timeout_ms) {
+            return Err(invalid(
+                "policy.bundle.timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        if !(1..=MAX_BUNDLE_BYTES).contains(&self.max_bytes) {
+            return Err(invalid(
+                "policy.bundle.max_bytes",
+                format!("must be between 1 and {MAX_BUNDLE_BYTES}"),
+            ));
+        }
+        if self.bearer_token_file.is_some() && self.bearer_token_env.is_some() {
+            return Err(invalid(
+                "policy.bundle.bearer_token_file",
+                "set bearer_token_file or bearer_token_env, not both",
+            ));
+        }
+        for (name, value) in &self.headers {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name || value.bytes().any(|b| b.is_ascii_control()) {
+                return Err(invalid(
+                    format!("policy.bundle.headers.{name}"),
+                    "a header name and a value without control characters",
+                ));
+            }
+            if name.eq_ignore_ascii_case("authorization") && self.has_bearer() {
+                return Err(invalid(
+                    format!("policy.bundle.headers.{name}"),
+                    "not with a bearer token",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_bearer(&self) -> bool {
+        self.bearer_token_file.is_some() || self.bearer_token_env.is_some()
+    }
+}
