@@ -10,6 +10,7 @@
 //! sensitive routes answer 503 `policy_unavailable` and the sidecar reports not ready.
 
 mod server;
+mod trial;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,20 +18,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use aws_lc_rs::digest;
-use serde_json::json;
 use tokio::sync::watch;
 
-use super::{
-    InputParts, Outcome, PolicyEngine, PolicyError, PolicySource, SourceKind, build_input,
-};
-use crate::clock::Clock;
-use crate::config::{ActionConfig, Config, Risk};
-use crate::identity::Subject;
-use crate::request::{AuthzRequest, RawRequest};
-use crate::route::{Action, RouteTable};
-use crate::txn::Transaction;
+use super::{PolicyEngine, PolicyError, PolicySource, SourceKind};
+use crate::config::Config;
 
 pub use server::{BundleClient, Fetched};
+pub use trial::Trial;
 
 /// While no policy is active, a bundle server is asked at least this often.
 const PENDING_RETRY: Duration = Duration::from_secs(2);
@@ -102,96 +96,6 @@ fn publish_info(previous: Option<&dyn PolicyEngine>, live: &dyn PolicyEngine) {
         ("engine", live.engine().into()),
     ];
     metrics::gauge!("stepguard_policy_info", &labels).set(1.0);
-}
-
-/// The trial a new policy must pass before it serves: its entrypoint evaluated on a
-/// representative sensitive request (the first configured action, a human subject at the
-/// lowest `acr`, no grant) must produce a decision that fits the output contract.
-pub struct Trial {
-    action: Arc<Action>,
-    ladder: Vec<String>,
-    clock: Arc<dyn Clock>,
-}
-
-impl Trial {
-    /// The trial for `config`'s first action (a synthetic high-risk one when none is
-    /// configured).
-    pub fn for_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, PolicyError> {
-        let first = config
-            .actions
-            .first()
-            .cloned()
-            .unwrap_or_else(|| ActionConfig {
-                name: "stepguard.trial".into(),
-                matcher: None,
-                risk: Risk::High,
-                reversible: true,
-                privileged: false,
-                bind: Vec::new(),
-                value: None,
-                currency: None,
-                authorization_details_type: None,
-                mode: Default::default(),
-            });
-        let action = RouteTable::new(std::slice::from_ref(&first))
-            .action(&first.name)
-            .cloned()
-            .ok_or_else(|| PolicyError::Load(format!("no trial action `{}`", first.name)))?;
-        Ok(Self {
-            action,
-            ladder: config.challenge.acr_ladder.clone(),
-            clock,
-        })
-    }
-
-    /// Evaluates `engine` on the trial input and reads the result through the contract.
-    pub fn check(&self, engine: &dyn PolicyEngine) -> Result<Outcome, PolicyError> {
-        let value = engine.evaluate(self.input()?)?;
-        Outcome::from_value(&value, &self.ladder)
-    }
-
-    fn input(&self) -> Result<serde_json::Value, PolicyError> {
-        let now = self.clock.now();
-        let raw = RawRequest {
-            id: "stepguard-trial".into(),
-            method: "POST".into(),
-            scheme: "https".into(),
-            host: "stepguard.trial".into(),
-            path: "/.stepguard/trial".into(),
-            protocol: "HTTP/1.1".into(),
-            headers: [("content-type".to_string(), "application/json".to_string())].into(),
-            body: b"{}".to_vec(),
-            source_address: Some("192.0.2.1".into()),
-            ..Default::default()
-        };
-        let req = AuthzRequest::new(raw, 8)
-            .map_err(|e| PolicyError::Eval(format!("trial request: {e}")))?;
-        let acr = self.ladder.first().cloned().unwrap_or_default();
-        let subject = Subject::from_claims(
-            json!({"iss": "https://stepguard.trial", "sub": "trial", "acr": acr,
-                   "amr": ["pwd"], "auth_time": now - 3_600, "iat": now - 60, "exp": now + 300}),
-            now,
-            None,
-        );
-        let txn = Transaction {
-            digest: "trial:AAAA".into(),
-            key_id: "trial".into(),
-            previous_digests: Vec::new(),
-            bound: self.action.bind.iter().map(|b| (b.name(), None)).collect(),
-            value: None,
-            currency: None,
-        };
-        Ok(build_input(&InputParts {
-            req: &req,
-            action: &self.action,
-            subject: &subject,
-            txn: &txn,
-            grant: None,
-            now,
-            ladder: &self.ladder,
-            signals: None,
-        }))
-    }
 }
 
 /// Loads `source` and runs its trial: what is swapped in, or why not.

@@ -1,7 +1,10 @@
 use std::path::PathBuf;
 
+use serde_json::json;
+
 use super::*;
 use crate::clock::ManualClock;
+use crate::policy::Outcome;
 use crate::testkit::config;
 
 const NOW: i64 = 1_800_000_000;
@@ -74,20 +77,20 @@ async fn a_broken_local_policy_is_rejected_and_the_old_one_keeps_serving() {
     let good = revision(&handle);
     let broken = [
         (
-            "parse error",
+            "expecting expression",
             "package stepguard.authz\n\ndecision := {\n".to_string(),
         ),
         (
-            "missing entrypoint",
+            "entrypoint",
             "package stepguard.authz\n\nother := 1\n".to_string(),
         ),
         (
-            "contract violation",
+            "`result` must be",
             "package stepguard.authz\n\ndecision := {\"result\": \"maybe\", \"reason\": \"x\"}\n"
                 .to_string(),
         ),
         (
-            "step_up outside the ladder",
+            "acr ladder",
             "package stepguard.authz\n\ndecision := {\"result\": \"step_up\", \"reason\": \"x\", \
              \"requirement\": {\"acr_values\": [\"aal9\"], \"max_age\": 0}}\n"
                 .to_string(),
@@ -98,7 +101,8 @@ async fn a_broken_local_policy_is_rejected_and_the_old_one_keeps_serving() {
         let Reload::Rejected(e) = r.poll().await else {
             panic!("{what}: not rejected")
         };
-        assert!(matches!(e, PolicyError::Load(_)), "{what}: {e}");
+        let message = e.to_string().to_lowercase();
+        assert!(message.contains(&what.to_lowercase()), "{what}: {e}");
         assert_eq!(revision(&handle), good, "{what}");
         assert_eq!(reason(&handle), "good", "{what}");
         // The same broken content is reported once, not on every poll.
