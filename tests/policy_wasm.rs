@@ -510,11 +510,12 @@ async fn a_wasm_bundle_loads_through_the_config_path() {
         policy.evaluate(json!({"user": "bob"})).unwrap(),
         json!(false)
     );
-    // The served pipeline is built from the same source.
-    let app = App::build(&config).await.unwrap();
-    assert_eq!(
-        app.pipeline().policy.current().unwrap().revision(),
-        "fixture-rev-1"
+    // The served pipeline loads the same source, and refuses it: a boolean is not a decision
+    // (the start-up trial evaluation reads the result through the output contract).
+    let err = App::build(&config).await.err().unwrap().to_string();
+    assert!(
+        err.contains("trial evaluation") && err.contains("decision is not an object"),
+        "{err}"
     );
     // Without a manifest revision, a content hash.
     let unnamed = simple_fixture_bundle(&dir, r#"{"roots": [""]}"#);
