@@ -70,6 +70,8 @@ impl App {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
+        // Once per process (tests build many apps): metrics are process-wide.
+        crate::telemetry::metrics::install();
         let pipeline = Arc::new(pipeline(config, clock).await?);
         let oidc = match &config.challenge.oidc {
             Some(oidc_config) => {
@@ -142,6 +144,7 @@ impl App {
         let http_state = crate::http::HttpState {
             ready: ready.clone(),
             grants: self.pipeline.grants.clone(),
+            evidence: self.pipeline.evidence.clone(),
             callback: self.oidc.as_ref().map(|(path, oidc)| {
                 (
                     path.clone(),

@@ -178,6 +178,7 @@ impl Completer {
             policy_revision: None,
         };
         self.grants.put_grant(grant.clone()).await?;
+        crate::telemetry::metrics::challenge_completed(&grant.method);
         Ok(grant)
     }
 }

@@ -48,6 +48,10 @@ pub struct Decision {
     pub transaction: Option<String>,
     pub grant_id: Option<String>,
     pub policy_revision: Option<String>,
+    /// The W3C trace this check belongs to (the caller's `traceparent`), as 32 hex digits.
+    pub trace_id: Option<String>,
+    /// stepguard's own `stepguard.check` span, as 16 hex digits, while spans are exported.
+    pub span_id: Option<String>,
     /// Client-sent `x-stepguard-*` headers to strip before the upstream.
     #[serde(skip)]
     pub remove_headers: Vec<String>,
@@ -65,6 +69,8 @@ impl Decision {
             transaction: None,
             grant_id: None,
             policy_revision: None,
+            trace_id: None,
+            span_id: None,
             remove_headers: Vec::new(),
         }
     }
