@@ -64,7 +64,7 @@ impl Pipeline {
     pub async fn decide(&self, raw: RawRequest) -> Decision {
         let id = random_token(12).unwrap_or_else(|| "unavailable".into());
         let remove = crate::request::reserved_names(&raw.headers);
-        let check = CheckSpan::start(&id, &raw.headers);
+        let check = CheckSpan::start(&id, &raw.trace_context, &raw.headers);
         let run = self.run(&id, raw).instrument(check.span().clone());
         let mut decision = match tokio::time::timeout(self.budget, run).await {
             Ok(decision) => decision,

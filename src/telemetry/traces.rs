@@ -141,9 +141,14 @@ pub struct CheckSpan {
 }
 
 impl CheckSpan {
-    /// Starts the check's span, a child of the W3C trace context in `headers` (lower-case
-    /// names) when there is a valid one.
-    pub fn start(decision_id: &str, headers: &HashMap<String, String>) -> Self {
+    /// Starts the check's span, a child of the W3C trace context of the Check call (`call`:
+    /// Envoy's ext_authz client span, from the gRPC metadata) or else of the request's own
+    /// `headers` (lower-case names), whichever first holds a valid one.
+    pub fn start(
+        decision_id: &str,
+        call: &HashMap<String, String>,
+        headers: &HashMap<String, String>,
+    ) -> Self {
         let started = Instant::now();
         let span = tracing::info_span!(
             target: "stepguard::check",
@@ -159,7 +164,11 @@ impl CheckSpan {
             stepguard.acr.required = Empty,
             stepguard.acr.achieved = Empty,
         );
-        let parent = TraceContextPropagator::new().extract(headers);
+        let propagator = TraceContextPropagator::new();
+        let mut parent = propagator.extract(call);
+        if !parent.span().span_context().is_valid() {
+            parent = propagator.extract(headers);
+        }
         let remote = parent.span().span_context().clone();
         // Fails only without the OpenTelemetry layer (nothing is exported then).
         let _ = span.set_parent(parent);
