@@ -795,11 +795,11 @@ impl Config {
             if otlp.service_name.is_empty() {
                 return Err(invalid("telemetry.otlp.service_name", "must not be empty"));
             }
-            if otlp
-                .sample_ratio
-                .is_some_and(|r| !(0.0..=1.0).contains(&r))
-            {
-                return Err(invalid("telemetry.otlp.sample_ratio", "between 0.0 and 1.0"));
+            if otlp.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(invalid(
+                    "telemetry.otlp.sample_ratio",
+                    "between 0.0 and 1.0",
+                ));
             }
             if otlp.timeout_ms == 0 {
                 return Err(invalid("telemetry.otlp.timeout_ms", "must be positive"));

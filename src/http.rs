@@ -84,7 +84,10 @@ async fn render_metrics(State(state): State<HttpState>) -> impl IntoResponse {
     if let Some(spool) = state.evidence.spool() {
         metrics::spool_bytes(spool.bytes);
     }
-    let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )];
     match metrics::render() {
         Some(text) => (StatusCode::OK, content_type, text),
         None => (

@@ -112,27 +112,29 @@ impl Pipeline {
         let subject = stage(Stage::Identify, self.identity.resolve(&req, now))
             .await
             .map_err(|e| {
-            let description = match e {
-                IdentityError::Missing => "A bearer token is required".to_string(),
-                IdentityError::InvalidToken(why) => format!("The access token is invalid: {why}"),
-            };
-            with_action(Decision::new(
-                id.into(),
-                Verdict::Unauthenticated { description },
-                "invalid_token",
-            ))
-        })?;
+                let description = match e {
+                    IdentityError::Missing => "A bearer token is required".to_string(),
+                    IdentityError::InvalidToken(why) => {
+                        format!("The access token is invalid: {why}")
+                    }
+                };
+                with_action(Decision::new(
+                    id.into(),
+                    Verdict::Unauthenticated { description },
+                    "invalid_token",
+                ))
+            })?;
         // Unbindable input is the client's 400; a missing binding key is our 503.
         let txn = stage_sync(Stage::Bind, || {
             self.binder.bind(&action, &subject, &req, &params, now)
         })
         .map_err(|e| {
-                with_action(match e {
-                    TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
-                    TxnError::Ambiguous(_) => deny(400, "ambiguous_transaction_field"),
-                    TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
-                })
-            })?;
+            with_action(match e {
+                TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
+                TxnError::Ambiguous(_) => deny(400, "ambiguous_transaction_field"),
+                TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
+            })
+        })?;
         Ok(Some(Sensitive {
             req,
             action,

@@ -178,7 +178,9 @@ fn parse(text: &str) -> Result<BTreeMap<String, Family>, String> {
         if line.starts_with('#') {
             continue;
         }
-        let name_end = line.find(['{', ' ']).ok_or_else(|| err("no value".into()))?;
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| err("no value".into()))?;
         let name = &line[..name_end];
         if !metric_name(name) {
             return Err(err("bad metric name".into()));
@@ -208,7 +210,7 @@ fn parse(text: &str) -> Result<BTreeMap<String, Family>, String> {
         if f.kind.is_empty() {
             f.kind = "untyped".into();
         }
-        if f.kind == "counter" && !(value >= 0.0) {
+        if f.kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("negative counter".into()));
         }
         f.samples.push(Sample {
@@ -225,10 +227,13 @@ fn parse(text: &str) -> Result<BTreeMap<String, Family>, String> {
     Ok(families)
 }
 
+type Labels = BTreeMap<String, String>;
+/// One histogram series: `(le, count)` buckets, `_sum`, `_count`.
+type Series = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+
 /// Per label set: buckets cumulative in `le`, a `+Inf` bucket equal to `_count`, a `_sum`.
 fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
-    let mut series: BTreeMap<BTreeMap<String, String>, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> =
-        BTreeMap::new();
+    let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
     for s in &f.samples {
         let mut key = s.labels.clone();
         let le = key.remove("le");
@@ -296,7 +301,12 @@ fn check(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
             request: Some(Request {
                 http: Some(HttpRequest {
                     id: "req".into(),
-                    method: if path.starts_with("/public") { "GET" } else { "POST" }.into(),
+                    method: if path.starts_with("/public") {
+                        "GET"
+                    } else {
+                        "POST"
+                    }
+                    .into(),
                     host: "api.example.com".into(),
                     path: path.into(),
                     headers: map,
@@ -349,7 +359,11 @@ fn value(families: &BTreeMap<String, Family>, name: &str, labels: &[(&str, &str)
             f.samples
                 .iter()
                 .filter(|s| s.name == name)
-                .filter(|s| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v)))
+                .filter(|s| {
+                    labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v))
+                })
                 .map(|s| s.value)
                 .sum()
         })
@@ -404,7 +418,8 @@ fn dashboard_metrics() -> BTreeSet<String> {
             _ => {}
         }
     }
-    let text = std::fs::read_to_string(manifest_dir().join("deploy/grafana/stepguard.json")).unwrap();
+    let text =
+        std::fs::read_to_string(manifest_dir().join("deploy/grafana/stepguard.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&text).unwrap();
     let mut all = Vec::new();
     exprs(&dashboard, &mut all);
@@ -420,7 +435,8 @@ fn dashboard_metrics() -> BTreeSet<String> {
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .unwrap_or(e.len() - start);
             // Not part of a longer identifier.
-            if start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            if start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_')
+            {
                 names.insert(e[start..end].to_string());
             }
             i = end;
@@ -437,7 +453,11 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
     // Before sensitive traffic.
     assert_eq!(status(&main, check("/public/hello", &[])).await, 200);
     let (_, before) = scrape(&main).await;
-    let public = [("outcome", "allow"), ("reason", "not_sensitive"), ("action", "")];
+    let public = [
+        ("outcome", "allow"),
+        ("reason", "not_sensitive"),
+        ("action", ""),
+    ];
     let public_before = value(&before, "stepguard_decisions_total", &public);
     assert!(public_before >= 1.0);
 
@@ -448,13 +468,21 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
     assert_eq!(status(&main, check("/v1/keys/K1/export", &[])).await, 401);
     let weak = format!("Bearer {}", token("alice", "aal1", 30));
     assert_eq!(
-        status(&main, check("/v1/keys/K1/export", &[("authorization", &weak)])).await,
+        status(
+            &main,
+            check("/v1/keys/K1/export", &[("authorization", &weak)])
+        )
+        .await,
         401
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let strong = format!("Bearer {}", token("alice", "aal3", 0));
     assert_eq!(
-        status(&main, check("/v1/keys/K1/export", &[("authorization", &strong)])).await,
+        status(
+            &main,
+            check("/v1/keys/K1/export", &[("authorization", &strong)])
+        )
+        .await,
         200
     );
 
@@ -464,7 +492,11 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         with_spool(&dir.path().join("spool-2"))(support::sidecar::with_redis(&redis, 200)(t))
     }));
     assert_eq!(
-        status(&no_store, check("/v1/keys/K1/export", &[("authorization", &weak)])).await,
+        status(
+            &no_store,
+            check("/v1/keys/K1/export", &[("authorization", &weak)])
+        )
+        .await,
         503
     );
 
@@ -487,34 +519,89 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
             .replace("dir: stepguard-evidence", &format!("dir: {spool_dir}"))
     }));
     assert_eq!(
-        status(&broken, check("/v1/keys/K1/export", &[("authorization", &weak)])).await,
+        status(
+            &broken,
+            check("/v1/keys/K1/export", &[("authorization", &weak)])
+        )
+        .await,
         503
     );
 
     let (text, after) = scrape(&main).await;
     let d = |labels: &[(&str, &str)]| value(&after, "stepguard_decisions_total", labels);
     assert_eq!(d(&public) - public_before, 3.0, "{text}");
-    assert!(d(&[("outcome", "unauthenticated"), ("action", "keys.export"), ("reason", "invalid_token")]) >= 1.0, "{text}");
-    assert!(d(&[("outcome", "challenge"), ("action", "keys.export")]) >= 1.0, "{text}");
-    assert!(d(&[("outcome", "allow"), ("action", "keys.export")]) >= 1.0, "{text}");
-    assert!(d(&[("outcome", "fault"), ("reason", "grant_store_unavailable")]) >= 1.0, "{text}");
-    assert!(d(&[("outcome", "fault"), ("reason", "policy_contract_violation")]) >= 1.0, "{text}");
+    assert!(
+        d(&[
+            ("outcome", "unauthenticated"),
+            ("action", "keys.export"),
+            ("reason", "invalid_token")
+        ]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        d(&[("outcome", "challenge"), ("action", "keys.export")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        d(&[("outcome", "allow"), ("action", "keys.export")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        d(&[("outcome", "fault"), ("reason", "grant_store_unavailable")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        d(&[
+            ("outcome", "fault"),
+            ("reason", "policy_contract_violation")
+        ]) >= 1.0,
+        "{text}"
+    );
     let v = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels);
-    assert!(v("stepguard_challenges_issued_total", &[("action", "keys.export")]) >= 1.0);
-    assert!(v("stepguard_challenges_completed_total", &[("method", "rfc9470")]) >= 1.0);
+    assert!(
+        v(
+            "stepguard_challenges_issued_total",
+            &[("action", "keys.export")]
+        ) >= 1.0
+    );
+    assert!(
+        v(
+            "stepguard_challenges_completed_total",
+            &[("method", "rfc9470")]
+        ) >= 1.0
+    );
     assert!(v("stepguard_grant_lookups_total", &[("result", "miss")]) >= 1.0);
     assert!(v("stepguard_grants_consumed_total", &[("result", "ok")]) >= 1.0);
-    assert!(v("stepguard_store_errors_total", &[("op", "find_grant")]) >= 1.0, "{text}");
-    assert!(v("stepguard_policy_errors_total", &[("reason", "policy_contract_violation")]) >= 1.0);
+    assert!(
+        v("stepguard_store_errors_total", &[("op", "find_grant")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        v(
+            "stepguard_policy_errors_total",
+            &[("reason", "policy_contract_violation")]
+        ) >= 1.0
+    );
     assert!(v("stepguard_evidence_records_total", &[("kind", "decision")]) >= 1.0);
     assert!(v("stepguard_evidence_failures_total", &[]) >= 1.0, "{text}");
     assert!(v("stepguard_evidence_spool_bytes", &[]) > 0.0, "{text}");
     // Every stage was timed; the whole check at least as often as any stage.
     let count = |stage: &str| {
-        value(&after, "stepguard_stage_duration_seconds_count", &[("stage", stage)])
+        value(
+            &after,
+            "stepguard_stage_duration_seconds_count",
+            &[("stage", stage)],
+        )
     };
     for stage in [
-        "classify", "identify", "bind", "grant_lookup", "policy", "challenge", "consume", "evidence",
+        "classify",
+        "identify",
+        "bind",
+        "grant_lookup",
+        "policy",
+        "challenge",
+        "consume",
+        "evidence",
     ] {
         assert!(count(stage) >= 1.0, "stage {stage} not timed:\n{text}");
         assert!(count("total") >= count(stage));
@@ -526,9 +613,14 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         .filter_map(|s| s.labels.get("le").map(String::as_str))
         .collect();
     assert_eq!(buckets.first(), Some(&"0.00005"), "{buckets:?}");
-    assert!(buckets.contains(&"1") && buckets.contains(&"+Inf"), "{buckets:?}");
+    assert!(
+        buckets.contains(&"1") && buckets.contains(&"+Inf"),
+        "{buckets:?}"
+    );
     for family in EXPECTED {
-        let f = after.get(*family).unwrap_or_else(|| panic!("{family} missing:\n{text}"));
+        let f = after
+            .get(*family)
+            .unwrap_or_else(|| panic!("{family} missing:\n{text}"));
         assert!(f.help.is_some(), "{family} has no HELP");
     }
 
@@ -547,7 +639,9 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         }
     }
     for family in EXPECTED.iter().chain(NOT_YET_EMITTED) {
-        let queried_family = queried.iter().any(|n| family_of(n, &after) == *family || n == family);
+        let queried_family = queried
+            .iter()
+            .any(|n| family_of(n, &after) == *family || n == family);
         assert!(queried_family, "the dashboard never shows {family}");
     }
 }

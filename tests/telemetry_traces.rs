@@ -43,7 +43,10 @@ impl Stepguard {
         let local = manifest_dir().join("deploy/local");
         let text = std::fs::read_to_string(local.join("stepguard.yaml")).unwrap();
         let telemetry = "telemetry:\n  log_format: json\n  log_level: info\n";
-        assert!(text.contains(telemetry), "quickstart telemetry section changed");
+        assert!(
+            text.contains(telemetry),
+            "quickstart telemetry section changed"
+        );
         let text = text
             .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
             .replace("127.0.0.1:9192", &format!("127.0.0.1:{http}"))
@@ -274,7 +277,10 @@ async fn check_span_continues_the_callers_trace() {
     let check1 = one(&spans, "check span of trace 1", |s| {
         s.trace_id == trace1 && s.name == "stepguard.check"
     });
-    assert_eq!(check1.parent_span_id, parent1, "a child of the caller's span");
+    assert_eq!(
+        check1.parent_span_id, parent1,
+        "a child of the caller's span"
+    );
     assert_eq!(check1.service, "stepguard-test");
     assert_eq!(check1.kind, 2, "SPAN_KIND_SERVER");
     let a = &check1.attributes;
@@ -307,7 +313,11 @@ async fn check_span_continues_the_callers_trace() {
     assert_eq!(a["stepguard.decision"], "allow");
     assert_eq!(a["stepguard.acr.achieved"], "aal3");
     let stages = children(&spans, check2);
-    for stage in ["stepguard.policy", "stepguard.consume", "stepguard.evidence"] {
+    for stage in [
+        "stepguard.policy",
+        "stepguard.consume",
+        "stepguard.evidence",
+    ] {
         assert!(stages.contains(stage), "{stage} missing: {stages:?}");
     }
 
@@ -320,7 +330,10 @@ async fn check_span_continues_the_callers_trace() {
 
     // Log lines inside the check carry its decision id and trace id (span fields); no token.
     let log = sg.log_text();
-    assert!(!log.contains(&weak) && !log.contains(&strong[7..]), "a token was logged");
+    assert!(
+        !log.contains(&weak) && !log.contains(&strong[7..]),
+        "a token was logged"
+    );
     let in_check = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -334,7 +347,10 @@ async fn check_span_continues_the_callers_trace() {
             })
         })
         .count();
-    assert!(in_check > 0, "no log line of check 1 carries its ids:\n{log}");
+    assert!(
+        in_check > 0,
+        "no log line of check 1 carries its ids:\n{log}"
+    );
 }
 
 /// The harness bootstrap with Envoy's OpenTelemetry tracer exporting to `otlp_port` (every
@@ -467,6 +483,9 @@ async fn one_trace_through_envoy_and_stepguard() {
         envoy_spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
     // Envoy's ext_authz call is traced as its own client span; stepguard continues it.
-    assert_eq!(parent.kind, 3, "SPAN_KIND_CLIENT: Envoy's ext_authz gRPC call");
+    assert_eq!(
+        parent.kind, 3,
+        "SPAN_KIND_CLIENT: Envoy's ext_authz gRPC call"
+    );
     drop(envoy);
 }

@@ -104,15 +104,24 @@ fn describe() {
         CHALLENGES_COMPLETED,
         "Step-up challenges completed, by method (oidc_callback, rfc9470, grant_api)"
     );
-    describe_counter!(GRANT_LOOKUPS, "Grant lookups for a transaction: hit or miss");
+    describe_counter!(
+        GRANT_LOOKUPS,
+        "Grant lookups for a transaction: hit or miss"
+    );
     describe_counter!(GRANTS_CONSUMED, "Grant consumptions: ok or already_used");
-    describe_counter!(STORE_ERRORS, "Grant store operations that failed, by operation");
+    describe_counter!(
+        STORE_ERRORS,
+        "Grant store operations that failed, by operation"
+    );
     describe_counter!(POLICY_ERRORS, "Policy evaluations that failed, by reason");
     describe_counter!(
         EVIDENCE_RECORDS,
         "Evidence records made durable (or logged), by kind"
     );
-    describe_counter!(EVIDENCE_FAILURES, "Decisions whose evidence was not recorded");
+    describe_counter!(
+        EVIDENCE_FAILURES,
+        "Decisions whose evidence was not recorded"
+    );
     describe_gauge!(
         EVIDENCE_SPOOL_BYTES,
         Unit::Bytes,
