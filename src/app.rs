@@ -72,6 +72,8 @@ impl App {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
+        // Once per process (tests build many apps): metrics are process-wide.
+        crate::telemetry::metrics::install();
         let reloader = Reloader::new(config, Trial::for_config(config, clock.clone())?).await?;
         let pipeline = Arc::new(pipeline(config, clock, &reloader).await?);
         let oidc = match &config.challenge.oidc {
@@ -170,6 +172,7 @@ impl App {
             ready: ready.clone(),
             grants: self.pipeline.grants.clone(),
             policy: self.pipeline.policy.clone(),
+            evidence: self.pipeline.evidence.clone(),
             callback: self.oidc.as_ref().map(|(path, oidc)| {
                 (
                     path.clone(),

@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn serve(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    crate::telemetry::init(&config.telemetry);
+    let telemetry = crate::telemetry::init(&config.telemetry).map_err(|e| e.to_string())?;
     let app = App::build(&config).await.map_err(|e| e.to_string())?;
     let grpc = tokio::net::TcpListener::bind(config.listen.grpc)
         .await
@@ -135,9 +135,13 @@ async fn serve(path: &Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("binding {}: {e}", config.listen.http))?;
     tracing::info!(grpc = %config.listen.grpc, http = %config.listen.http, "listening");
-    app.serve(grpc, http, shutdown_signal())
+    let served = app
+        .serve(grpc, http, shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    // Spans still batched are exported before the process exits.
+    telemetry.shutdown().await;
+    served
 }
 
 async fn check(config: &Path, request: &Path) -> Result<(), String> {

@@ -178,6 +178,7 @@ impl Completer {
             policy_revision: challenge.policy_revision.clone(),
         };
         self.grants.put_grant(grant.clone()).await?;
+        crate::telemetry::metrics::challenge_completed(&grant.method);
         Ok(grant)
     }
 }

@@ -686,6 +686,8 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// A tracing filter, e.g. `info` or `stepguard=debug`.
     pub log_level: String,
+    /// OpenTelemetry traces over OTLP/gRPC; absent: no spans are exported.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for TelemetryConfig {
@@ -693,8 +695,36 @@ impl Default for TelemetryConfig {
         Self {
             log_format: "json".into(),
             log_level: "info".into(),
+            otlp: None,
         }
     }
+}
+
+/// Where and how traces are exported (OTLP over gRPC, batched off the decision path).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317` (plain HTTP/2: run a
+    /// collector next to stepguard for TLS to a remote one).
+    pub endpoint: String,
+    /// The `service.name` resource attribute.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// The share of new traces sampled (0.0 to 1.0) when the caller did not decide: a sampled
+    /// or unsampled `traceparent` from Envoy is always followed. Default 1.0.
+    #[serde(default)]
+    pub sample_ratio: Option<f64>,
+    /// The deadline of one export call.
+    #[serde(default = "default_otlp_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_service_name() -> String {
+    "stepguard".into()
+}
+
+fn default_otlp_timeout_ms() -> u64 {
+    3000
 }
 
 impl Config {
@@ -770,6 +800,26 @@ impl Config {
         }
         if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
             return Err(invalid("telemetry.log_format", "must be `json` or `text`"));
+        }
+        if let Some(otlp) = &self.telemetry.otlp {
+            if !otlp.endpoint.starts_with("http://") || otlp.endpoint.len() <= "http://".len() {
+                return Err(invalid(
+                    "telemetry.otlp.endpoint",
+                    "an `http://host:port` OTLP/gRPC endpoint",
+                ));
+            }
+            if otlp.service_name.is_empty() {
+                return Err(invalid("telemetry.otlp.service_name", "must not be empty"));
+            }
+            if otlp.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(invalid(
+                    "telemetry.otlp.sample_ratio",
+                    "between 0.0 and 1.0",
+                ));
+            }
+            if otlp.timeout_ms == 0 {
+                return Err(invalid("telemetry.otlp.timeout_ms", "must be positive"));
+            }
         }
         Ok(())
     }

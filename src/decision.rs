@@ -51,6 +51,10 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_policy_revision: Option<String>,
     pub policy_revision: Option<String>,
+    /// The W3C trace this check belongs to (the caller's `traceparent`), as 32 hex digits.
+    pub trace_id: Option<String>,
+    /// stepguard's own `stepguard.check` span, as 16 hex digits, while spans are exported.
+    pub span_id: Option<String>,
     /// Client-sent `x-stepguard-*` headers to strip before the upstream.
     #[serde(skip)]
     pub remove_headers: Vec<String>,
@@ -69,6 +73,8 @@ impl Decision {
             grant_id: None,
             grant_policy_revision: None,
             policy_revision: None,
+            trace_id: None,
+            span_id: None,
             remove_headers: Vec::new(),
         }
     }

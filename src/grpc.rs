@@ -2,6 +2,7 @@
 //! that sees Envoy protobufs: a CheckRequest becomes a [`RawRequest`] once, the pipeline decides
 //! in its own task (a panic there is a 503, not a gRPC error), and the decision is rendered.
 //! It never answers with a gRPC error, which Envoy would map through `failure_mode_allow`.
+//! The call's own W3C trace context (gRPC metadata) is kept for the check's span.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +34,9 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let raw = raw_request(request.into_inner());
+        let trace_context = trace_context(request.metadata());
+        let mut raw = raw_request(request.into_inner());
+        raw.trace_context = trace_context;
         let pipeline = self.pipeline.clone();
         let decision = match tokio::spawn(async move { pipeline.decide(raw).await }).await {
             Ok(decision) => decision,
@@ -85,6 +88,18 @@ pub fn raw_request(check: CheckRequest) -> RawRequest {
         };
     }
     raw
+}
+
+/// The W3C trace context Envoy's gRPC client injected into the Check call's metadata (the
+/// span of its ext_authz call, when Envoy traces the request).
+fn trace_context(metadata: &tonic::metadata::MetadataMap) -> HashMap<String, String> {
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = metadata.get(name)?.to_str().ok()?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
 }
 
 fn socket(address: Option<Address>) -> (Option<String>, Option<u32>) {

@@ -1,4 +1,5 @@
-//! The HTTP port: `/healthz` (the process is up) and `/readyz`: 200 `ready`, 200 `degraded`
+//! The HTTP port: `/healthz` (the process is up), `/metrics` (Prometheus text exposition,
+//! [`crate::telemetry::metrics`]) and `/readyz`: 200 `ready`, 200 `degraded`
 //! while the grant store does not answer (public routes still pass; sensitive routes answer
 //! 503), 503 `starting` until a policy is active (a bundle server's first bundle), 503
 //! `draining` after SIGTERM. Degraded stays 200 on purpose: taking the pod out of
@@ -12,15 +13,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::oidc::callback::{CallbackState, callback, start};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::evidence::Evidence;
 use crate::grant::GrantStore;
 use crate::policy::PolicyHandle;
+use crate::telemetry::metrics;
 
 /// What the HTTP endpoints read.
 #[derive(Clone)]
@@ -29,6 +33,8 @@ pub struct HttpState {
     pub grants: Arc<dyn GrantStore>,
     /// Not ready until a policy is active (a bundle server's first bundle).
     pub policy: Arc<PolicyHandle>,
+    /// The evidence sink (its spool's size is a gauge).
+    pub evidence: Arc<dyn Evidence>,
     /// The OIDC callback's path and state, when configured.
     pub callback: Option<(String, CallbackState)>,
 }
@@ -41,7 +47,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics));
     if let Some((path, callback_state)) = state.callback.clone() {
         let start_path = callback_state.oidc.start_path();
         app = app.merge(
@@ -78,6 +85,25 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
         Err(e) => (
             StatusCode::OK,
             Json(json!({"status": "degraded", "grant_store": e.to_string()})),
+        ),
+    }
+}
+
+/// Prometheus text exposition format 0.0.4.
+async fn render_metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    if let Some(spool) = state.evidence.spool() {
+        metrics::spool_bytes(spool.bytes);
+    }
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )];
+    match metrics::render() {
+        Some(text) => (StatusCode::OK, content_type, text),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            content_type,
+            "# another metrics recorder is installed in this process\n".to_string(),
         ),
     }
 }

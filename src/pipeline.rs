@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::RuntimeFlavor;
+use tracing::Instrument;
 
 use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
@@ -23,6 +24,8 @@ use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
 use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, PolicyHandle, build_input};
 use crate::request::{AuthzRequest, RawRequest};
 use crate::route::{Action, Classification, RouteTable};
+use crate::telemetry::traces::{CheckSpan, Stage, current_ids, record_acr_achieved};
+use crate::telemetry::{metrics, stage, stage_sync};
 use crate::txn::{Binder, Transaction, TxnError};
 
 /// Everything a decision needs, built once at start-up.
@@ -64,11 +67,14 @@ impl Pipeline {
     pub async fn decide(&self, raw: RawRequest) -> Decision {
         let id = random_token(12).unwrap_or_else(|| "unavailable".into());
         let remove = crate::request::reserved_names(&raw.headers);
-        let mut decision = match tokio::time::timeout(self.budget, self.run(&id, raw)).await {
+        let check = CheckSpan::start(&id, &raw.trace_context, &raw.headers);
+        let run = self.run(&id, raw).instrument(check.span().clone());
+        let mut decision = match tokio::time::timeout(self.budget, run).await {
             Ok(decision) => decision,
             Err(_) => Decision::fault(id, "decision_budget_exceeded"),
         };
         decision.remove_headers = remove;
+        check.finish(&mut decision);
         decision
     }
 
@@ -94,7 +100,7 @@ impl Pipeline {
             tracing::info!(decision_id = id, error = %e, "malformed request");
             deny(400, "malformed_request")
         })?;
-        let (action, params) = match self.routes.classify(&req) {
+        let (action, params) = match stage_sync(Stage::Classify, || self.routes.classify(&req)) {
             Ok(Classification::Public) => return Ok(None),
             Ok(Classification::Sensitive { action, params }) => (action, params),
             Err(e) => {
@@ -106,28 +112,32 @@ impl Pipeline {
             d.action = Some(action.name.clone());
             d
         };
-        let subject = self.identity.resolve(&req, now).await.map_err(|e| {
-            let description = match e {
-                IdentityError::Missing => "A bearer token is required".to_string(),
-                IdentityError::InvalidToken(why) => format!("The access token is invalid: {why}"),
-            };
-            with_action(Decision::new(
-                id.into(),
-                Verdict::Unauthenticated { description },
-                "invalid_token",
-            ))
-        })?;
-        // Unbindable input is the client's 400; a missing binding key is our 503.
-        let txn = self
-            .binder
-            .bind(&action, &subject, &req, &params, now)
+        let subject = stage(Stage::Identify, self.identity.resolve(&req, now))
+            .await
             .map_err(|e| {
-                with_action(match e {
-                    TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
-                    TxnError::Ambiguous(_) => deny(400, "ambiguous_transaction_field"),
-                    TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
-                })
+                let description = match e {
+                    IdentityError::Missing => "A bearer token is required".to_string(),
+                    IdentityError::InvalidToken(why) => {
+                        format!("The access token is invalid: {why}")
+                    }
+                };
+                with_action(Decision::new(
+                    id.into(),
+                    Verdict::Unauthenticated { description },
+                    "invalid_token",
+                ))
             })?;
+        // Unbindable input is the client's 400; a missing binding key is our 503.
+        let txn = stage_sync(Stage::Bind, || {
+            self.binder.bind(&action, &subject, &req, &params, now)
+        })
+        .map_err(|e| {
+            with_action(match e {
+                TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
+                TxnError::Ambiguous(_) => deny(400, "ambiguous_transaction_field"),
+                TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
+            })
+        })?;
         // No policy yet (a bundle server's first bundle has not activated): fail closed.
         let policy = self
             .policy
@@ -149,17 +159,27 @@ impl Pipeline {
         digests.extend(s.txn.previous_digests.iter().map(String::as_str));
         let subject = s.subject.binding_key();
         // Both in flight at once: one round trip's latency with Redis.
-        let (grant, signals) = tokio::join!(
-            self.grants.find_any(&digests, now),
-            Signals::compute(self.grants.as_ref(), &self.context, &subject, &s.req, now),
-        );
+        let (grant, signals) = stage(Stage::GrantLookup, async {
+            tokio::join!(
+                self.grants.find_any(&digests, now),
+                Signals::compute(self.grants.as_ref(), &self.context, &subject, &s.req, now),
+            )
+        })
+        .await;
         let (grant, signals) = match (grant, signals) {
             (Ok(grant), Ok(signals)) => (grant, signals),
-            (Err(e), _) | (_, Err(e)) => {
+            (grant, signals) => {
+                let (op, e) = match (grant, signals) {
+                    (Err(e), _) => ("find_grant", e),
+                    (_, Err(e)) => ("context_signals", e),
+                    _ => return Err(fault("grant_store_unavailable")),
+                };
+                metrics::store_error(op);
                 tracing::error!(decision_id = id, error = %e, "grant store failed");
                 return Err(fault("grant_store_unavailable"));
             }
         };
+        metrics::grant_lookup(grant.is_some());
         let outcome = self
             .policy_for(id, s, grant.as_ref(), &signals, now)
             .await?;
@@ -266,7 +286,10 @@ impl Pipeline {
                 ..
             } => {
                 let spent = match (used_grant, grant) {
-                    (true, Some(g)) => Some(self.spend(id, g, now).await?),
+                    (true, Some(g)) => {
+                        record_acr_achieved(&g.acr);
+                        Some(stage(Stage::Consume, self.spend(id, g, now)).await?)
+                    }
                     (true, None) => return Err(fault("policy_used_missing_grant")),
                     (false, _) => None,
                 };
@@ -298,7 +321,11 @@ impl Pipeline {
                 requirement,
                 terms,
             } => {
-                let mut d = self.challenge(id, s, requirement, terms, now).await?;
+                let mut d = stage(
+                    Stage::Challenge,
+                    self.challenge(id, s, requirement, terms, now),
+                )
+                .await?;
                 d.reason = reason;
                 d.reasons = reasons;
                 d
@@ -330,11 +357,15 @@ impl Pipeline {
             tracing::error!(decision_id = id, error = %e, "open challenge lookup failed");
             Decision::fault(id.into(), "grant_store_unavailable")
         };
-        let Some(open) = self
-            .grants
-            .open_challenge(&s.txn.digest, now)
-            .await
-            .map_err(|e| fault(&e))?
+        let Some(open) = stage(
+            Stage::GrantLookup,
+            self.grants.open_challenge(&s.txn.digest, now),
+        )
+        .await
+        .map_err(|e| {
+            metrics::store_error("open_challenge");
+            fault(&e)
+        })?
         else {
             return Ok(None);
         };
@@ -379,7 +410,10 @@ impl Pipeline {
                 );
                 Ok(Some(grant))
             }
-            Err(CompletionError::Store(e)) => Err(fault(&e)),
+            Err(CompletionError::Store(e)) => {
+                metrics::store_error("complete");
+                Err(fault(&e))
+            }
             // Completed concurrently by another request: this one is challenged again.
             Err(_) => Ok(None),
         }
@@ -391,8 +425,16 @@ impl Pipeline {
         policy: &Arc<dyn PolicyEngine>,
         input: serde_json::Value,
     ) -> Step<Outcome> {
-        let fault = |reason: &str| Decision::fault(id.into(), reason);
-        let value = match self.evaluate_off_reactor(policy.clone(), input).await {
+        let fault = |reason: &'static str| {
+            metrics::policy_error(reason);
+            Decision::fault(id.into(), reason)
+        };
+        let value = match stage(
+            Stage::Policy,
+            self.evaluate_off_reactor(policy.clone(), input),
+        )
+        .await
+        {
             Ok(Ok(value)) => value,
             Ok(Err(e)) => {
                 tracing::error!(decision_id = id, error = %e, "policy evaluation failed");
@@ -438,13 +480,20 @@ impl Pipeline {
     /// Spends the grant atomically; a grant already spent by a concurrent request is refused.
     async fn spend(&self, id: &str, grant: &Grant, now: i64) -> Step<String> {
         match self.grants.consume(grant, now).await {
-            Ok(true) => Ok(grant.id.clone()),
-            Ok(false) => Err(Decision::new(
-                id.into(),
-                Verdict::Deny { status: 403 },
-                "grant_already_used",
-            )),
+            Ok(true) => {
+                metrics::grant_consumed(true);
+                Ok(grant.id.clone())
+            }
+            Ok(false) => {
+                metrics::grant_consumed(false);
+                Err(Decision::new(
+                    id.into(),
+                    Verdict::Deny { status: 403 },
+                    "grant_already_used",
+                ))
+            }
             Err(e) => {
+                metrics::store_error("consume");
                 tracing::error!(decision_id = id, error = %e, "grant consume failed");
                 // An ambiguous consume counts as spent: the user steps up again.
                 Err(Decision::fault(id.into(), "grant_store_unavailable"))
@@ -495,6 +544,7 @@ impl Pipeline {
             .issue_challenge(challenge.clone(), &self.issue_limits(s), now)
             .await
             .map_err(|e| {
+                metrics::store_error("issue_challenge");
                 tracing::error!(decision_id = id, error = %e, "issuing challenge failed");
                 fault("grant_store_unavailable")
             })?;
@@ -502,7 +552,7 @@ impl Pipeline {
             Decision::new(id.into(), Verdict::RateLimited { retry_after }, reason)
         };
         match issued {
-            Issued::Open { .. } => {}
+            Issued::Open { .. } => metrics::challenge_issued(&s.action.name),
             Issued::RateLimited { scope, retry_after } => {
                 return Err(limited(
                     retry_after,
@@ -577,14 +627,25 @@ impl Pipeline {
             decision.subject = Some(s.subject.binding_key());
             decision.transaction = Some(s.txn.digest.clone());
             decision.policy_revision = Some(s.policy.revision().to_string());
+            if decision.grant_id.is_none()
+                && let Some(acr) = &s.subject.acr
+            {
+                record_acr_achieved(acr);
+            }
         }
+        (decision.trace_id, decision.span_id) = current_ids();
         let ctx = EvidenceContext {
             decision: &decision,
             txn: s.map(|s| &s.txn),
             subject: s.map(|s| &s.subject),
             origin,
         };
-        if let Err(e) = self.evidence.record(&ctx).await {
+        let recorded = stage(Stage::Evidence, self.evidence.record(&ctx)).await;
+        match &recorded {
+            Ok(()) => metrics::evidence_recorded("decision"),
+            Err(_) => metrics::evidence_failed(),
+        }
+        if let Err(e) = recorded {
             tracing::error!(decision_id = %decision.id, error = %e, "evidence not recorded");
             if decision.is_allow() {
                 return Decision::fault(decision.id, "evidence_unavailable");

@@ -39,6 +39,9 @@ pub struct RawRequest {
     pub context_extensions: HashMap<String, String>,
     /// `metadata_context.filter_metadata`, as JSON objects per namespace.
     pub filter_metadata: HashMap<String, Value>,
+    /// W3C trace context (`traceparent`, `tracestate`) of the Check call itself: Envoy's
+    /// ext_authz client span, from the gRPC metadata. Telemetry only; never policy input.
+    pub trace_context: HashMap<String, String>,
 }
 
 /// A request that cannot be classified safely.

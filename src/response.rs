@@ -1,5 +1,5 @@
 //! Decisions to Envoy responses, in one table: allow (OK, upstream headers, client
-//! `x-stepguard-*` removed, dynamic metadata), challenge (302 to the IdP or RFC 9470 401),
+//! `x-stepguard-*` removed, decision and trace ids, dynamic metadata), challenge (302 to the IdP or RFC 9470 401),
 //! invalid token (401), deny (4xx with a reason) and fault (503). Nothing else builds responses.
 
 use envoy_types::ext_authz::v3::pb::{
@@ -15,6 +15,8 @@ use crate::decision::{Decision, Verdict};
 
 /// Header carrying the decision id, to the upstream on allow and to the client on deny.
 pub const DECISION_ID_HEADER: &str = "x-stepguard-decision-id";
+/// Header carrying the W3C trace id of the check (32 hex digits), with the decision id.
+pub const TRACE_ID_HEADER: &str = "x-stepguard-trace-id";
 /// Header naming the sensitive action, to the upstream.
 pub const ACTION_HEADER: &str = "x-stepguard-action";
 
@@ -108,6 +110,9 @@ pub fn render(decision: &Decision) -> CheckResponse {
 
 fn allow(decision: &Decision) -> CheckResponse {
     let mut headers = vec![header(DECISION_ID_HEADER, &decision.id)];
+    if let Some(trace_id) = &decision.trace_id {
+        headers.push(header(TRACE_ID_HEADER, trace_id));
+    }
     if let Some(action) = &decision.action {
         headers.push(header(ACTION_HEADER, action));
     }
@@ -146,6 +151,9 @@ fn denied(
     body: String,
 ) -> CheckResponse {
     headers.push(header(DECISION_ID_HEADER, &decision.id));
+    if let Some(trace_id) = &decision.trace_id {
+        headers.push(header(TRACE_ID_HEADER, trace_id));
+    }
     let status_code =
         HttpStatusCode::try_from(i32::from(status)).unwrap_or(HttpStatusCode::Forbidden);
     CheckResponse {
@@ -199,6 +207,9 @@ fn metadata(decision: &Decision) -> Struct {
     fields.insert("reason".to_string(), string(&decision.reason));
     if let Some(action) = &decision.action {
         fields.insert("action".to_string(), string(action));
+    }
+    if let Some(trace_id) = &decision.trace_id {
+        fields.insert("trace_id".to_string(), string(trace_id));
     }
     Struct {
         fields: fields.into_iter().collect(),

@@ -108,6 +108,52 @@ async fn public_and_sensitive_checks_over_grpc() {
     );
 }
 
+/// Without trace export, the caller's W3C trace id still names the check: to the upstream with
+/// the decision id, and to the client on a denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_trace_id_is_passed_on_without_export() {
+    let sidecar = Sidecar::start(|t| t);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let headers = |r: &CheckResponse| -> HashMap<String, String> {
+        let list = match r.http_response.as_ref().unwrap() {
+            HttpResponse::OkResponse(ok) => &ok.headers,
+            HttpResponse::DeniedResponse(d) => &d.headers,
+            _ => panic!("{r:?}"),
+        };
+        list.iter()
+            .filter_map(|h| h.header.as_ref())
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect()
+    };
+    let forged = [
+        ("traceparent", traceparent.as_str()),
+        ("x-stepguard-trace-id", "forged"),
+    ];
+    let r = check(&sidecar, check_request("GET", "/public/hello", &forged, "")).await;
+    assert_eq!(http_status(&r), 200);
+    assert_eq!(headers(&r)["x-stepguard-trace-id"], trace);
+    let r = check(
+        &sidecar,
+        check_request("POST", "/v1/accounts/A1/transfers", &forged, TRANSFER),
+    )
+    .await;
+    assert_eq!(http_status(&r), 401);
+    assert_eq!(headers(&r)["x-stepguard-trace-id"], trace);
+    // No (or a malformed) traceparent: no trace id.
+    let r = check(
+        &sidecar,
+        check_request(
+            "GET",
+            "/public/hello",
+            &[("traceparent", "00-zz-zz-01")],
+            "",
+        ),
+    )
+    .await;
+    assert!(!headers(&r).contains_key("x-stepguard-trace-id"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness() {
     use tonic_health::pb::HealthCheckRequest;

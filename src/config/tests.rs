@@ -277,3 +277,45 @@ fn policy_reload_and_bundle_server_are_validated() {
     );
     assert_eq!(parse(&off).unwrap().policy.reload.interval_ms, 0);
 }
+
+#[test]
+fn otlp_export_is_optional_and_checked() {
+    assert!(parse(&quickstart()).unwrap().telemetry.otlp.is_none());
+    let with = |otlp: &str| {
+        quickstart().replace(
+            "telemetry:\n  log_format: json\n  log_level: info\n",
+            &format!("telemetry:\n  log_format: json\n  log_level: info\n  otlp:\n{otlp}"),
+        )
+    };
+    let config = parse(&with("    endpoint: http://127.0.0.1:4317\n")).unwrap();
+    let otlp = config.telemetry.otlp.unwrap();
+    assert_eq!(
+        (
+            otlp.service_name.as_str(),
+            otlp.sample_ratio,
+            otlp.timeout_ms
+        ),
+        ("stepguard", None, 3000)
+    );
+    for (bad, field) in [
+        ("    endpoint: 127.0.0.1:4317\n", "telemetry.otlp.endpoint"),
+        (
+            "    endpoint: https://collector:4317\n",
+            "telemetry.otlp.endpoint",
+        ),
+        (
+            "    endpoint: http://c:4317\n    sample_ratio: 1.5\n",
+            "telemetry.otlp.sample_ratio",
+        ),
+        (
+            "    endpoint: http://c:4317\n    timeout_ms: 0\n",
+            "telemetry.otlp.timeout_ms",
+        ),
+        (
+            "    endpoint: http://c:4317\n    service_name: \"\"\n",
+            "telemetry.otlp.service_name",
+        ),
+    ] {
+        assert!(error_of(&with(bad)).contains(field), "{bad}");
+    }
+}

@@ -99,9 +99,15 @@ impl Recorder {
                 json!({"stepguard": {"revision": revision}}),
             );
         }
-        if let Some(trace) = &ctx.origin.trace {
-            record.insert("trace_id".into(), trace.trace_id.clone().into());
-            record.insert("span_id".into(), trace.span_id.clone().into());
+        // stepguard's own span when traced, else the caller's (from `traceparent`).
+        let origin = ctx.origin.trace.as_ref();
+        let trace_id = d.trace_id.clone().or(origin.map(|t| t.trace_id.clone()));
+        let span_id = d.span_id.clone().or(origin.map(|t| t.span_id.clone()));
+        if let Some(trace_id) = trace_id {
+            record.insert("trace_id".into(), trace_id.into());
+        }
+        if let Some(span_id) = span_id {
+            record.insert("span_id".into(), span_id.into());
         }
         record.insert("input".into(), self.input(ctx, &mut masked).into());
         record.insert("result".into(), result(ctx).into());

@@ -97,6 +97,7 @@ impl RawRequest {
             destination_port,
             context_extensions: string_map(field(attrs, "contextExtensions", "context_extensions")),
             filter_metadata,
+            trace_context: HashMap::new(),
         })
     }
 }

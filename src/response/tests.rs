@@ -124,3 +124,24 @@ fn rate_limited_is_a_429_with_retry_after() {
     assert_eq!(denied(&r).status.unwrap().code, 429);
     assert!(headers(&r).contains(&("retry-after".into(), "17".into())));
 }
+
+#[test]
+fn the_trace_id_goes_with_the_decision_id_when_known() {
+    let mut d = decision(Verdict::Allow);
+    let r = render(&d);
+    assert!(!headers(&r).iter().any(|(k, _)| k == TRACE_ID_HEADER));
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    d.trace_id = Some(trace.into());
+    // Removing a client-sent x-stepguard-trace-id never removes the one set here.
+    d.remove_headers.push(TRACE_ID_HEADER.into());
+    let r = render(&d);
+    assert!(headers(&r).contains(&(TRACE_ID_HEADER.into(), trace.into())));
+    let HttpResponse::OkResponse(ok) = r.http_response.as_ref().unwrap() else {
+        panic!()
+    };
+    assert!(!ok.headers_to_remove.contains(&TRACE_ID_HEADER.to_string()));
+    assert!(r.dynamic_metadata.unwrap().fields.contains_key("trace_id"));
+    let mut d = decision(Verdict::Deny { status: 403 });
+    d.trace_id = Some(trace.into());
+    assert!(headers(&render(&d)).contains(&(TRACE_ID_HEADER.into(), trace.into())));
+}

@@ -9,6 +9,7 @@ pub mod blackhole;
 pub mod envoy;
 pub mod idp;
 pub mod load;
+pub mod otlp;
 pub mod ports;
 pub mod records;
 pub mod redis;
