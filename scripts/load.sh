@@ -9,9 +9,14 @@
 # bootstraps generated here, all fronting the same direct_response demo routes:
 #   none             no ext_authz filter
 #   allow_all        ext_authz → examples/allow_all (answers OK to everything)
-#   stepguard        ext_authz → stepguard, in-memory grant store (the quickstart)
-#   stepguard_redis  ext_authz → a second stepguard whose grant store is a redis-server started
-#                    here (every sensitive check looks its grant up in Redis: one round trip)
+#   stepguard_off    ext_authz → stepguard, in-memory grant store, evidence and tracing OFF
+#   stepguard        ext_authz → stepguard, in-memory grant store (the quickstart): evidence ON
+#                    (signed, hash-chained, fsynced before each sensitive approval) and tracing ON
+#                    (every check a sampled span, sample_ratio 1.0, exported over OTLP/gRPC to
+#                    examples/otlp_sink)
+#   stepguard_redis  ext_authz → a third stepguard whose grant store is a redis-server started
+#                    here (every sensitive check looks its grant up in Redis: one round trip),
+#                    evidence and tracing ON
 # it runs:
 #   mix        wrk, 1 thread, $MIX_CONNS HTTP/1.1 connections, for $MIX_SECONDS s, a Lua script
 #              interleaving exactly 4 public GETs (/public/hello) with 1 sensitive POST
@@ -132,15 +137,15 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     echo "== building release binaries"
     nice cargo build --release ${CARGO_JOBS:+-j "$CARGO_JOBS"} \
-        --bin stepguard --example allow_all --example mint_token
+        --bin stepguard --example allow_all --example mint_token --example otlp_sink
 fi
 BIN="$ROOT/target/release"
-for b in "$BIN/stepguard" "$BIN/examples/allow_all" "$BIN/examples/mint_token"; do
+for b in "$BIN/stepguard" "$BIN/examples/allow_all" "$BIN/examples/mint_token" "$BIN/examples/otlp_sink"; do
     [[ -x "$b" ]] || die "$b not built"
 done
 
 # --- stepguard and allow_all -----------------------------------------------------------------
-SG_GRPC="$(free_port)"; SG_HTTP="$(free_port)"; ALLOW="$(free_port)"
+SG_GRPC="$(free_port)"; SG_HTTP="$(free_port)"; ALLOW="$(free_port)"; OTLP="$(free_port)"
 LOCAL="$ROOT/deploy/local"
 sed -e "s|^  grpc: .*|  grpc: 127.0.0.1:$SG_GRPC|" \
     -e "s|^  http: .*|  http: 127.0.0.1:$SG_HTTP|" \
@@ -148,10 +153,21 @@ sed -e "s|^  grpc: .*|  grpc: 127.0.0.1:$SG_GRPC|" \
     -e "s|secret_file: txn-key.DEV-ONLY|secret_file: $LOCAL/txn-key.DEV-ONLY|" \
     -e "s|signing_key_file: evidence-signing-key.DEV-ONLY.pem|signing_key_file: $LOCAL/evidence-signing-key.DEV-ONLY.pem|" \
     -e "s|source: ../../policies|source: $ROOT/policies|" \
+    -e "s|^  log_level: info$|  log_level: info\n  otlp:\n    endpoint: http://127.0.0.1:$OTLP\n    sample_ratio: 1.0|" \
     "$LOCAL/stepguard.yaml" >"$TMP/stepguard.yaml"
 grep -q "127.0.0.1:$SG_GRPC" "$TMP/stepguard.yaml" || die "could not rewrite the listen ports"
 grep -q "$ROOT/policies" "$TMP/stepguard.yaml" || die "could not rewrite the policy path"
+grep -q "endpoint: http://127.0.0.1:$OTLP" "$TMP/stepguard.yaml" || die "could not add the OTLP exporter"
+grep -q "^evidence:" "$TMP/stepguard.yaml" || die "the quickstart has no evidence section"
 "$BIN/stepguard" config check "$TMP/stepguard.yaml" >/dev/null
+
+# The same configuration with evidence and tracing off: the "off" figures.
+SGO_GRPC="$(free_port)"; SGO_HTTP="$(free_port)"
+sed -e "s|127.0.0.1:$SG_GRPC|127.0.0.1:$SGO_GRPC|" -e "s|127.0.0.1:$SG_HTTP|127.0.0.1:$SGO_HTTP|" \
+    -e '/^  otlp:$/,/^    sample_ratio:/d' -e '/^evidence:$/,$d' \
+    "$TMP/stepguard.yaml" >"$TMP/stepguard-off.yaml"
+! grep -qE "^evidence:|otlp:" "$TMP/stepguard-off.yaml" || die "could not turn evidence and tracing off"
+"$BIN/stepguard" config check "$TMP/stepguard-off.yaml" >/dev/null
 
 # The same configuration on a Redis grant store (a fresh redis-server, persistence off).
 REDIS="$(free_port)"; SGR_GRPC="$(free_port)"; SGR_HTTP="$(free_port)"
@@ -167,6 +183,12 @@ wait_until redis 10 "$RD_PID" tcp_open "$REDIS"
 
 echo "== starting stepguard (gRPC $SG_GRPC, HTTP $SG_HTTP), stepguard on Redis (gRPC $SGR_GRPC," \
     "redis $REDIS) and allow_all ($ALLOW)"
+start otlp_sink "$BIN/examples/otlp_sink" --addr "127.0.0.1:$OTLP"
+OS_PID="$LAST_PID"
+wait_until otlp_sink 10 "$OS_PID" tcp_open "$OTLP"
+start stepguard_off "$BIN/stepguard" serve --config "$TMP/stepguard-off.yaml"
+SGO_PID="$LAST_PID"
+wait_until stepguard_off 20 "$SGO_PID" curl -fsS "http://127.0.0.1:$SGO_HTTP/readyz"
 start stepguard_redis "$BIN/stepguard" serve --config "$TMP/stepguard-redis.yaml"
 SGR_PID="$LAST_PID"
 wait_until stepguard_redis 20 "$SGR_PID" curl -fsS "http://127.0.0.1:$SGR_HTTP/readyz"
@@ -369,11 +391,12 @@ printf '%s' "$BODY" >"$TMP/body.json"
 
 declare -A MIX PUB SENS STATS CPU
 FAILED=0
-MODES=(none allow_all stepguard stepguard_redis)
+MODES=(none allow_all stepguard_off stepguard stepguard_redis)
 for mode in "${MODES[@]}"; do
     case "$mode" in
         none) authz=0; apid= ;;
         allow_all) authz="$ALLOW"; apid="$AA_PID" ;;
+        stepguard_off) authz="$SGO_GRPC"; apid="$SGO_PID" ;;
         stepguard) authz="$SG_GRPC"; apid="$SG_PID" ;;
         stepguard_redis) authz="$SGR_GRPC"; apid="$SGR_PID" ;;
     esac
@@ -491,6 +514,18 @@ summary() {
                 rs / ms, rs99 / ms99, (rs / ms <= 1.3 ? "MET" : "MISSED")
             printf "- Redis store / in-memory store, mix: p50 %.2fx, p99 %.2fx, throughput %.2fx\n",
                 rm / mm, rm99 / mm99, rt / mt
+        }'
+    awk -v on="$(field rps "${MIX[stepguard]}")" -v off="$(field rps "${MIX[stepguard_off]}")" \
+        -v on99="$(field p99_us "${MIX[stepguard]}")" -v off99="$(field p99_us "${MIX[stepguard_off]}")" \
+        -v son="$(field rps "${SENS[stepguard]}")" -v soff="$(field rps "${SENS[stepguard_off]}")" \
+        -v son99="$(field p99_us "${SENS[stepguard]}")" -v soff99="$(field p99_us "${SENS[stepguard_off]}")" \
+        -v spans="$(tail -1 "$TMP/otlp_sink.log" 2>/dev/null | sed -n 's/^spans=//p')" '
+        BEGIN {
+            printf "- evidence + tracing ON / OFF, mix: throughput %.2fx (target >= 0.85x: %s), p99 %.2fx (off/on %.2fx)\n",
+                on / off, (on / off >= 0.85 ? "MET" : "MISSED"), on99 / off99, off99 / on99
+            printf "- evidence + tracing ON / OFF, sensitive-only: throughput %.2fx (target >= 0.85x: %s), p99 %.2fx\n",
+                son / soff, (son / soff >= 0.85 ? "MET" : "MISSED"), son99 / soff99
+            printf "- spans received by the OTLP sink over the whole run: %s\n", (spans == "" ? "none" : spans)
         }'
 }
 summary | tee ${RESULTS:+"$RESULTS"}

@@ -166,10 +166,9 @@ async fn a_torn_tail_is_cut_and_the_chain_continues() {
     // Wait for the shutdown checkpoint, then tear a record in half after it (a crash mid-write).
     let segment = chain_dirs(tmp.path())[0].join(files::segment_name(1));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&segment)
-        .unwrap()
-        .contains("\"shutdown\"")
-    {
+    // The whole checkpoint line, not a prefix of it still being written.
+    let written = |text: String| text.contains("\"shutdown\"") && text.ends_with('\n');
+    while !written(std::fs::read_to_string(&segment).unwrap()) {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
