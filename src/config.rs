@@ -11,7 +11,8 @@ use crate::route::PathTemplate;
 
 mod evidence;
 pub use evidence::{
-    CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, WhenFull,
+    CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, StreamConfig,
+    WhenFull,
 };
 
 /// A configuration problem, naming the field it is about.

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::grant::Requirement;
+use crate::grant::{Grant, Requirement};
 
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +48,13 @@ pub struct Decision {
     pub transaction: Option<String>,
     pub grant_id: Option<String>,
     pub policy_revision: Option<String>,
+    /// The W3C trace and span this decision ran in, when tracing knows them (evidence records
+    /// them; without them a record carries the caller's `traceparent`, when sent).
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    /// The grant this approval spent: what satisfied the step-up (evidence).
+    #[serde(skip)]
+    pub satisfied_by: Option<Grant>,
     /// Client-sent `x-stepguard-*` headers to strip before the upstream.
     #[serde(skip)]
     pub remove_headers: Vec<String>,
@@ -65,6 +72,9 @@ impl Decision {
             transaction: None,
             grant_id: None,
             policy_revision: None,
+            trace_id: None,
+            span_id: None,
+            satisfied_by: None,
             remove_headers: Vec::new(),
         }
     }

@@ -263,6 +263,7 @@ impl Pipeline {
                 };
                 let mut d = Decision::new(id.into(), Verdict::Allow, &reason);
                 d.reasons = reasons;
+                d.satisfied_by = grant.filter(|_| spent.is_some()).cloned();
                 d.grant_id = spent;
                 d
             }
@@ -368,6 +369,10 @@ impl Pipeline {
                 Ok(Some(grant))
             }
             Err(CompletionError::Store(e)) => Err(fault(&e)),
+            Err(CompletionError::Evidence(e)) => {
+                tracing::error!(decision_id = id, error = %e, "completion not recorded");
+                Err(Decision::fault(id.into(), "evidence_unavailable"))
+            }
             // Completed concurrently by another request: this one is challenged again.
             Err(_) => Ok(None),
         }
@@ -484,7 +489,7 @@ impl Pipeline {
             Decision::new(id.into(), Verdict::RateLimited { retry_after }, reason)
         };
         match issued {
-            Issued::Open { .. } => {}
+            Issued::Open { .. } => self.completer.issued(&challenge),
             Issued::RateLimited { scope, retry_after } => {
                 return Err(limited(
                     retry_after,

@@ -46,7 +46,12 @@ fn assurance(acr: &str, auth_time: i64) -> Assurance {
 }
 
 fn completer() -> Completer {
-    Completer::new(Arc::new(MemoryStore::new(100)), ladder(), 5)
+    Completer::new(
+        Arc::new(MemoryStore::new(100)),
+        Arc::new(crate::evidence::LogEvidence::default()),
+        ladder(),
+        5,
+    )
 }
 
 #[test]

@@ -28,10 +28,16 @@ async fn fixture(allowed: &str) -> Fixture {
     let config = config(|t| t + &section(allowed));
     let store = Arc::new(MemoryStore::new(100));
     let clock = Arc::new(ManualClock::new(NOW));
+    let completer = crate::completion::Completer::new(
+        store.clone(),
+        Arc::new(crate::evidence::LogEvidence::default()),
+        config.challenge.acr_ladder.clone(),
+        config.identity.leeway_secs as i64,
+    );
     let api = GrantApi::new(
         config.grant_api.as_ref().unwrap(),
         &config,
-        store.clone(),
+        completer,
         clock.clone(),
     )
     .await
