@@ -118,7 +118,10 @@ impl Pending {
             {
                 tracing::warn!(challenge_id = %key.1, "too many open challenges awaited: its expiry will not be recorded");
             }
-            map.insert((challenge.expires_at, challenge.id.clone()), (challenge, claimed));
+            map.insert(
+                (challenge.expires_at, challenge.id.clone()),
+                (challenge, claimed),
+            );
         }
     }
 

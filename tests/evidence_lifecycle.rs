@@ -263,7 +263,10 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
     assert_eq!(by["acr"], "aal3");
     assert_eq!(by["method"], "grant_api");
     assert_eq!(by["challenge_id"], id.as_str());
-    assert!(by["amr"].as_array().unwrap().contains(&json!("hwk")), "{by}");
+    assert!(
+        by["amr"].as_array().unwrap().contains(&json!("hwk")),
+        "{by}"
+    );
     assert!(by["auth_time"].as_i64().unwrap() >= now() - 60);
     assert!(
         by["approver"]
@@ -278,7 +281,10 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
     assert_eq!(consumed["kind"], "decision");
     assert_eq!(consumed["result"]["outcome"], "allow");
     assert_eq!(consumed["result"]["grant_id"], granted.grant_id.as_str());
-    assert_eq!(consumed["result"]["satisfied_by"]["challenge_id"], id.as_str());
+    assert_eq!(
+        consumed["result"]["satisfied_by"]["challenge_id"],
+        id.as_str()
+    );
     assert_eq!(consumed["result"]["satisfied_by"]["acr"], "aal3");
     assert_eq!(consumed["input"]["transaction"]["digest"], txn.as_str());
     let order = |r: &Value| r["seq"].as_u64().unwrap();
@@ -288,7 +294,10 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
     assert_eq!(revocation["event"], "grants_revoked");
     assert_eq!(revocation["input"]["subject"]["id"], ALICE);
     assert_eq!(revocation["result"]["revoked"], 1);
-    assert_eq!(revocation["result"]["revoked_by"], format!("{APPROVALS}|approval-service"));
+    assert_eq!(
+        revocation["result"]["revoked_by"],
+        format!("{APPROVALS}|approval-service")
+    );
     one(&all, "second completion", |r| {
         r["kind"] == "completed" && r["result"]["grant_id"] == second.grant_id.as_str()
     });
@@ -305,13 +314,25 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
         .flat_map(|f| std::fs::read(f).unwrap())
         .collect();
     let text = String::from_utf8(bytes).unwrap();
-    assert!(!text.contains(SECRET_KEY_NAME), "the raw value is in the spool");
-    assert_eq!(issued["input"]["transaction"]["bound"]["path.key"], expected);
-    assert_eq!(consumed["input"]["transaction"]["bound"]["path.key"], expected);
-    assert_eq!(issued["masked"], json!(["/input/transaction/bound/path.key"]));
+    assert!(
+        !text.contains(SECRET_KEY_NAME),
+        "the raw value is in the spool"
+    );
+    assert_eq!(
+        issued["input"]["transaction"]["bound"]["path.key"],
+        expected
+    );
+    assert_eq!(
+        consumed["input"]["transaction"]["bound"]["path.key"],
+        expected
+    );
+    assert_eq!(
+        issued["masked"],
+        json!(["/input/transaction/bound/path.key"])
+    );
 
     // The chain with the new kinds verifies; export filters by transaction and by subject.
-    let report = audit::verify(&[spool.clone()], &[dev_key()]).unwrap();
+    let report = audit::verify(std::slice::from_ref(&spool), &[dev_key()]).unwrap();
     assert!(report.ok(), "{:?}", report.first_problem());
     let of_txn = exported(
         &spool,
@@ -320,7 +341,10 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
             ..Default::default()
         },
     );
-    let events: Vec<&str> = of_txn.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    let events: Vec<&str> = of_txn
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         events,
         [
@@ -341,7 +365,10 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
     );
     assert!(of_alice.iter().any(|r| r["kind"] == "revoked"));
     assert!(of_alice.iter().all(|r| r["kind"] != "checkpoint"));
-    assert_eq!(of_alice.len(), all.iter().filter(|r| r["kind"] != "checkpoint").count());
+    assert_eq!(
+        of_alice.len(),
+        all.iter().filter(|r| r["kind"] != "checkpoint").count()
+    );
 }
 
 /// keys.export of `key` by `token`, in-process.
@@ -376,11 +403,15 @@ async fn an_rfc9470_retry_is_a_completion_and_an_unanswered_challenge_expires() 
         .await
         .unwrap()
         .into_pipeline();
-    let d = p.decide(export_raw("K1", &token("alice", "aal1", 60))).await;
+    let d = p
+        .decide(export_raw("K1", &token("alice", "aal1", 60)))
+        .await;
     let Verdict::Challenge { challenge_id, .. } = &d.verdict else {
         panic!("{d:?}")
     };
-    let unanswered = p.decide(export_raw("K2", &token("alice", "aal1", 60))).await;
+    let unanswered = p
+        .decide(export_raw("K2", &token("alice", "aal1", 60)))
+        .await;
     let Verdict::Challenge {
         challenge_id: unanswered,
         ..
@@ -411,7 +442,10 @@ async fn an_rfc9470_retry_is_a_completion_and_an_unanswered_challenge_expires() 
     );
     assert_eq!(by["amr"], json!(["hwk", "user"]));
     assert_eq!(by["auth_time"], stepped_up["auth_time"]);
-    assert_eq!(completed["result"]["grant_id"], d.grant_id.clone().unwrap().as_str());
+    assert_eq!(
+        completed["result"]["grant_id"],
+        d.grant_id.clone().unwrap().as_str()
+    );
     let consumed = one(&all, "consumed", |r| r["event"] == "grant_consumed");
     assert_eq!(consumed["decision_id"], d.id.as_str());
     assert!(
@@ -447,9 +481,16 @@ async fn with_a_shared_redis_a_challenge_completed_on_one_replica_never_expires_
         .await
         .unwrap()
         .into_pipeline();
-    let completed_elsewhere = a.decide(export_raw("K1", &token("alice", "aal1", 60))).await;
-    assert!(matches!(completed_elsewhere.verdict, Verdict::Challenge { .. }));
-    let expires = a.decide(export_raw("K2", &token("alice", "aal1", 60))).await;
+    let completed_elsewhere = a
+        .decide(export_raw("K1", &token("alice", "aal1", 60)))
+        .await;
+    assert!(matches!(
+        completed_elsewhere.verdict,
+        Verdict::Challenge { .. }
+    ));
+    let expires = a
+        .decide(export_raw("K2", &token("alice", "aal1", 60)))
+        .await;
     let Verdict::Challenge { challenge_id, .. } = &expires.verdict else {
         panic!("{expires:?}")
     };

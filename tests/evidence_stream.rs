@@ -115,7 +115,9 @@ fn shipped_exactly(redis: &RedisServer, spool: &Path) -> usize {
 async fn decide(p: &Arc<Pipeline>, n: u64, from: u64) {
     for amount in from..from + n {
         let started = Instant::now();
-        let d = p.decide(transfer(&token("alice", "aal1", 60), amount)).await;
+        let d = p
+            .decide(transfer(&token("alice", "aal1", 60), amount))
+            .await;
         assert!(
             matches!(d.verdict, Verdict::Challenge { .. } | Verdict::Fault),
             "{d:?}"
@@ -147,7 +149,11 @@ async fn records_ship_once_in_order_through_a_redis_outage_and_a_restart() {
     redis.kill9();
     let before = head(&p);
     decide(&p, 25, 2000).await;
-    assert_eq!(head(&p), before + 25, "every decision recorded while Redis is down");
+    assert_eq!(
+        head(&p),
+        before + 25,
+        "every decision recorded while Redis is down"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Back with what it had: the backlog ships, nothing twice.
@@ -168,8 +174,9 @@ async fn records_ship_once_in_order_through_a_redis_outage_and_a_restart() {
     p.evidence.close().await;
     shipped_exactly(&redis, &spool);
 
-    let key = PublicKey::load(&manifest_dir().join("deploy/local/evidence-signing-key.DEV-ONLY.pub"))
-        .unwrap();
+    let key =
+        PublicKey::load(&manifest_dir().join("deploy/local/evidence-signing-key.DEV-ONLY.pub"))
+            .unwrap();
     let report = audit::verify(&[spool], &[key]).unwrap();
     assert!(report.ok(), "{:?}", report.first_problem());
 }

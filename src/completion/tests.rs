@@ -222,7 +222,9 @@ impl Evidence for Broken {
 
     async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), crate::evidence::EvidenceError> {
         self.0.lock().unwrap().push(event.kind().to_string());
-        Err(crate::evidence::EvidenceError::Unavailable("spool full".into()))
+        Err(crate::evidence::EvidenceError::Unavailable(
+            "spool full".into(),
+        ))
     }
 }
 
@@ -287,5 +289,8 @@ async fn a_challenge_is_either_completed_or_expired_never_both() {
             .await,
         Err(CompletionError::NotOpen)
     );
-    assert_eq!(c.grants().find_grant("dev1:txn", NOW + 20).await.unwrap(), None);
+    assert_eq!(
+        c.grants().find_grant("dev1:txn", NOW + 20).await.unwrap(),
+        None
+    );
 }

@@ -193,7 +193,10 @@ impl Config {
         }
         if let Some(stream) = &e.stream {
             if e.sink != EvidenceSink::Spool {
-                return Err(invalid("evidence.stream", "ships the spool: needs `sink: spool`"));
+                return Err(invalid(
+                    "evidence.stream",
+                    "ships the spool: needs `sink: spool`",
+                ));
             }
             if matches!(self.grants, GrantsConfig::Memory { .. }) {
                 return Err(invalid(

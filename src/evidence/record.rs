@@ -163,7 +163,10 @@ impl Recorder {
         let mut record = Map::new();
         record.insert("v".into(), FORMAT.into());
         record.insert("kind".into(), "decision".into());
-        record.insert("event".into(), decision_event(&d.verdict, d.grant_id.is_some()).into());
+        record.insert(
+            "event".into(),
+            decision_event(&d.verdict, d.grant_id.is_some()).into(),
+        );
         record.insert("decision_id".into(), d.id.clone().into());
         record.insert("timestamp".into(), timestamp.into());
         record.insert("unix".into(), unix.into());
@@ -312,7 +315,11 @@ fn requirement_value(r: &Requirement) -> Value {
 fn satisfied_by(g: &Grant) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("grant_id".into(), g.id.clone().into());
-    put(&mut out, "challenge_id", g.challenge_id.clone().map(Value::from));
+    put(
+        &mut out,
+        "challenge_id",
+        g.challenge_id.clone().map(Value::from),
+    );
     out.insert("acr".into(), g.acr.clone().into());
     out.insert("amr".into(), json!(g.amr));
     out.insert("auth_time".into(), g.auth_time.into());

@@ -101,7 +101,11 @@ pub struct Shipper {
 
 impl Shipper {
     /// A shipper for the spool of `evidence`; it stops once `evidence` is dropped.
-    pub fn new(settings: ShipSettings, conn: RedisConnection, evidence: &Arc<dyn Evidence>) -> Self {
+    pub fn new(
+        settings: ShipSettings,
+        conn: RedisConnection,
+        evidence: &Arc<dyn Evidence>,
+    ) -> Self {
         Self {
             settings,
             conn,
@@ -121,7 +125,10 @@ impl Shipper {
                 };
                 let stats = evidence.spool();
                 drop(evidence);
-                match self.round(stats.as_ref().map(|s| (s.chain.as_str(), s.head_seq))).await {
+                match self
+                    .round(stats.as_ref().map(|s| (s.chain.as_str(), s.head_seq)))
+                    .await
+                {
                     Ok(0) => {
                         backoff = MIN_BACKOFF;
                         tokio::time::sleep(self.settings.poll).await;
@@ -168,8 +175,7 @@ impl Shipper {
                     at: Some(last.next.clone()),
                 };
                 shipped += items.len();
-                metrics::counter!("stepguard_evidence_shipped_total")
-                    .increment(items.len() as u64);
+                metrics::counter!("stepguard_evidence_shipped_total").increment(items.len() as u64);
             }
             if let Some(head) = head {
                 metrics::gauge!("stepguard_evidence_ship_lag_records")

@@ -451,10 +451,7 @@ fn a_stream_ships_to_the_grant_stores_redis() {
         field("  stream: {}\n"),
         "accepted stepguard:evidence 1000000 256 200"
     );
-    assert_eq!(
-        field("  stream: {key: 'a:{b}'}\n"),
-        "evidence.stream.key"
-    );
+    assert_eq!(field("  stream: {key: 'a:{b}'}\n"), "evidence.stream.key");
     assert_eq!(
         field("  stream: {max_len: 10}\n"),
         "evidence.stream.max_len"
