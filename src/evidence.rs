@@ -236,7 +236,8 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> 
         }
         None => None,
     };
-    let redaction = Redaction::new(ev.redact.fields.iter().cloned(), redaction_key.as_deref());
+    let redaction = Redaction::new(ev.redact.fields.iter().cloned(), redaction_key.as_deref())
+        .with_actions(ev.redact.actions.iter().cloned());
     let recorder = Recorder::new(&config.policy.entrypoint, &ev.labels, redaction);
     match (&ev.sink, &ev.spool, &ev.signing_key_file) {
         (EvidenceSink::Spool, Some(spool), Some(key_file)) => {

@@ -128,6 +128,9 @@ pub struct RedactConfig {
     /// Bound field names (`body.payee`, `path.account`…).
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Action names every bound value of which is redacted.
+    #[serde(default)]
+    pub actions: Vec<String>,
     /// A secret (≥ 32 bytes): values become `hmac-sha256:…` under it; without it,
     /// `"[redacted]"`.
     #[serde(default)]
@@ -219,6 +222,14 @@ impl Config {
             }
             if !(10..=60_000).contains(&stream.poll_ms) {
                 return Err(invalid("evidence.stream.poll_ms", "between 10 and 60000"));
+            }
+        }
+        for (i, action) in e.redact.actions.iter().enumerate() {
+            if !self.actions.iter().any(|a| a.name == *action) {
+                return Err(invalid(
+                    format!("evidence.redact.actions[{i}]"),
+                    format!("`{action}` is not an action"),
+                ));
             }
         }
         for name in e.labels.keys() {

@@ -24,6 +24,8 @@ pub const FORMAT: u64 = 1;
 #[derive(Default)]
 pub struct Redaction {
     fields: BTreeSet<String>,
+    /// Actions all of whose bound values are redacted.
+    actions: BTreeSet<String>,
     key: Option<hmac::Key>,
 }
 
@@ -32,8 +34,19 @@ impl Redaction {
     pub fn new(fields: impl IntoIterator<Item = String>, key: Option<&[u8]>) -> Self {
         Self {
             fields: fields.into_iter().collect(),
+            actions: BTreeSet::new(),
             key: key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
         }
+    }
+
+    /// Also redacts every bound value of `actions`.
+    pub fn with_actions(mut self, actions: impl IntoIterator<Item = String>) -> Self {
+        self.actions = actions.into_iter().collect();
+        self
+    }
+
+    fn covers(&self, action: Option<&str>, field: &str) -> bool {
+        self.fields.contains(field) || action.is_some_and(|a| self.actions.contains(a))
     }
 
     fn apply(&self, field: &str, value: &str) -> String {
@@ -218,7 +231,7 @@ impl Recorder {
             let mut bound = Map::new();
             for (field, value) in &txn.bound {
                 let value = match value {
-                    Some(v) if self.redaction.fields.contains(field) => {
+                    Some(v) if self.redaction.covers(d.action.as_deref(), field) => {
                         masked.push(format!(
                             "/input/transaction/bound/{}",
                             field.replace('~', "~0").replace('/', "~1")

@@ -177,6 +177,34 @@ fn challenge_records_its_requirement() {
 }
 
 #[test]
+fn redaction_by_action_hides_every_bound_value_of_it() {
+    let by_action = |action: &str| {
+        let redaction = Redaction::new(Vec::new(), Some(&[9u8; 32])).with_actions([action.into()]);
+        let rec = Recorder::new("p", &BTreeMap::new(), redaction);
+        Value::Object(body(&rec, "d"))
+    };
+    let r = by_action("payments.transfer");
+    let bound = r["input"]["transaction"]["bound"].as_object().unwrap();
+    assert!(!bound.is_empty());
+    // Absent fields (null) stay null: there is nothing to hide.
+    let present: Vec<_> = bound.iter().filter(|(_, v)| !v.is_null()).collect();
+    assert!(!present.is_empty());
+    for (field, value) in &present {
+        assert!(
+            value.as_str().unwrap().starts_with("hmac-sha256:"),
+            "{field}: {value}"
+        );
+    }
+    assert_eq!(r["masked"].as_array().unwrap().len(), present.len());
+    let other = by_action("keys.export");
+    assert_eq!(
+        other["input"]["transaction"]["bound"]["body.amount"],
+        "n:100"
+    );
+    assert!(other.get("masked").is_none());
+}
+
+#[test]
 fn redaction_hides_listed_bound_values() {
     let fields = || vec!["body.payee".to_string()];
     let plain = Recorder::new("p", &BTreeMap::new(), Redaction::new(fields(), None));
@@ -384,6 +412,10 @@ fn the_evidence_section_is_checked_by_field() {
         (
             format!("{spool}{key}  labels: {{app: x}}\n"),
             "evidence.labels",
+        ),
+        (
+            format!("{spool}{key}  redact: {{actions: [keys.export, nope]}}\n"),
+            "evidence.redact.actions[1]",
         ),
         (
             // The quickstart's grant store is in memory: nothing to ship to.
