@@ -16,7 +16,8 @@ use tonic::transport::server::TcpIncoming;
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, GrantsConfig, callback_path};
-use crate::grant::{GrantStore, MemoryStore};
+use crate::evidence::ship::{ShipSettings, Shipper};
+use crate::grant::{GrantStore, MemoryStore, RedisConnection};
 use crate::grant_api::GrantApi;
 use crate::grpc::CheckService;
 use crate::identity::{Identity, JwksError};
@@ -224,57 +225,89 @@ async fn pipeline(
     clock: Arc<dyn Clock>,
     reloader: &Reloader,
 ) -> Result<Pipeline, AppError> {
-    let grants: Arc<dyn GrantStore> = match &config.grants {
-        GrantsConfig::Memory { max_entries } => Arc::new(MemoryStore::new(*max_entries)),
+    let shipping = config.evidence.as_ref().and_then(|e| e.stream.as_ref());
+    // The evidence shipper's own connection to the store's Redis, when it ships.
+    let side = |store: &crate::grant::RedisStore| match shipping {
+        Some(_) => store.side_connection().map(Some),
+        None => Ok(None),
+    };
+    let (grants, redis): (Arc<dyn GrantStore>, Option<RedisConnection>) = match &config.grants {
+        GrantsConfig::Memory { max_entries } => (Arc::new(MemoryStore::new(*max_entries)), None),
         GrantsConfig::Redis {
             url,
             timeout_ms,
             key_prefix,
-        } => Arc::new(crate::grant::RedisStore::connect(
-            url,
-            key_prefix,
-            Duration::from_millis(*timeout_ms),
-            clock.clone(),
-        )?),
+        } => {
+            let store = crate::grant::RedisStore::connect(
+                url,
+                key_prefix,
+                Duration::from_millis(*timeout_ms),
+                clock.clone(),
+            )?;
+            let side = side(&store)?;
+            (Arc::new(store), side)
+        }
         GrantsConfig::RedisCluster {
             nodes,
             timeout_ms,
             key_prefix,
-        } => Arc::new(crate::grant::RedisStore::connect_cluster(
-            nodes,
-            key_prefix,
-            Duration::from_millis(*timeout_ms),
-            clock.clone(),
-        )?),
+        } => {
+            let store = crate::grant::RedisStore::connect_cluster(
+                nodes,
+                key_prefix,
+                Duration::from_millis(*timeout_ms),
+                clock.clone(),
+            )?;
+            let side = side(&store)?;
+            (Arc::new(store), side)
+        }
         GrantsConfig::RedisSentinel {
             sentinels,
             master_name,
             replica_acks,
             timeout_ms,
             key_prefix,
-        } => Arc::new(crate::grant::RedisStore::connect_sentinel(
-            sentinels,
-            master_name,
-            *replica_acks,
-            key_prefix,
-            Duration::from_millis(*timeout_ms),
-            clock.clone(),
-        )?),
+        } => {
+            let store = crate::grant::RedisStore::connect_sentinel(
+                sentinels,
+                master_name,
+                *replica_acks,
+                key_prefix,
+                Duration::from_millis(*timeout_ms),
+                clock.clone(),
+            )?;
+            let side = side(&store)?;
+            (Arc::new(store), side)
+        }
     };
+    let evidence = crate::evidence::from_config(config)?;
+    if let (Some(stream), Some(conn), Some(spool)) = (
+        shipping,
+        redis,
+        config.evidence.as_ref().and_then(|e| e.spool.as_ref()),
+    ) {
+        let settings = ShipSettings::new(config.resolve(&spool.dir), stream);
+        tracing::info!(key = %settings.key, "evidence records are shipped to Redis Streams");
+        Shipper::new(settings, conn, &evidence).spawn();
+    }
+    let completer = crate::completion::Completer::new(
+        grants.clone(),
+        evidence.clone(),
+        config.challenge.acr_ladder.clone(),
+        config.identity.leeway_secs as i64,
+    );
+    // Records the challenges issued here that expire unused; stops with the last completer.
+    completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
     Ok(Pipeline {
         routes: RouteTable::new(&config.actions),
         identity: Identity::new(&config.identity, config).await?,
         binder: Binder::from_config(config)?,
         context: config.context.clone(),
-        completer: crate::completion::Completer::new(
-            grants.clone(),
-            config.challenge.acr_ladder.clone(),
-            config.identity.leeway_secs as i64,
-        ),
+        completer,
         grants,
         policy: reloader.handle().clone(),
         challenger: Challenger::new(config.challenge.clone()),
-        evidence: crate::evidence::from_config(config)?,
+        evidence,
         clock,
         budget: Duration::from_millis(config.decision.budget_ms),
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
@@ -290,7 +323,13 @@ async fn grant_api(
     let Some(api) = &config.grant_api else {
         return Ok(None);
     };
-    let api = GrantApi::new(api, config, pipeline.grants.clone(), pipeline.clock.clone()).await?;
+    let api = GrantApi::new(
+        api,
+        config,
+        pipeline.completer.clone(),
+        pipeline.clock.clone(),
+    )
+    .await?;
     tracing::info!("grant API enabled (stepguard.v1.GrantService)");
     Ok(Some(Arc::new(api)))
 }

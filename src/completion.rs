@@ -11,11 +11,34 @@
 //! - the authenticated subject is the challenged one;
 //! - the challenge is closed exactly once (a concurrent second completion loses), and only then
 //!   is the grant written; a failure anywhere before leaves the challenge open and no grant.
+//!
+//! Evidence (`docs/evidence.md`, "ordering"): after the challenge is closed, its *outcome* is
+//! claimed in the grant store (`outcome:<challenge id>`, first caller wins), then the `completed`
+//! record is made durable, and only then is the grant stored — no grant exists that has no
+//! record. A record that cannot be written leaves the challenge closed and no grant (the caller
+//! is refused; the user steps up again). Refused completions are recorded as best effort.
+//!
+//! Challenges that expire unused: the challenges this process issued ([`Completer::issued`])
+//! are kept until they expire; the sweeper ([`Completer::sweep`], every second) claims the
+//! outcome of each one past its expiry (plus [`EXPIRY_GRACE_SECS`]) and records it `expired`.
+//! A completion anywhere (another replica on a shared Redis) claimed it first, so it is not.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use crate::challenge::random_token;
+use crate::clock::Clock;
+use crate::evidence::{Evidence, Lifecycle};
 use crate::grant::{Challenge, Grant, GrantError, GrantStore};
+
+/// Seconds after a challenge's expiry before the sweeper records it expired (replicas' clocks
+/// may differ by this much; a completion on a replica whose clock lags loses to the sweeper's
+/// claim and is refused).
+pub const EXPIRY_GRACE_SECS: i64 = 2;
+
+/// Most issued challenges awaited at once; past it the soonest to expire is no longer awaited.
+const MAX_PENDING: usize = 100_000;
 
 /// What an authentication achieved, as verified by the completion path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +74,8 @@ pub enum CompletionError {
     AlreadyUsed,
     #[error(transparent)]
     Store(#[from] GrantError),
+    #[error("the completion could not be recorded: {0}")]
+    Evidence(String),
 }
 
 impl CompletionError {
@@ -64,29 +89,178 @@ impl CompletionError {
             CompletionError::OtherSubject => "other_subject",
             CompletionError::AlreadyUsed => "authentication_already_used",
             CompletionError::Store(_) => "grant_store_unavailable",
+            CompletionError::Evidence(_) => "evidence_unavailable",
         }
     }
 }
 
-/// Completes challenges against a grant store.
+/// Completes challenges against a grant store, recording each completion.
 #[derive(Clone)]
 pub struct Completer {
     grants: Arc<dyn GrantStore>,
+    evidence: Arc<dyn Evidence>,
     ladder: Vec<String>,
     skew: i64,
+    /// Challenges issued here that may still expire unused.
+    pending: Arc<Pending>,
+}
+
+/// Issued challenges by (expiry, id); `true` once their outcome was claimed as expired (the
+/// record is still to be written).
+#[derive(Default)]
+struct Pending(Mutex<BTreeMap<(i64, String), (Challenge, bool)>>);
+
+impl Pending {
+    fn insert(&self, challenge: Challenge, claimed: bool) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= MAX_PENDING
+                && let Some((key, _)) = map.pop_first()
+            {
+                tracing::warn!(challenge_id = %key.1, "too many open challenges awaited: its expiry will not be recorded");
+            }
+            map.insert(
+                (challenge.expires_at, challenge.id.clone()),
+                (challenge, claimed),
+            );
+        }
+    }
+
+    fn remove(&self, challenge: &Challenge) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&(challenge.expires_at, challenge.id.clone()));
+        }
+    }
+
+    /// Those expired at `before` or earlier, removed.
+    fn due(&self, before: i64) -> Vec<(Challenge, bool)> {
+        let Ok(mut map) = self.0.lock() else {
+            return Vec::new();
+        };
+        let later = map.split_off(&(before + 1, String::new()));
+        std::mem::replace(&mut *map, later).into_values().collect()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// The store name of a challenge's outcome (completed, or expired unused): claimed once.
+fn outcome_name(challenge: &Challenge) -> String {
+    format!("outcome:{}", challenge.id)
+}
+
+/// How long a challenge's outcome claim is kept.
+fn outcome_until(challenge: &Challenge) -> i64 {
+    challenge.expires_at + EXPIRY_GRACE_SECS + 60
 }
 
 impl Completer {
-    pub fn new(grants: Arc<dyn GrantStore>, ladder: Vec<String>, skew: i64) -> Self {
+    pub fn new(
+        grants: Arc<dyn GrantStore>,
+        evidence: Arc<dyn Evidence>,
+        ladder: Vec<String>,
+        skew: i64,
+    ) -> Self {
         Self {
             grants,
+            evidence,
             ladder,
             skew,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Awaits `challenge` (just issued): if nobody completes it, its expiry is recorded.
+    pub fn issued(&self, challenge: &Challenge) {
+        self.pending.insert(challenge.clone(), false);
+    }
+
+    /// Issued challenges still awaited.
+    pub fn awaited(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Records the challenges that expired unused by `now` (minus the grace); how many were
+    /// recorded. A challenge whose outcome cannot be claimed or recorded now is tried again.
+    pub async fn sweep(&self, now: i64) -> usize {
+        let mut recorded = 0;
+        for (challenge, claimed) in self.pending.due(now - EXPIRY_GRACE_SECS) {
+            if !claimed {
+                let name = outcome_name(&challenge);
+                match self
+                    .grants
+                    .claim_once(&name, outcome_until(&challenge), now)
+                    .await
+                {
+                    Ok(true) => {}
+                    // Completed (here or on another replica).
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(challenge_id = %challenge.id, error = %e, "challenge expiry not claimed; retrying");
+                        self.pending.insert(challenge, false);
+                        continue;
+                    }
+                }
+            }
+            match self
+                .evidence
+                .lifecycle(&Lifecycle::Expired {
+                    challenge: &challenge,
+                })
+                .await
+            {
+                Ok(()) => recorded += 1,
+                Err(e) => {
+                    tracing::warn!(challenge_id = %challenge.id, error = %e, "challenge expiry not recorded; retrying");
+                    self.pending.insert(challenge, true);
+                }
+            }
+        }
+        recorded
+    }
+
+    /// Sweeps every `period` until every clone of this completer is dropped.
+    pub fn spawn_expiry_sweeper(&self, clock: Arc<dyn Clock>, period: Duration) {
+        let weak: Weak<Pending> = Arc::downgrade(&self.pending);
+        let (grants, evidence) = (self.grants.clone(), self.evidence.clone());
+        let (ladder, skew) = (self.ladder.clone(), self.skew);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pending) = weak.upgrade() else {
+                    return;
+                };
+                let completer = Completer {
+                    grants: grants.clone(),
+                    evidence: evidence.clone(),
+                    ladder: ladder.clone(),
+                    skew,
+                    pending,
+                };
+                completer.sweep(clock.now()).await;
+            }
+        });
+    }
+
+    /// Records a refused completion (best effort: a refusal changes nothing).
+    async fn refused(&self, challenge: &Challenge, assurance: &Assurance, e: &CompletionError) {
+        let event = Lifecycle::Refused {
+            challenge,
+            method: &assurance.method,
+            reason: e.reason(),
+        };
+        if let Err(err) = self.evidence.lifecycle(&event).await {
+            tracing::warn!(challenge_id = %challenge.id, error = %err, "refused completion not recorded");
         }
     }
 
     pub fn grants(&self) -> &Arc<dyn GrantStore> {
         &self.grants
+    }
+
+    pub fn evidence(&self) -> &Arc<dyn Evidence> {
+        &self.evidence
     }
 
     /// The clock skew allowed on `auth_time`, in seconds.
@@ -144,13 +318,30 @@ impl Completer {
             .claim_once(&event_name(assurance), event_until, now)
             .await?
         {
-            return Err(CompletionError::AlreadyUsed);
+            let e = CompletionError::AlreadyUsed;
+            self.refused(challenge, assurance, &e).await;
+            return Err(e);
         }
         self.complete(challenge, assurance, now).await
     }
 
-    /// Checks, closes the challenge (only one completion wins) and mints its grant.
+    /// Checks, closes the challenge (only one completion wins), records the completion durably
+    /// and only then stores its grant. Refusals are recorded (best effort).
     pub async fn complete(
+        &self,
+        challenge: &Challenge,
+        assurance: &Assurance,
+        now: i64,
+    ) -> Result<Grant, CompletionError> {
+        let outcome = self.complete_recorded(challenge, assurance, now).await;
+        match &outcome {
+            Ok(_) => self.pending.remove(challenge),
+            Err(e) => self.refused(challenge, assurance, e).await,
+        }
+        outcome
+    }
+
+    async fn complete_recorded(
         &self,
         challenge: &Challenge,
         assurance: &Assurance,
@@ -160,6 +351,14 @@ impl Completer {
         let id = random_token(16)
             .ok_or_else(|| GrantError::Unavailable("system RNG unavailable".into()))?;
         if !self.grants.close_challenge(challenge).await? {
+            return Err(CompletionError::NotOpen);
+        }
+        // The sweeper may have recorded it expired (a replica whose clock runs ahead).
+        if !self
+            .grants
+            .claim_once(&outcome_name(challenge), outcome_until(challenge), now)
+            .await?
+        {
             return Err(CompletionError::NotOpen);
         }
         let grant = Grant {
@@ -177,6 +376,15 @@ impl Completer {
             uses_left: challenge.terms.single_use.then_some(1),
             policy_revision: challenge.policy_revision.clone(),
         };
+        let event = Lifecycle::Completed {
+            challenge,
+            grant: &grant,
+            approver: assurance.approver.as_deref(),
+        };
+        self.evidence.lifecycle(&event).await.map_err(|e| {
+            tracing::error!(challenge_id = %challenge.id, error = %e, "completion not recorded: no grant minted");
+            CompletionError::Evidence(e.to_string())
+        })?;
         self.grants.put_grant(grant.clone()).await?;
         crate::telemetry::metrics::challenge_completed(&grant.method);
         Ok(grant)

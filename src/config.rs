@@ -12,7 +12,8 @@ use crate::route::PathTemplate;
 mod evidence;
 mod policy;
 pub use evidence::{
-    CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, WhenFull,
+    CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, StreamConfig,
+    WhenFull,
 };
 pub use policy::{BundleServerConfig, ReloadConfig};
 

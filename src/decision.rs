@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::grant::Requirement;
+use crate::grant::{Grant, Requirement};
 
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,6 +55,9 @@ pub struct Decision {
     pub trace_id: Option<String>,
     /// stepguard's own `stepguard.check` span, as 16 hex digits, while spans are exported.
     pub span_id: Option<String>,
+    /// The grant this approval spent: what satisfied the step-up (evidence).
+    #[serde(skip)]
+    pub satisfied_by: Option<Grant>,
     /// Client-sent `x-stepguard-*` headers to strip before the upstream.
     #[serde(skip)]
     pub remove_headers: Vec<String>,
@@ -75,6 +78,7 @@ impl Decision {
             policy_revision: None,
             trace_id: None,
             span_id: None,
+            satisfied_by: None,
             remove_headers: Vec::new(),
         }
     }

@@ -1,6 +1,7 @@
 //! Audit evidence: one record per sensitive decision (allow, challenge, deny, fault), saying who
 //! asked for which transaction, why step-up was required, what satisfied it and what was
-//! decided. Records are shaped like OPA's decision-log events, chained by hash, signed with
+//! decided, and one per grant lifecycle event that is not a decision ([`Lifecycle`]: a challenge
+//! completed, a completion refused, grants revoked, a challenge expired unused). Records are shaped like OPA's decision-log events, chained by hash, signed with
 //! Ed25519 and appended to a local spool that is made durable before an approval is answered.
 //! The format, the chain, checkpoints, durability and `stepguard audit` are documented in
 //! `docs/evidence.md`.
@@ -13,6 +14,7 @@
 //! | `chain.rs` | sealing a record into the chain; checking one line |
 //! | `spool.rs` (+ `spool/`) | the durable append-only spool: group commit, checkpoints, segments, recovery |
 //! | `audit.rs` | `stepguard audit verify` and `export` |
+//! | `ship.rs` | shipping the spool to Redis Streams |
 //! | `time.rs` | RFC 3339 |
 
 pub mod audit;
@@ -20,6 +22,7 @@ mod canonical;
 mod chain;
 mod key;
 mod record;
+pub mod ship;
 mod spool;
 mod time;
 
@@ -33,6 +36,7 @@ pub use time::parse as parse_time;
 
 use crate::config::{Config, EvidenceSink};
 use crate::decision::Decision;
+use crate::grant::{Challenge, Grant};
 use crate::identity::Subject;
 use crate::request::RawRequest;
 use crate::txn::Transaction;
@@ -113,12 +117,57 @@ pub struct EvidenceContext<'a> {
     pub origin: &'a Origin,
 }
 
+/// A grant lifecycle event that is not a decision of the check path (those are recorded with
+/// their decision: `challenge_issued`, `grant_consumed`).
+#[derive(Debug, Clone, Copy)]
+pub enum Lifecycle<'a> {
+    /// `challenge` was completed and `grant` minted for it (recorded before the grant is stored).
+    Completed {
+        challenge: &'a Challenge,
+        grant: &'a Grant,
+        /// Who approved, for the grant API.
+        approver: Option<&'a str>,
+    },
+    /// A completion of `challenge` by `method` was refused for `reason` (nothing was written).
+    Refused {
+        challenge: &'a Challenge,
+        method: &'a str,
+        reason: &'a str,
+    },
+    /// Grants were revoked through the grant API: a subject's, or a transaction's.
+    Revoked {
+        subject: Option<&'a str>,
+        transaction: Option<&'a str>,
+        revoked: u32,
+        /// The caller's verified identity.
+        by: &'a str,
+    },
+    /// `challenge` expired without being completed.
+    Expired { challenge: &'a Challenge },
+}
+
+impl Lifecycle<'_> {
+    /// The record's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Lifecycle::Completed { .. } => "completed",
+            Lifecycle::Refused { .. } => "completion_refused",
+            Lifecycle::Revoked { .. } => "revoked",
+            Lifecycle::Expired { .. } => "expired",
+        }
+    }
+}
+
 /// Where evidence goes.
 #[tonic::async_trait]
 pub trait Evidence: Send + Sync + 'static {
     /// Records one decision. Resolves once the record is durable (for sinks that make it so);
     /// an error means the decision has no record, and an approval must not be given.
     async fn record(&self, ctx: &EvidenceContext<'_>) -> Result<(), EvidenceError>;
+
+    /// Records a lifecycle event, durably like [`Evidence::record`]: an error means the event has
+    /// no record (a completion then mints no grant).
+    async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), EvidenceError>;
 
     /// Writes what is pending and closes the sink (at shutdown); later records fail.
     async fn close(&self) {}
@@ -147,6 +196,12 @@ impl Evidence for LogEvidence {
     async fn record(&self, ctx: &EvidenceContext<'_>) -> Result<(), EvidenceError> {
         let record = serde_json::Value::Object(self.recorder.decision(ctx, SystemTime::now()));
         tracing::info!(target: "stepguard::evidence", evidence = %record, "decision");
+        Ok(())
+    }
+
+    async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), EvidenceError> {
+        let record = serde_json::Value::Object(self.recorder.lifecycle(event, SystemTime::now()));
+        tracing::info!(target: "stepguard::evidence", evidence = %record, "{}", event.kind());
         Ok(())
     }
 }
@@ -181,7 +236,8 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> 
         }
         None => None,
     };
-    let redaction = Redaction::new(ev.redact.fields.iter().cloned(), redaction_key.as_deref());
+    let redaction = Redaction::new(ev.redact.fields.iter().cloned(), redaction_key.as_deref())
+        .with_actions(ev.redact.actions.iter().cloned());
     let recorder = Recorder::new(&config.policy.entrypoint, &ev.labels, redaction);
     match (&ev.sink, &ev.spool, &ev.signing_key_file) {
         (EvidenceSink::Spool, Some(spool), Some(key_file)) => {

@@ -11,7 +11,7 @@ mod redis;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisConnection, RedisStore};
 
 /// A store fault. On a sensitive route every one of these becomes an explicit deny.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

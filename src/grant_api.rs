@@ -18,8 +18,10 @@
 //! - **What a grant records.** `method` is `grant_api`; the approval system's `method` (e.g.
 //!   `webauthn`) is appended to the grant's `amr`, so policies can tell ceremonies apart; the
 //!   approver (the caller's verified `iss|sub` and the reported `approver`) goes to the evidence.
-//! - **Evidence.** Every completion attempt and every revocation by an authenticated caller is
-//!   one JSON record on target `stepguard::evidence` (`record.rs`).
+//! - **Evidence.** A completion is recorded (`completed`, durable before the grant is stored, by
+//!   the [`Completer`]) and so is every revocation (`revoked`, durable before the call answers;
+//!   a revocation that cannot be recorded answers `UNAVAILABLE` — the grants are gone all the
+//!   same). Every attempt is also logged on target `stepguard::evidence` (`record.rs`).
 //!
 //! Errors map to gRPC codes in one table, [`GrantApiError`]'s `From` for `Status`.
 
@@ -36,6 +38,7 @@ use tonic::{Request, Response, Status};
 use crate::clock::Clock;
 use crate::completion::{Completer, CompletionError};
 use crate::config::{Config, GrantApiConfig};
+use crate::evidence::Lifecycle;
 use crate::grant::{Challenge, Grant, GrantError, GrantStore};
 use crate::identity::{IdentityError, Jwks, JwksError};
 use crate::proto;
@@ -94,9 +97,8 @@ impl GrantApiError {
             GrantApiError::NotAllowed | GrantApiError::SelfApproval => Code::PermissionDenied,
             GrantApiError::InvalidArgument { .. } => Code::InvalidArgument,
             GrantApiError::Completion(CompletionError::NotOpen) => Code::NotFound,
-            GrantApiError::Completion(CompletionError::Store(_)) | GrantApiError::Store(_) => {
-                Code::Unavailable
-            }
+            GrantApiError::Completion(CompletionError::Store(_) | CompletionError::Evidence(_))
+            | GrantApiError::Store(_) => Code::Unavailable,
             GrantApiError::Completion(_) => Code::FailedPrecondition,
         }
     }
@@ -130,20 +132,19 @@ pub struct GrantApi {
 }
 
 impl GrantApi {
-    /// Builds the service from its config section over the sidecar's grant store and clock; the
-    /// completion rules use the `challenge.acr_ladder` and `identity.leeway_secs` as clock skew.
+    /// Builds the service from its config section over the sidecar's completer (its grant
+    /// store, evidence and completion rules) and clock.
     pub async fn new(
         api: &GrantApiConfig,
         config: &Config,
-        grants: Arc<dyn GrantStore>,
+        completer: Completer,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, JwksError> {
-        let skew = config.identity.leeway_secs as i64;
         Ok(Self {
             caller: Caller::new(api, config).await?,
-            completer: Completer::new(grants, config.challenge.acr_ladder.clone(), skew),
+            skew: completer.skew(),
+            completer,
             clock,
-            skew,
         })
     }
 
@@ -283,9 +284,25 @@ impl GrantService for GrantApi {
         let target = request.into_inner().target;
         let outcome = self.revoke(target.as_ref()).await;
         record::revocation(&approver, target.as_ref(), outcome.as_ref(), now);
-        Ok(Response::new(proto::RevokeGrantsResponse {
-            revoked: outcome?,
-        }))
+        let revoked = outcome?;
+        let (subject, transaction) = match &target {
+            Some(Target::Subject(s)) => (Some(s.as_str()), None),
+            Some(Target::TransactionDigest(d)) => (None, Some(d.as_str())),
+            None => (None, None),
+        };
+        let event = Lifecycle::Revoked {
+            subject,
+            transaction,
+            revoked,
+            by: &approver.identity,
+        };
+        if let Err(e) = self.completer.evidence().lifecycle(&event).await {
+            tracing::error!(error = %e, revoked, "revocation not recorded");
+            return Err(Status::unavailable(
+                "evidence_unavailable: the grants were revoked but the revocation could not be recorded; retry",
+            ));
+        }
+        Ok(Response::new(proto::RevokeGrantsResponse { revoked }))
     }
 }
 

@@ -298,6 +298,7 @@ impl Pipeline {
                 if spent.is_some() {
                     d.grant_policy_revision = grant.and_then(|g| g.policy_revision.clone());
                 }
+                d.satisfied_by = grant.filter(|_| spent.is_some()).cloned();
                 d.grant_id = spent;
                 d
             }
@@ -413,6 +414,10 @@ impl Pipeline {
             Err(CompletionError::Store(e)) => {
                 metrics::store_error("complete");
                 Err(fault(&e))
+            }
+            Err(CompletionError::Evidence(e)) => {
+                tracing::error!(decision_id = id, error = %e, "completion not recorded");
+                Err(Decision::fault(id.into(), "evidence_unavailable"))
             }
             // Completed concurrently by another request: this one is challenged again.
             Err(_) => Ok(None),
@@ -552,7 +557,10 @@ impl Pipeline {
             Decision::new(id.into(), Verdict::RateLimited { retry_after }, reason)
         };
         match issued {
-            Issued::Open { .. } => metrics::challenge_issued(&s.action.name),
+            Issued::Open { .. } => {
+                metrics::challenge_issued(&s.action.name);
+                self.completer.issued(&challenge);
+            }
             Issued::RateLimited { scope, retry_after } => {
                 return Err(limited(
                     retry_after,

@@ -80,6 +80,27 @@ async fn a_browser_step_up_round_trip_approves_the_transaction_once() {
     );
     assert_eq!(header(&r, "referrer-policy"), "no-referrer");
 
+    // Recorded before the 303: the completion, with what the ID token showed.
+    let state = query_param(&location, "state").unwrap();
+    let records = stack.evidence();
+    let completed: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "completed" && r["result"]["challenge_id"] == state.as_str())
+        .collect();
+    assert_eq!(completed.len(), 1, "{records:#?}");
+    let by = &completed[0]["result"]["satisfied_by"];
+    assert_eq!(
+        (by["method"].as_str(), by["acr"].as_str()),
+        (Some("oidc"), Some("aal3"))
+    );
+    assert_eq!(by["amr"], serde_json::json!(["pwd", "hwk"]));
+    assert!(by["auth_time"].as_i64().unwrap() > 0);
+    let grant_id = completed[0]["result"]["grant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(by["grant_id"], grant_id.as_str());
+
     // The same callback again: the challenge is spent.
     let again = browser.get(&callback).send().await.unwrap();
     assert_eq!(again.status(), 400);
@@ -91,6 +112,14 @@ async fn a_browser_step_up_round_trip_approves_the_transaction_once() {
     let r = stack.export(&browser, "K1", &token).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     assert_eq!(stack.upstream.hits(), before + 1);
+    let consumed: Vec<_> = stack
+        .evidence()
+        .into_iter()
+        .filter(|r| r["event"] == "grant_consumed")
+        .collect();
+    assert_eq!(consumed.len(), 1);
+    assert_eq!(consumed[0]["result"]["grant_id"], grant_id.as_str());
+    assert_eq!(consumed[0]["result"]["satisfied_by"]["method"], "oidc");
     let r = stack.export(&browser, "K1", &token).send().await.unwrap();
     assert_eq!(r.status(), 302, "single-use: a new step-up is needed");
     // And a grant for K1 never approved K2.

@@ -47,7 +47,12 @@ fn assurance(acr: &str, auth_time: i64) -> Assurance {
 }
 
 fn completer() -> Completer {
-    Completer::new(Arc::new(MemoryStore::new(100)), ladder(), 5)
+    Completer::new(
+        Arc::new(MemoryStore::new(100)),
+        Arc::new(crate::evidence::LogEvidence::default()),
+        ladder(),
+        5,
+    )
 }
 
 #[test]
@@ -201,4 +206,92 @@ async fn one_authentication_completes_one_challenge() {
     c.complete_once(&second, &strong, NOW + 6, NOW + 600)
         .await
         .unwrap();
+}
+
+/// A sink whose lifecycle records fail (a full or broken spool), keeping what it was asked.
+#[derive(Default)]
+struct Broken(std::sync::Mutex<Vec<String>>);
+
+#[tonic::async_trait]
+impl Evidence for Broken {
+    async fn record(
+        &self,
+        _: &crate::evidence::EvidenceContext<'_>,
+    ) -> Result<(), crate::evidence::EvidenceError> {
+        Ok(())
+    }
+
+    async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), crate::evidence::EvidenceError> {
+        self.0.lock().unwrap().push(event.kind().to_string());
+        Err(crate::evidence::EvidenceError::Unavailable(
+            "spool full".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_completion_that_cannot_be_recorded_mints_no_grant() {
+    let store = Arc::new(MemoryStore::new(100));
+    let evidence = Arc::new(Broken::default());
+    let c = Completer::new(store.clone(), evidence.clone(), ladder(), 5);
+    let ch = challenge(0, true);
+    store.put_challenge(ch.clone()).await.unwrap();
+    let outcome = c
+        .complete(&ch, &assurance("aal3", NOW + 10), NOW + 20)
+        .await;
+    assert!(
+        matches!(outcome, Err(CompletionError::Evidence(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(store.find_grant("dev1:txn", NOW + 20).await.unwrap(), None);
+    assert!(
+        store.challenge("c1", NOW + 20).await.unwrap().is_none(),
+        "closed: the user steps up again"
+    );
+    assert_eq!(
+        *evidence.0.lock().unwrap(),
+        ["completed", "completion_refused"],
+        "the completion was attempted first; the refusal after it"
+    );
+}
+
+#[tokio::test]
+async fn a_challenge_is_either_completed_or_expired_never_both() {
+    let c = completer();
+    let (mut open, mut done) = (challenge(0, true), challenge(0, true));
+    open.id = "open".into();
+    done.id = "done".into();
+    done.digest = "dev1:other".into();
+    for ch in [&open, &done] {
+        c.grants().put_challenge(ch.clone()).await.unwrap();
+        c.issued(ch);
+    }
+    c.complete(&done, &assurance("aal3", NOW + 10), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(c.awaited(), 1);
+    assert_eq!(c.sweep(NOW + 300).await, 0, "not expired yet (grace)");
+    assert_eq!(c.sweep(NOW + 300 + EXPIRY_GRACE_SECS).await, 1);
+    assert_eq!(c.awaited(), 0);
+    assert_eq!(c.sweep(NOW + 1000).await, 0, "recorded once");
+
+    // The sweeper on another replica recorded it expired first: a late completion is refused.
+    let mut late = challenge(0, true);
+    late.id = "late".into();
+    c.grants().put_challenge(late.clone()).await.unwrap();
+    assert!(
+        c.grants()
+            .claim_once("outcome:late", NOW + 1000, NOW)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        c.complete(&late, &assurance("aal3", NOW + 10), NOW + 20)
+            .await,
+        Err(CompletionError::NotOpen)
+    );
+    assert_eq!(
+        c.grants().find_grant("dev1:txn", NOW + 20).await.unwrap(),
+        None
+    );
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, invalid};
+use super::{Config, ConfigError, GrantsConfig, invalid};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,37 @@ pub struct EvidenceConfig {
     /// Also write each decision record to the log (target `stepguard::evidence`).
     #[serde(default)]
     pub log: bool,
+    /// Ship the spool's records to Redis Streams on the grant store's Redis (requires a spool
+    /// and a Redis grant store).
+    #[serde(default)]
+    pub stream: Option<StreamConfig>,
+}
+
+/// Shipping records to Redis Streams: one stream per chain, `<key>:<chain id>`, each record
+/// added with the id `<seq>-0` (so a record sent twice is refused by Redis), the chain ids in
+/// the set `<key>:chains`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// The streams' key prefix.
+    pub key: String,
+    /// Each stream is trimmed to about this many entries (`MAXLEN ~`).
+    pub max_len: u64,
+    /// Most records sent in one round trip.
+    pub batch: usize,
+    /// How often the spool is looked at when everything was shipped.
+    pub poll_ms: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            key: "stepguard:evidence".into(),
+            max_len: 1_000_000,
+            batch: 256,
+            poll_ms: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -97,6 +128,9 @@ pub struct RedactConfig {
     /// Bound field names (`body.payee`, `path.account`…).
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Action names every bound value of which is redacted.
+    #[serde(default)]
+    pub actions: Vec<String>,
     /// A secret (≥ 32 bytes): values become `hmac-sha256:…` under it; without it,
     /// `"[redacted]"`.
     #[serde(default)]
@@ -157,6 +191,44 @@ impl Config {
                 return Err(invalid(
                     format!("evidence.redact.fields[{i}]"),
                     format!("`{field}` is not bound by any action"),
+                ));
+            }
+        }
+        if let Some(stream) = &e.stream {
+            if e.sink != EvidenceSink::Spool {
+                return Err(invalid(
+                    "evidence.stream",
+                    "ships the spool: needs `sink: spool`",
+                ));
+            }
+            if matches!(self.grants, GrantsConfig::Memory { .. }) {
+                return Err(invalid(
+                    "evidence.stream",
+                    "ships to the grant store's Redis: needs a redis, redis_cluster or \
+                     redis_sentinel grant store",
+                ));
+            }
+            if stream.key.is_empty() || stream.key.contains(['{', '}', ' ']) {
+                return Err(invalid(
+                    "evidence.stream.key",
+                    "a non-empty key prefix without braces or spaces",
+                ));
+            }
+            if stream.max_len < 1000 {
+                return Err(invalid("evidence.stream.max_len", "at least 1000"));
+            }
+            if !(1..=10_000).contains(&stream.batch) {
+                return Err(invalid("evidence.stream.batch", "between 1 and 10000"));
+            }
+            if !(10..=60_000).contains(&stream.poll_ms) {
+                return Err(invalid("evidence.stream.poll_ms", "between 10 and 60000"));
+            }
+        }
+        for (i, action) in e.redact.actions.iter().enumerate() {
+            if !self.actions.iter().any(|a| a.name == *action) {
+                return Err(invalid(
+                    format!("evidence.redact.actions[{i}]"),
+                    format!("`{action}` is not an action"),
                 ));
             }
         }

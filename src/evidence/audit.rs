@@ -497,7 +497,7 @@ impl Walk<'_> {
     }
 }
 
-/// Which decision records `export` prints.
+/// Which records `export` prints: decisions and lifecycle events (never checkpoints).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     /// Unix seconds, inclusive.
@@ -512,7 +512,7 @@ pub struct Filter {
 
 impl Filter {
     fn matches(&self, record: &Value) -> bool {
-        if record.get("kind").and_then(Value::as_str) != Some("decision") {
+        if record.get("kind").and_then(Value::as_str) == Some("checkpoint") {
             return false;
         }
         let unix = record.get("unix").and_then(Value::as_i64).unwrap_or(0);
@@ -535,7 +535,7 @@ impl Filter {
     }
 }
 
-/// Writes the decision records of `paths` matching `filter` to `out`, one JSON line each, as
+/// Writes the decision and lifecycle records of `paths` matching `filter` to `out`, one JSON line each, as
 /// stored; the number written and the number of lines skipped as unreadable. It does not verify:
 /// run [`verify`] first.
 pub fn export(

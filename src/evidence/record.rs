@@ -1,6 +1,6 @@
-//! The record of one decision, shaped like OPA's decision-log event where the two overlap
-//! (`decision_id`, `timestamp`, `path`, `labels`, `bundles`, `trace_id`, `span_id`, `input`,
-//! `result`, `masked`), with the bound values of the transaction redacted as configured: a
+//! The record of one decision or lifecycle event, shaped like OPA's decision-log event where the
+//! two overlap (`decision_id`, `timestamp`, `path`, `labels`, `bundles`, `trace_id`, `span_id`,
+//! `input`, `result`, `masked`), with the bound values of the transaction redacted as configured: a
 //! listed field's value becomes `hmac-sha256:<base64url>` under the redaction key (equal values
 //! stay equal, so records can still be correlated) or `"[redacted]"` without one.
 
@@ -13,8 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use super::canonical::sanitize;
-use super::{EvidenceContext, time};
+use super::{EvidenceContext, Lifecycle, time};
 use crate::decision::Verdict;
+use crate::grant::{Challenge, Grant, Requirement};
 
 /// Record format version.
 pub const FORMAT: u64 = 1;
@@ -23,6 +24,8 @@ pub const FORMAT: u64 = 1;
 #[derive(Default)]
 pub struct Redaction {
     fields: BTreeSet<String>,
+    /// Actions all of whose bound values are redacted.
+    actions: BTreeSet<String>,
     key: Option<hmac::Key>,
 }
 
@@ -31,8 +34,19 @@ impl Redaction {
     pub fn new(fields: impl IntoIterator<Item = String>, key: Option<&[u8]>) -> Self {
         Self {
             fields: fields.into_iter().collect(),
+            actions: BTreeSet::new(),
             key: key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
         }
+    }
+
+    /// Also redacts every bound value of `actions`.
+    pub fn with_actions(mut self, actions: impl IntoIterator<Item = String>) -> Self {
+        self.actions = actions.into_iter().collect();
+        self
+    }
+
+    fn covers(&self, action: Option<&str>, field: &str) -> bool {
+        self.fields.contains(field) || action.is_some_and(|a| self.actions.contains(a))
     }
 
     fn apply(&self, field: &str, value: &str) -> String {
@@ -80,6 +94,80 @@ impl Recorder {
         &self.labels
     }
 
+    /// The record of a lifecycle event at `at` (without the chain fields). Its `input` has the
+    /// decision records' shape (`action`, `subject.id`, `transaction.digest`), so `audit export`
+    /// filters both alike; a challenge's bound values are in its `challenge_issued` record.
+    pub fn lifecycle(&self, event: &Lifecycle<'_>, at: SystemTime) -> Map<String, Value> {
+        let (timestamp, unix) = time::stamp(at);
+        let mut record = Map::new();
+        record.insert("v".into(), FORMAT.into());
+        record.insert("kind".into(), event.kind().into());
+        let (name, input, result) = match event {
+            Lifecycle::Completed {
+                challenge,
+                grant,
+                approver,
+            } => {
+                let mut result = challenge_result(challenge);
+                result.insert("outcome".into(), "completed".into());
+                result.insert("grant_id".into(), grant.id.clone().into());
+                let mut by = satisfied_by(grant);
+                put(&mut by, "approver", approver.map(Value::from));
+                result.insert("satisfied_by".into(), by.into());
+                result.insert(
+                    "grant".into(),
+                    json!({"expires_at": grant.expires_at,
+                           "single_use": grant.uses_left.is_some()}),
+                );
+                ("challenge_completed", challenge_input(challenge), result)
+            }
+            Lifecycle::Refused {
+                challenge,
+                method,
+                reason,
+            } => {
+                let mut result = challenge_result(challenge);
+                result.insert("outcome".into(), "refused".into());
+                result.insert("reason".into(), (*reason).into());
+                result.insert("method".into(), (*method).into());
+                ("challenge_refused", challenge_input(challenge), result)
+            }
+            Lifecycle::Revoked {
+                subject,
+                transaction,
+                revoked,
+                by,
+            } => {
+                let mut input = Map::new();
+                if let Some(s) = subject {
+                    input.insert("subject".into(), json!({"id": s}));
+                }
+                if let Some(t) = transaction {
+                    input.insert("transaction".into(), json!({"digest": t}));
+                }
+                let result = json!({"outcome": "revoked", "revoked": revoked,
+                                    "revoked_by": by});
+                ("grants_revoked", input, object(result))
+            }
+            Lifecycle::Expired { challenge } => {
+                let mut result = challenge_result(challenge);
+                result.insert("outcome".into(), "expired".into());
+                ("challenge_expired", challenge_input(challenge), result)
+            }
+        };
+        record.insert("event".into(), name.into());
+        let id = crate::challenge::random_token(12).unwrap_or_else(|| "unavailable".into());
+        record.insert("decision_id".into(), id.into());
+        record.insert("timestamp".into(), timestamp.into());
+        record.insert("unix".into(), unix.into());
+        record.insert("labels".into(), self.labels.clone().into());
+        record.insert("input".into(), input.into());
+        record.insert("result".into(), result.into());
+        let mut value = Value::Object(record);
+        sanitize(&mut value);
+        object(value)
+    }
+
     /// The record of `ctx`'s decision, made at `at` (without the chain fields).
     pub fn decision(&self, ctx: &EvidenceContext<'_>, at: SystemTime) -> Map<String, Value> {
         let d = ctx.decision;
@@ -88,6 +176,10 @@ impl Recorder {
         let mut record = Map::new();
         record.insert("v".into(), FORMAT.into());
         record.insert("kind".into(), "decision".into());
+        record.insert(
+            "event".into(),
+            decision_event(&d.verdict, d.grant_id.is_some()).into(),
+        );
         record.insert("decision_id".into(), d.id.clone().into());
         record.insert("timestamp".into(), timestamp.into());
         record.insert("unix".into(), unix.into());
@@ -99,16 +191,15 @@ impl Recorder {
                 json!({"stepguard": {"revision": revision}}),
             );
         }
-        // stepguard's own span when traced, else the caller's (from `traceparent`).
-        let origin = ctx.origin.trace.as_ref();
-        let trace_id = d.trace_id.clone().or(origin.map(|t| t.trace_id.clone()));
-        let span_id = d.span_id.clone().or(origin.map(|t| t.span_id.clone()));
-        if let Some(trace_id) = trace_id {
-            record.insert("trace_id".into(), trace_id.into());
-        }
-        if let Some(span_id) = span_id {
-            record.insert("span_id".into(), span_id.into());
-        }
+        // The decision's own span when tracing knows it, else the caller's `traceparent`.
+        let caller = ctx.origin.trace.as_ref();
+        let trace_id = d.trace_id.clone().or(caller.map(|t| t.trace_id.clone()));
+        let span_id = match &d.trace_id {
+            Some(_) => d.span_id.clone(),
+            None => caller.map(|t| t.span_id.clone()),
+        };
+        put(&mut record, "trace_id", trace_id.map(Value::from));
+        put(&mut record, "span_id", span_id.map(Value::from));
         record.insert("input".into(), self.input(ctx, &mut masked).into());
         record.insert("result".into(), result(ctx).into());
         if !masked.is_empty() {
@@ -116,10 +207,7 @@ impl Recorder {
         }
         let mut value = Value::Object(record);
         sanitize(&mut value);
-        match value {
-            Value::Object(record) => record,
-            _ => Map::new(),
-        }
+        object(value)
     }
 
     fn input(&self, ctx: &EvidenceContext<'_>, masked: &mut Vec<String>) -> Map<String, Value> {
@@ -143,7 +231,7 @@ impl Recorder {
             let mut bound = Map::new();
             for (field, value) in &txn.bound {
                 let value = match value {
-                    Some(v) if self.redaction.fields.contains(field) => {
+                    Some(v) if self.redaction.covers(d.action.as_deref(), field) => {
                         masked.push(format!(
                             "/input/transaction/bound/{}",
                             field.replace('~', "~0").replace('/', "~1")
@@ -214,10 +302,7 @@ fn result(ctx: &EvidenceContext<'_>) -> Map<String, Value> {
     } = &d.verdict
     {
         out.insert("challenge_id".into(), challenge_id.clone().into());
-        out.insert(
-            "requirement".into(),
-            json!({"acr_values": requirement.acr_values, "max_age": requirement.max_age}),
-        );
+        out.insert("requirement".into(), requirement_value(requirement));
     }
     put(&mut out, "grant_id", d.grant_id.clone().map(Value::from));
     put(
@@ -225,7 +310,63 @@ fn result(ctx: &EvidenceContext<'_>) -> Map<String, Value> {
         "grant_policy_revision",
         d.grant_policy_revision.clone().map(Value::from),
     );
+    if let Some(grant) = &d.satisfied_by {
+        out.insert("satisfied_by".into(), satisfied_by(grant).into());
+    }
     out
+}
+
+/// A decision record's `event`: the lifecycle event the decision is, if any.
+fn decision_event(verdict: &Verdict, spent_grant: bool) -> &'static str {
+    match verdict {
+        Verdict::Challenge { .. } => "challenge_issued",
+        Verdict::Allow if spent_grant => "grant_consumed",
+        _ => "decided",
+    }
+}
+
+fn requirement_value(r: &Requirement) -> Value {
+    json!({"acr_values": r.acr_values, "max_age": r.max_age})
+}
+
+/// What satisfied a step-up: the authentication the grant records.
+fn satisfied_by(g: &Grant) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("grant_id".into(), g.id.clone().into());
+    put(
+        &mut out,
+        "challenge_id",
+        g.challenge_id.clone().map(Value::from),
+    );
+    out.insert("acr".into(), g.acr.clone().into());
+    out.insert("amr".into(), json!(g.amr));
+    out.insert("auth_time".into(), g.auth_time.into());
+    out.insert("method".into(), g.method.clone().into());
+    out
+}
+
+fn challenge_input(c: &Challenge) -> Map<String, Value> {
+    object(json!({
+        "action": c.action,
+        "subject": {"id": c.subject},
+        "transaction": {"digest": c.digest},
+    }))
+}
+
+fn challenge_result(c: &Challenge) -> Map<String, Value> {
+    object(json!({
+        "challenge_id": c.id,
+        "requirement": requirement_value(&c.requirement),
+        "issued_at": c.issued_at,
+        "expires_at": c.expires_at,
+    }))
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {

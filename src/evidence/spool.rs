@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{Evidence, EvidenceContext, EvidenceError, Recorder, SigningKey};
+use super::{Evidence, EvidenceContext, EvidenceError, Lifecycle, Recorder, SigningKey};
 use crate::config::{CheckpointConfig, Config, SpoolConfig};
 
 pub use crate::config::WhenFull;
@@ -211,6 +211,15 @@ impl Evidence for SpoolEvidence {
         if self.log {
             let record = Value::Object(body.clone());
             tracing::info!(target: "stepguard::evidence", evidence = %record, "decision");
+        }
+        self.append(body).await.map(drop)
+    }
+
+    async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), EvidenceError> {
+        let body = self.recorder.lifecycle(event, SystemTime::now());
+        if self.log {
+            let record = Value::Object(body.clone());
+            tracing::info!(target: "stepguard::evidence", evidence = %record, "{}", event.kind());
         }
         self.append(body).await.map(drop)
     }

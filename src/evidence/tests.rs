@@ -177,6 +177,34 @@ fn challenge_records_its_requirement() {
 }
 
 #[test]
+fn redaction_by_action_hides_every_bound_value_of_it() {
+    let by_action = |action: &str| {
+        let redaction = Redaction::new(Vec::new(), Some(&[9u8; 32])).with_actions([action.into()]);
+        let rec = Recorder::new("p", &BTreeMap::new(), redaction);
+        Value::Object(body(&rec, "d"))
+    };
+    let r = by_action("payments.transfer");
+    let bound = r["input"]["transaction"]["bound"].as_object().unwrap();
+    assert!(!bound.is_empty());
+    // Absent fields (null) stay null: there is nothing to hide.
+    let present: Vec<_> = bound.iter().filter(|(_, v)| !v.is_null()).collect();
+    assert!(!present.is_empty());
+    for (field, value) in &present {
+        assert!(
+            value.as_str().unwrap().starts_with("hmac-sha256:"),
+            "{field}: {value}"
+        );
+    }
+    assert_eq!(r["masked"].as_array().unwrap().len(), present.len());
+    let other = by_action("keys.export");
+    assert_eq!(
+        other["input"]["transaction"]["bound"]["body.amount"],
+        "n:100"
+    );
+    assert!(other.get("masked").is_none());
+}
+
+#[test]
 fn redaction_hides_listed_bound_values() {
     let fields = || vec!["body.payee".to_string()];
     let plain = Recorder::new("p", &BTreeMap::new(), Redaction::new(fields(), None));
@@ -385,6 +413,15 @@ fn the_evidence_section_is_checked_by_field() {
             format!("{spool}{key}  labels: {{app: x}}\n"),
             "evidence.labels",
         ),
+        (
+            format!("{spool}{key}  redact: {{actions: [keys.export, nope]}}\n"),
+            "evidence.redact.actions[1]",
+        ),
+        (
+            // The quickstart's grant store is in memory: nothing to ship to.
+            format!("{spool}{key}  stream: {{}}\n"),
+            "evidence.stream",
+        ),
     ] {
         assert_eq!(field_of(&section), field, "{section}");
     }
@@ -418,4 +455,40 @@ async fn from_config_builds_the_configured_sink() {
     assert!(error.to_string().contains("missing.pem"), "{error}");
     let log = from_config(&parse_evidence("").unwrap()).unwrap();
     assert!(log.spool().is_none());
+}
+
+#[test]
+fn a_stream_ships_to_the_grant_stores_redis() {
+    let field = |stream: &str| {
+        let text =
+            std::fs::read_to_string(format!("{}/stepguard.yaml", crate::testkit::DIR)).unwrap();
+        let start = text.find("\nevidence:\n").unwrap();
+        let text = text[..start + 1].replace(
+            "grants:\n  store: memory\n  max_entries: 100000\n",
+            "grants:\n  store: redis\n  url: redis://127.0.0.1:1/0\n",
+        );
+        let text = format!(
+            "{text}evidence:\n  spool:\n    dir: /tmp/x\n  signing_key_file: k.pem\n{stream}"
+        );
+        match crate::config::Config::parse(&text, std::path::Path::new(crate::testkit::DIR)) {
+            Err(crate::config::ConfigError::Invalid { field, .. }) => field,
+            Err(e) => e.to_string(),
+            Ok(c) => {
+                let s = c.evidence.unwrap().stream.unwrap();
+                format!("accepted {} {} {} {}", s.key, s.max_len, s.batch, s.poll_ms)
+            }
+        }
+    };
+    assert_eq!(
+        field("  stream: {}\n"),
+        "accepted stepguard:evidence 1000000 256 200"
+    );
+    assert_eq!(field("  stream: {key: 'a:{b}'}\n"), "evidence.stream.key");
+    assert_eq!(
+        field("  stream: {max_len: 10}\n"),
+        "evidence.stream.max_len"
+    );
+    assert_eq!(field("  stream: {batch: 0}\n"), "evidence.stream.batch");
+    assert_eq!(field("  stream: {poll_ms: 1}\n"), "evidence.stream.poll_ms");
+    assert!(field("  stream: {keys: x}\n").contains("keys"));
 }

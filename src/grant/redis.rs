@@ -284,6 +284,16 @@ impl RedisStore {
         self.conn.load().as_ref().clone()
     }
 
+    /// A connection of its own to the same deployment (the evidence shipper's), so bulk writes
+    /// never queue in front of the store's operations. On a cluster, the client's shared one.
+    pub fn side_connection(&self) -> Result<RedisConnection, GrantError> {
+        let conn = self.conn();
+        let fresh = conn
+            .fresh()
+            .map_err(|e| GrantError::Unavailable(format!("redis client: {e}")))?;
+        Ok(RedisConnection(fresh.unwrap_or(conn)))
+    }
+
     /// Starts connecting (and loads the scripts) without making anyone wait for it.
     fn warm_up(&self) {
         let mut conn = self.conn();
@@ -439,6 +449,30 @@ impl RedisStore {
         ttl_ms(expires_at, self.clock.now()).ok_or_else(|| {
             GrantError::Unavailable(format!("refusing to store an already expired {kind}"))
         })
+    }
+}
+
+/// A connection to the grant store's Redis deployment (single, cluster or Sentinel) for other
+/// writers ([`RedisStore::side_connection`]). Reconnects by itself; callers bound their waits.
+#[derive(Clone)]
+pub struct RedisConnection(Conn);
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
     }
 }
 

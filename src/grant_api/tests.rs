@@ -28,10 +28,16 @@ async fn fixture(allowed: &str) -> Fixture {
     let config = config(|t| t + &section(allowed));
     let store = Arc::new(MemoryStore::new(100));
     let clock = Arc::new(ManualClock::new(NOW));
+    let completer = crate::completion::Completer::new(
+        store.clone(),
+        Arc::new(crate::evidence::LogEvidence::default()),
+        config.challenge.acr_ladder.clone(),
+        config.identity.leeway_secs as i64,
+    );
     let api = GrantApi::new(
         config.grant_api.as_ref().unwrap(),
         &config,
-        store.clone(),
+        completer,
         clock.clone(),
     )
     .await
@@ -440,8 +446,20 @@ async fn grants_are_revoked_by_transaction_or_subject() {
     second.id = "ch2".into();
     second.digest = "dev1:other".into();
     f.store.put_challenge(second.clone()).await.unwrap();
-    f.store.put_challenge(challenge()).await.unwrap();
-    complete(&f, "aal3", NOW).await.unwrap();
+    // A challenge id is completed once (its outcome is claimed): the transaction's next
+    // challenge has an id of its own.
+    let mut again = challenge();
+    again.id = "ch3".into();
+    f.store.put_challenge(again.clone()).await.unwrap();
+    let approver = Approver {
+        identity: "x|y".into(),
+    };
+    let assurance = assurance_for(&again, &reported("aal3", NOW), &approver);
+    f.api
+        .completer
+        .complete(&again, &assurance, NOW)
+        .await
+        .unwrap();
     let assurance = assurance_for(
         &second,
         &reported("aal3", NOW),

@@ -14,7 +14,9 @@
 //! 8. 303 to the challenge's `return_to` — a same-origin path, else the configured default —
 //!    clearing the cookie.
 //!
-//! Every outcome is logged on the evidence target.
+//! Every outcome is logged on the evidence target; a completion is recorded in the evidence
+//! (durably, before its grant is stored: [`Completer::complete`]) and one that cannot be recorded
+//! is a 503 with no grant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -256,6 +258,13 @@ async fn complete(
                     "Another user signed in. The transaction can only be approved by the user who started it."
                 }
                 crate::completion::CompletionError::Store(_) => return store_down(),
+                crate::completion::CompletionError::Evidence(_) => {
+                    return refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "evidence_unavailable",
+                        "The service is temporarily unavailable. Try again in a moment.",
+                    );
+                }
                 crate::completion::CompletionError::NotOpen => {
                     "This sign-in link was already used or has expired. Go back and try again."
                 }

@@ -24,7 +24,7 @@ pub struct StepUpStack {
     pub sidecar: Sidecar,
     pub idp: Idp,
     pub redis: RedisServer,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl StepUpStack {
@@ -60,8 +60,16 @@ impl StepUpStack {
             },
         );
         let redis_url = redis.url();
+        let spool = dir.path().join("spool");
         let sidecar = Sidecar::start(move |t| {
             let t = with_redis(&redis_url, 200)(t);
+            // The evidence spool in this stack's directory.
+            let start = t.find("\nevidence:\n").unwrap();
+            let t = format!(
+                "{}evidence:\n  spool:\n    dir: {}\n  signing_key_file: evidence-signing-key.DEV-ONLY.pem\n",
+                &t[..start + 1],
+                spool.display()
+            );
             t.replace(
                 "  authorization_endpoint: http://127.0.0.1:9000/auth\n",
                 &oidc,
@@ -90,10 +98,34 @@ impl StepUpStack {
             sidecar,
             idp,
             redis,
-            _dir: dir,
+            dir,
         };
         stack.wait_for_discovery().await;
         stack
+    }
+
+    /// The evidence records written so far (every chain of the spool, in file order).
+    pub fn evidence(&self) -> Vec<serde_json::Value> {
+        let spool = self.dir.path().join("spool");
+        let mut files = Vec::new();
+        for chain in std::fs::read_dir(&spool).unwrap().flatten() {
+            for f in std::fs::read_dir(chain.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "jsonl") {
+                    files.push(f.path());
+                }
+            }
+        }
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// A new browser: its own cookie jar, no redirects followed.

@@ -172,6 +172,18 @@ async fn a_torn_tail_is_cut_and_the_chain_continues() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
+    // …and for the writer to let go of the chain (its lock is released just after).
+    let lock = chain_dirs(tmp.path())[0].join("LOCK");
+    while std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .try_lock()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let intact = std::fs::read(&segment).unwrap();
     let torn = &intact[..intact.len() / 3];
     let half_line = &torn[torn.iter().rposition(|&b| b == b'\n').unwrap() + 1..];

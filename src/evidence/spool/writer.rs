@@ -233,6 +233,7 @@ impl Writer {
         s.checkpoints.fetch_add(batch.checkpoints, Ordering::AcqRel);
         s.head_seq.store(batch.head.seq, Ordering::Release);
         s.bytes.store(self.total, Ordering::Release);
+        metrics::gauge!("stepguard_evidence_spool_bytes").set(self.total as f64);
         for (seq, hash, reason) in &batch.checkpoint_heads {
             tracing::info!(
                 target: "stepguard::evidence",
