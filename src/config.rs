@@ -150,6 +150,16 @@ pub enum ActionMode {
     Shadow,
 }
 
+/// A device posture granted to mTLS peers whose principal starts with a prefix.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerPosture {
+    /// e.g. `spiffe://devices.example.com/managed/`.
+    pub principal_prefix: String,
+    /// The value `input.stepguard.context.device_trust` gets, e.g. `managed`.
+    pub posture: String,
+}
+
 /// Context signals: what stepguard computes about a sensitive request beyond the token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -160,6 +170,10 @@ pub struct ContextConfig {
     pub remember_networks_days: u64,
     /// A header an upstream device-posture component sets (Envoy must drop client copies).
     pub device_trust_header: Option<String>,
+    /// Device trust from the mTLS peer: when the header gives nothing, the first entry whose
+    /// `principal_prefix` starts the downstream peer's principal (the URI SAN Envoy verified,
+    /// `attributes.source.principal`) gives the posture.
+    pub device_trust_peers: Vec<PeerPosture>,
     /// The header carrying a break-glass justification.
     pub break_glass_justification_header: String,
 }
@@ -170,6 +184,7 @@ impl Default for ContextConfig {
             velocity_window_secs: 600,
             remember_networks_days: 90,
             device_trust_header: None,
+            device_trust_peers: Vec::new(),
             break_glass_justification_header: "x-break-glass-justification".into(),
         }
     }
@@ -779,6 +794,20 @@ impl Config {
                 "context.remember_networks_days",
                 "must be between 1 and 3650",
             ));
+        }
+        for (i, p) in c.device_trust_peers.iter().enumerate() {
+            if p.principal_prefix.len() < 8 || !p.principal_prefix.contains("://") {
+                return Err(invalid(
+                    format!("context.device_trust_peers[{i}].principal_prefix"),
+                    "a URI prefix such as spiffe://devices.example.com/",
+                ));
+            }
+            if p.posture.trim().is_empty() {
+                return Err(invalid(
+                    format!("context.device_trust_peers[{i}].posture"),
+                    "must not be empty",
+                ));
+            }
         }
         for (name, header) in [
             ("device_trust_header", c.device_trust_header.as_deref()),

@@ -42,6 +42,16 @@ pub struct Velocity {
 /// Longest header value taken into the input.
 const MAX_HEADER_CHARS: usize = 512;
 
+/// The posture of a downstream mTLS peer, by the first configured principal prefix it has.
+fn peer_posture(config: &ContextConfig, principal: Option<&str>) -> Option<String> {
+    let principal = principal.filter(|p| !p.is_empty())?;
+    config
+        .device_trust_peers
+        .iter()
+        .find(|p| principal.starts_with(&p.principal_prefix))
+        .map(|p| p.posture.clone())
+}
+
 impl Signals {
     /// Counts this request and reads what is known about the subject's network (one store
     /// round trip).
@@ -73,7 +83,11 @@ impl Signals {
                 window_secs: window,
                 count,
             },
-            device_trust: config.device_trust_header.as_deref().and_then(header),
+            device_trust: config
+                .device_trust_header
+                .as_deref()
+                .and_then(header)
+                .or_else(|| peer_posture(config, req.raw.source_principal.as_deref())),
             break_glass_justification: header(&config.break_glass_justification_header),
         })
     }
@@ -139,5 +153,38 @@ mod tests {
             Some("2001:db8:aa:bb::/64")
         );
         assert_eq!(network_of("not an ip"), None);
+    }
+
+    #[test]
+    fn an_mtls_peer_gets_the_posture_of_its_principal_prefix() {
+        let config = ContextConfig {
+            device_trust_peers: vec![
+                crate::config::PeerPosture {
+                    principal_prefix: "spiffe://devices.example.com/managed/".into(),
+                    posture: "managed".into(),
+                },
+                crate::config::PeerPosture {
+                    principal_prefix: "spiffe://devices.example.com/".into(),
+                    posture: "enrolled".into(),
+                },
+            ],
+            ..ContextConfig::default()
+        };
+        let of = |p| peer_posture(&config, p);
+        assert_eq!(
+            of(Some("spiffe://devices.example.com/managed/laptop-7")).as_deref(),
+            Some("managed")
+        );
+        assert_eq!(
+            of(Some("spiffe://devices.example.com/byod/phone-1")).as_deref(),
+            Some("enrolled")
+        );
+        assert_eq!(of(Some("spiffe://other.example.com/managed/x")), None);
+        assert_eq!(of(Some("")), None);
+        assert_eq!(of(None), None);
+        assert_eq!(
+            peer_posture(&ContextConfig::default(), Some("spiffe://a/b")),
+            None
+        );
     }
 }

@@ -50,6 +50,9 @@ pub struct Decision {
     /// The policy revision the spent grant's step-up was required under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_policy_revision: Option<String>,
+    /// The policy's severity for this decision (`high` for break-glass), when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
     pub policy_revision: Option<String>,
     /// The W3C trace this check belongs to (the caller's `traceparent`), as 32 hex digits.
     pub trace_id: Option<String>,
@@ -75,6 +78,7 @@ impl Decision {
             transaction: None,
             grant_id: None,
             grant_policy_revision: None,
+            severity: None,
             policy_revision: None,
             trace_id: None,
             span_id: None,

@@ -180,24 +180,37 @@ impl Pipeline {
             }
         };
         metrics::grant_lookup(grant.is_some());
-        let outcome = self
+        let (outcome, severity) = self
             .policy_for(id, s, grant.as_ref(), &signals, now)
             .await?;
         if let Some(d) = self.dry_run(id, s, &outcome, &signals) {
             return Ok(d);
         }
+        // The policy's severity (break-glass is `high`) goes into the decision and its evidence
+        // whatever the answer.
+        let with_severity = |mut d: Decision, severity: &Option<String>| {
+            d.severity.clone_from(severity);
+            d
+        };
         let decision = if matches!(outcome, Outcome::StepUp { .. })
             && s.subject.kind != SubjectKind::Workload
             && let Some(minted) = self.answer_open_challenge(id, s, now).await?
         {
             // The request carries what its transaction's open challenge asked for (an RFC 9470
             // retry): the policy decides again, with the grant that completion minted.
-            let outcome = self.policy_for(id, s, Some(&minted), &signals, now).await?;
-            let mut d = self.act(id, s, outcome, Some(&minted), now).await?;
+            let (outcome, severity) = self.policy_for(id, s, Some(&minted), &signals, now).await?;
+            let mut d = self
+                .act(id, s, outcome, Some(&minted), now)
+                .await
+                .map_err(|d| with_severity(d, &severity))?;
             d.reasons.push("step_up_completed_rfc9470".into());
-            d
+            with_severity(d, &severity)
         } else {
-            self.act(id, s, outcome, grant.as_ref(), now).await?
+            let d = self
+                .act(id, s, outcome, grant.as_ref(), now)
+                .await
+                .map_err(|d| with_severity(d, &severity))?;
+            with_severity(d, &severity)
         };
         if decision.is_allow()
             && let Err(e) = signals
@@ -254,7 +267,7 @@ impl Pipeline {
         grant: Option<&Grant>,
         signals: &Signals,
         now: i64,
-    ) -> Step<Outcome> {
+    ) -> Step<(Outcome, Option<String>)> {
         let input = build_input(&InputParts {
             req: &s.req,
             action: &s.action,
@@ -429,7 +442,7 @@ impl Pipeline {
         id: &str,
         policy: &Arc<dyn PolicyEngine>,
         input: serde_json::Value,
-    ) -> Step<Outcome> {
+    ) -> Step<(Outcome, Option<String>)> {
         let fault = |reason: &'static str| {
             metrics::policy_error(reason);
             Decision::fault(id.into(), reason)
@@ -447,10 +460,11 @@ impl Pipeline {
             }
             Err(reason) => return Err(fault(reason)),
         };
-        Outcome::from_value(&value, self.challenger.ladder()).map_err(|e| {
+        let outcome = Outcome::from_value(&value, self.challenger.ladder()).map_err(|e| {
             tracing::error!(decision_id = id, error = %e, "policy output rejected");
             fault("policy_contract_violation")
-        })
+        })?;
+        Ok((outcome, crate::policy::severity(&value)))
     }
 
     /// Runs the (synchronous, CPU-bound) policy without stalling the async reactor: on the
@@ -642,6 +656,15 @@ impl Pipeline {
             }
         }
         (decision.trace_id, decision.span_id) = current_ids();
+        if matches!(decision.severity.as_deref(), Some("high" | "critical")) {
+            tracing::warn!(
+                decision_id = %decision.id,
+                severity = decision.severity.as_deref().unwrap_or_default(),
+                action = decision.action.as_deref().unwrap_or_default(),
+                reasons = ?decision.reasons,
+                "high-severity sensitive decision"
+            );
+        }
         let ctx = EvidenceContext {
             decision: &decision,
             txn: s.map(|s| &s.txn),

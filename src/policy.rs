@@ -230,6 +230,16 @@ impl Outcome {
     }
 }
 
+/// The decision's `severity` (optional: `low`, `medium`, `high` or `critical`; break-glass is
+/// `high`), recorded in the evidence; anything else is ignored.
+pub fn severity(value: &Value) -> Option<String> {
+    value
+        .get("severity")
+        .and_then(Value::as_str)
+        .filter(|s| matches!(*s, "low" | "medium" | "high" | "critical"))
+        .map(str::to_string)
+}
+
 fn requirement(value: &Value, ladder: &[String]) -> Result<Requirement, PolicyError> {
     let bad = |m: &str| PolicyError::Contract(m.to_string());
     let acr_values: Vec<String> = value

@@ -305,6 +305,7 @@ fn result(ctx: &EvidenceContext<'_>) -> Map<String, Value> {
         out.insert("requirement".into(), requirement_value(requirement));
     }
     put(&mut out, "grant_id", d.grant_id.clone().map(Value::from));
+    put(&mut out, "severity", d.severity.clone().map(Value::from));
     put(
         &mut out,
         "grant_policy_revision",

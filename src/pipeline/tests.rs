@@ -684,3 +684,63 @@ async fn pipeline_with(edit: impl Fn(String) -> String) -> (Arc<Pipeline>, Arc<M
         .unwrap();
     (app.pipeline().clone(), clock)
 }
+
+#[tokio::test]
+async fn an_mtls_peer_gets_its_device_posture_when_no_header_says_otherwise() {
+    let (p, engine) = recording(
+        |t| {
+            format!(
+                "{t}\ncontext:\n  device_trust_header: x-device-posture\n  device_trust_peers:\n    \
+                 - principal_prefix: spiffe://devices.example.com/managed/\n      posture: managed\n"
+            )
+        },
+        allow(),
+    )
+    .await;
+    let t = token("alice", "aal2", NOW, 10);
+    let mut from_peer = transfer(Some(&t), 100, "bob");
+    from_peer.source_principal = Some("spiffe://devices.example.com/managed/laptop-7".into());
+    p.decide(from_peer.clone()).await;
+    let mut with_header = from_peer;
+    with_header
+        .headers
+        .insert("x-device-posture".into(), "unmanaged".into());
+    p.decide(with_header).await;
+    p.decide(transfer(Some(&t), 100, "bob")).await;
+    let inputs = engine.inputs.lock().unwrap();
+    let trust = |i: usize| inputs[i]["stepguard"]["context"]["device_trust"].clone();
+    assert_eq!(trust(0), "managed");
+    assert_eq!(trust(1), "unmanaged", "the posture component's header wins");
+    assert_eq!(trust(2), serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn the_policys_severity_is_on_the_decision_whatever_the_answer() {
+    let answer: Answer = Box::new(|input| {
+        let justified = input["stepguard"]["context"]["break_glass_justification"].is_string();
+        if justified {
+            json!({"result": "step_up", "reason": "break_glass", "reasons": ["break_glass"],
+                "severity": "high",
+                "requirement": {"acr_values": ["aal3"], "max_age": 0}, "grant": {"single_use": true, "ttl": 60}})
+        } else {
+            json!({"result": "deny", "status": 403, "reason": "not_permitted", "reasons": [],
+                "severity": "whatever"})
+        }
+    });
+    let (p, _engine) = recording(|t| t, answer).await;
+    let t = token("alice", "aal2", NOW, 10);
+    let mut r = transfer(Some(&t), 100, "bob");
+    r.headers.insert(
+        "x-break-glass-justification".into(),
+        "INC-4711 payments outage, approved by on-call lead".into(),
+    );
+    let d = p.decide(r).await;
+    assert!(matches!(d.verdict, Verdict::Challenge { .. }), "{d:?}");
+    assert_eq!(d.severity.as_deref(), Some("high"));
+    let d = p.decide(transfer(Some(&t), 100, "bob")).await;
+    assert_eq!(d.verdict, Verdict::Deny { status: 403 });
+    assert_eq!(
+        d.severity, None,
+        "only low, medium, high and critical are taken"
+    );
+}
