@@ -12,13 +12,13 @@
 //! | [`txn`] | transaction binding: canonical fields → keyed digest with key id |
 //! | [`context`] | context signals: velocity, new network, device trust, break-glass |
 //! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
-//! | [`policy`] | `PolicyEngine`, the input document and output contract; [`policy::rego`] |
+//! | [`policy`] | `PolicyEngine`, the input document and output contract; engines [`policy::rego`] and [`policy::wasm`], [`policy::bundle`], live reload in [`policy::reload`] |
 //! | [`challenge`] | issuing challenges: OIDC redirect, RFC 9470 401 |
 //! | [`completion`] | completing them: what was achieved vs. what was asked, one grant |
 //! | [`oidc`] | the IdP's relying party: discovery, code exchange, ID token, the callback |
 //! | [`grant_api`] | `stepguard.v1.GrantService`: approval systems look up, complete, revoke |
 //! | [`pipeline`], [`decision`] | `decide()` and what it returns |
-//! | [`evidence`] | audit records |
+//! | [`evidence`] | tamper-evident audit records: decisions and grant lifecycle events, the spool, shipping |
 //! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`] | wiring |
 #![forbid(unsafe_code)]
 
