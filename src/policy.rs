@@ -8,6 +8,7 @@
 //! ([`bundle`]). [`load`] builds the engine for any of them; a reloader can call it again.
 
 pub mod bundle;
+pub mod explain;
 mod input;
 pub mod rego;
 pub mod wasm;
