@@ -10,7 +10,13 @@
 //! - `rego_fixture`: the same decision through regorus (`RegoPolicy`) on the fixture's v1 Rego
 //!   (`oracle_v1/` where upstream was v0), where the entrypoint is a rule: the engines side by side.
 //! - `rego_shipped`: the shipped policy (`policies/`, `stepguard/authz/decision`) on a full
-//!   stepguard input: an allow on the session and a step-up to aal3 for a 25 000 EUR transfer.
+//!   stepguard input: an allow on the session and a step-up to aal3 for a 25 000 EUR transfer
+//!   (`$STEPGUARD_BENCH_POLICIES` names another policy folder, for before/after comparisons).
+//! - `rego_shipped_parts`: the pieces of one shipped-policy evaluation alone (input conversion
+//!   to regorus's value type, regorus's serde path against stepguard's direct one; the VM run;
+//!   the result back to JSON) and regorus's interpreter on the same decision.
+//!
+//! A filter naming only `rego_shipped…` groups skips loading the Wasm fixtures.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a broken fixture should stop it
 
@@ -206,7 +212,9 @@ fn shipped_input(value: i64) -> Value {
 }
 
 fn bench_shipped(c: &mut Criterion) {
-    let policy = RegoPolicy::load(Path::new("policies"), "stepguard/authz/decision", TIMEOUT)
+    // `STEPGUARD_BENCH_POLICIES` benchmarks another copy (e.g. an older revision) instead.
+    let dir = std::env::var("STEPGUARD_BENCH_POLICIES").unwrap_or_else(|_| "policies".into());
+    let policy = RegoPolicy::load(Path::new(&dir), "stepguard/authz/decision", TIMEOUT)
         .expect("the shipped policy loads");
     let allow = shipped_input(500);
     let step_up = shipped_input(25_000);
