@@ -342,7 +342,8 @@ base := raw_requirement if is_object(raw_requirement)
 tiers := object.get(base, "tiers", [])
 
 # Well-formed tiers only; a malformed one is reported as a misconfiguration.
-tier_list := [t | some t in tiers; valid_tier(t)] if is_array(tiers)
+# (valid_tier(t), inlined.)
+tier_list := [t | some t in tiers; is_object(t); is_number(t.min_value)] if is_array(tiers)
 
 # Tiers: the highest tier whose min_value <= action.value raises the
 # requirement. A missing or negative value cannot be placed, so the highest
