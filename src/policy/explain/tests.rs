@@ -52,3 +52,14 @@ fn the_recorder_keeps_the_last_input_and_result() {
     assert_eq!(result.unwrap(), decision);
     assert_eq!(decision["reason"], "authentication_required");
 }
+
+#[test]
+fn wasm_sources_list_no_rules() {
+    let source = PolicySource {
+        path: PathBuf::from("policy.wasm"),
+        ..shipped()
+    };
+    let rules = Rules::load(&source).unwrap();
+    assert_eq!(rules.engine(), "wasm");
+    assert!(rules.evaluate(&input("human")).unwrap().is_none());
+}
