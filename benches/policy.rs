@@ -10,7 +10,13 @@
 //! - `rego_fixture`: the same decision through regorus (`RegoPolicy`) on the fixture's v1 Rego
 //!   (`oracle_v1/` where upstream was v0), where the entrypoint is a rule: the engines side by side.
 //! - `rego_shipped`: the shipped policy (`policies/`, `stepguard/authz/decision`) on a full
-//!   stepguard input: an allow on the session and a step-up to aal3 for a 25 000 EUR transfer.
+//!   stepguard input: an allow on the session and a step-up to aal3 for a 25 000 EUR transfer
+//!   (`$STEPGUARD_BENCH_POLICIES` names another policy folder, for before/after comparisons).
+//! - `rego_shipped_parts`: the pieces of one shipped-policy evaluation alone (input conversion
+//!   to regorus's value type, regorus's serde path against stepguard's direct one; the VM run;
+//!   the result back to JSON) and regorus's interpreter on the same decision.
+//!
+//! A filter naming only `rego_shipped…` groups skips loading the Wasm fixtures.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a broken fixture should stop it
 
@@ -25,7 +31,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput};
 use serde_json::{Value, json};
 use stepguard::policy::PolicyEngine;
-use stepguard::policy::rego::RegoPolicy;
+use stepguard::policy::rego::{RegoPolicy, to_json, to_rego};
 use stepguard::policy::wasm::{Limits, WasmPolicy};
 
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -206,7 +212,9 @@ fn shipped_input(value: i64) -> Value {
 }
 
 fn bench_shipped(c: &mut Criterion) {
-    let policy = RegoPolicy::load(Path::new("policies"), "stepguard/authz/decision", TIMEOUT)
+    // `STEPGUARD_BENCH_POLICIES` benchmarks another copy (e.g. an older revision) instead.
+    let dir = std::env::var("STEPGUARD_BENCH_POLICIES").unwrap_or_else(|_| "policies".into());
+    let policy = RegoPolicy::load(Path::new(&dir), "stepguard/authz/decision", TIMEOUT)
         .expect("the shipped policy loads");
     let allow = shipped_input(500);
     let step_up = shipped_input(25_000);
@@ -220,11 +228,60 @@ fn bench_shipped(c: &mut Criterion) {
     bench_evaluate(&mut g, "allow_session_satisfies", &policy, &allow);
     bench_evaluate(&mut g, "step_up_value_tier", &policy, &step_up);
     g.finish();
+
+    // Where a decision's time goes: each piece of `RegoPolicy::evaluate` alone, and the
+    // interpreter for comparison.
+    let mut g = c.benchmark_group("rego_shipped_parts");
+    g.sample_size(30).throughput(Throughput::Elements(1));
+    g.bench_function("input_to_regorus/serde_from", |b| {
+        b.iter_batched(
+            || step_up.clone(),
+            |i| regorus::Value::from(black_box(i)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("input_to_regorus/direct", |b| {
+        b.iter_batched(
+            || step_up.clone(),
+            |i| to_rego(black_box(i)),
+            BatchSize::SmallInput,
+        )
+    });
+    let converted = to_rego(step_up.clone());
+    g.bench_function("vm_only/step_up_value_tier", |b| {
+        b.iter(|| policy.evaluate_value(black_box(converted.clone())))
+    });
+    let decision = policy.evaluate_value(converted.clone()).unwrap();
+    g.bench_function("output_to_json/serde", |b| {
+        b.iter(|| serde_json::to_value(black_box(&decision)))
+    });
+    g.bench_function("output_to_json/direct", |b| {
+        b.iter(|| to_json(black_box(&decision)))
+    });
+    assert_eq!(
+        policy.evaluate_interpreted(step_up.clone()).unwrap(),
+        policy.evaluate(step_up.clone()).unwrap()
+    );
+    g.bench_function("interpreter/step_up_value_tier", |b| {
+        b.iter_batched(
+            || step_up.clone(),
+            |i| policy.evaluate_interpreted(black_box(i)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
 }
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    bench_fixtures(&mut c);
+    // The Wasm fixtures take a while to compile: skipped when a filter names only Rego groups.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if filter.is_empty() || filter.iter().any(|f| !f.starts_with("rego_shipped")) {
+        bench_fixtures(&mut c);
+    }
     bench_shipped(&mut c);
     c.final_summary();
 }

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check`, `config check`, `policy test`, `audit verify|export|public-key`.
 //! It parses and prints; the work is in the library.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -28,12 +29,19 @@ enum Command {
         #[arg(long, default_value = "deploy/local/stepguard.yaml")]
         config: PathBuf,
     },
-    /// Decide one CheckRequest (Envoy's proto3 JSON form) and print the decision.
+    /// Decide one CheckRequest (Envoy's proto3 JSON form) and explain the decision: verdict,
+    /// reasons, requirement, the policy's result and (Rego) the rules defined for the input.
     Check {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         request: PathBuf,
+        /// `text` (for people) or `json` (the decision, explanation and, with --input, input).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        /// Also print the input document the policy was given.
+        #[arg(long)]
+        input: bool,
     },
     /// Configuration tools.
     Config {
@@ -104,7 +112,12 @@ enum PolicyCommand {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config).await,
-        Command::Check { config, request } => check(&config, &request).await,
+        Command::Check {
+            config,
+            request,
+            format,
+            input,
+        } => check(&config, &request, format == "json", input).await,
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(&file)
@@ -144,21 +157,168 @@ async fn serve(path: &Path) -> Result<(), String> {
     served
 }
 
-async fn check(config: &Path, request: &Path) -> Result<(), String> {
+async fn check(config: &Path, request: &Path, json: bool, with_input: bool) -> Result<(), String> {
+    use crate::policy::PolicyEngine;
+    use crate::policy::explain::{Recorder, Rules};
     let mut config = Config::load(config).map_err(|e| e.to_string())?;
-    // A what-if: never written to the spool a running sidecar owns.
+    // A what-if: never written to the spool a running sidecar owns; no grant API (nothing
+    // else holds the pipeline, so the policy can be wrapped).
     config.evidence = None;
+    config.grant_api = None;
     let text =
         std::fs::read_to_string(request).map_err(|e| format!("{}: {e}", request.display()))?;
-    let json: serde_json::Value =
+    let request_json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", request.display()))?;
-    let raw = RawRequest::from_check_json(&json)?;
+    let raw = RawRequest::from_check_json(&request_json)?;
+    // A bundle server's bundle is downloaded once; its rules are not listed (only a file source
+    // can be compiled again for the interpreter).
+    let rules = config
+        .policy_source()
+        .map(|source| Rules::load(&source))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let mut app = App::build(&config).await.map_err(|e| e.to_string())?;
     app.activate_policy().await.map_err(|e| e.to_string())?;
-    let decision = app.pipeline().decide(raw).await;
-    let out = serde_json::to_string_pretty(&decision).map_err(|e| e.to_string())?;
-    println!("{out}");
+    let pipeline = app.into_pipeline();
+    let live = pipeline.policy.current().ok_or("no policy is active")?;
+    let engine = live.engine();
+    let recorder = std::sync::Arc::new(Recorder::new(live));
+    pipeline.policy.activate(recorder.clone());
+    let decision = pipeline.decide(raw).await;
+    let asked = recorder.last();
+    let defined = match &asked {
+        Some((input, _)) => match &rules {
+            Some(rules) => rules.evaluate(input).map_err(|e| e.to_string())?,
+            None => None,
+        },
+        None => None,
+    };
+    let result = asked.as_ref().map(|(_, r)| match r {
+        Ok(v) => v.clone(),
+        Err(e) => serde_json::json!({ "error": e }),
+    });
+    let requirement = match &decision.verdict {
+        crate::decision::Verdict::Challenge { requirement, .. } => {
+            serde_json::to_value(requirement).ok()
+        }
+        _ => result.as_ref().and_then(|r| r.get("requirement").cloned()),
+    };
+    let explanation = Explanation {
+        engine,
+        entrypoint: &config.policy.entrypoint,
+        revision: recorder.revision(),
+        consulted: asked.is_some(),
+        result,
+        requirement,
+        rules: defined,
+        input: asked.filter(|_| with_input).map(|(input, _)| input),
+    };
+    let out = if json {
+        let doc = serde_json::json!({"decision": decision, "explanation": explanation});
+        serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+    } else {
+        explanation.text(&decision)
+    };
+    // Ignoring a closed pipe (`stepguard check … | head`).
+    let _ = writeln!(std::io::stdout().lock(), "{out}");
     Ok(())
+}
+
+/// What `check` prints beside the decision.
+#[derive(serde::Serialize)]
+struct Explanation<'a> {
+    engine: &'static str,
+    entrypoint: &'a str,
+    revision: &'a str,
+    /// Whether the pipeline asked the policy at all (not for public routes, missing tokens…).
+    consulted: bool,
+    /// The policy's raw result.
+    result: Option<serde_json::Value>,
+    /// `acr_values` and `max_age`, when the decision has a requirement.
+    requirement: Option<serde_json::Value>,
+    /// Per Rego package, the rules defined for the input; `null` for Wasm (entrypoint only).
+    rules: Option<Vec<crate::policy::explain::PackageRules>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<serde_json::Value>,
+}
+
+impl Explanation<'_> {
+    fn text(&self, decision: &crate::decision::Decision) -> String {
+        use std::fmt::Write;
+        const WIDTH: usize = 100;
+        let compact = |v: &serde_json::Value| {
+            let s = v.to_string();
+            if s.chars().count() > WIDTH {
+                format!("{}…", s.chars().take(WIDTH).collect::<String>())
+            } else {
+                s
+            }
+        };
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "decision:     {} (reason: {})",
+            decision.outcome(),
+            decision.reason
+        );
+        let _ = writeln!(out, "reasons:      {}", decision.reasons.join(", "));
+        let _ = writeln!(out, "action:       {}", or_dash(&decision.action));
+        let _ = writeln!(out, "subject:      {}", or_dash(&decision.subject));
+        let _ = writeln!(out, "transaction:  {}", or_dash(&decision.transaction));
+        match &self.requirement {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "requirement:  acr_values {}, max_age {}",
+                    r["acr_values"], r["max_age"]
+                );
+            }
+            None => {
+                let _ = writeln!(out, "requirement:  -");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "policy:       {} {} (revision {})",
+            self.engine, self.entrypoint, self.revision
+        );
+        let Some(result) = &self.result else {
+            let _ = write!(out, "The policy was not consulted for this request.");
+            return out;
+        };
+        let _ = writeln!(out, "result:       {}", compact(result));
+        match &self.rules {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "rules:        not listed: a Wasm module (or a bundle server's bundle) shows its entrypoint's result only"
+                );
+            }
+            Some(packages) => {
+                let _ = writeln!(
+                    out,
+                    "rules defined for this input (values cut at {WIDTH} characters; --format json for all):"
+                );
+                for p in packages {
+                    let _ = writeln!(out, "  {}", p.package);
+                    for (name, value) in &p.rules {
+                        let _ = writeln!(out, "    {name} = {}", compact(value));
+                    }
+                }
+            }
+        }
+        match &self.input {
+            Some(input) => {
+                let pretty = serde_json::to_string_pretty(input).unwrap_or_default();
+                let _ = write!(out, "input:\n{pretty}");
+            }
+            None => {
+                let _ = write!(out, "input:        (--input prints the input document)");
+            }
+        }
+        out
+    }
 }
 
 fn policy_test(dir: &Path) -> Result<(), String> {

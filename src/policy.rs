@@ -9,6 +9,7 @@
 //! current (local changes, or a bundle server) without a restart.
 
 pub mod bundle;
+pub mod explain;
 mod input;
 pub mod rego;
 pub mod reload;

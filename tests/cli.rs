@@ -80,14 +80,17 @@ fn policy_test_reports_each_rego_test() {
     assert!(stdout.contains("PASS: "));
 }
 
-#[test]
-fn check_explains_a_decision() {
-    let token = support::tokens::token("alice", "aal1", 60);
+/// Runs `stepguard check` on the quickstart config for a CheckRequest carrying `token`.
+fn check(path: &str, token: &str, extra: &[&str]) -> std::process::Output {
     let request = serde_json::json!({"attributes": {"request": {"http": {
-        "method": "POST", "path": "/v1/keys/k1/export", "host": "api",
+        "method": "POST", "path": path, "host": "api",
         "headers": {"authorization": format!("Bearer {token}")}}}}});
-    let path = std::env::temp_dir().join(format!("stepguard-check-{}.json", std::process::id()));
-    std::fs::write(&path, request.to_string()).unwrap();
+    let file = std::env::temp_dir().join(format!(
+        "stepguard-check-{}-{}.json",
+        std::process::id(),
+        extra.join("")
+    ));
+    std::fs::write(&file, request.to_string()).unwrap();
     let out = stepguard()
         .args([
             "check",
@@ -95,22 +98,101 @@ fn check_explains_a_decision() {
             "deploy/local/stepguard.yaml",
             "--request",
         ])
-        .arg(&path)
+        .arg(&file)
+        .args(extra)
         .output()
         .unwrap();
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&file).unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    out
+}
+
+#[test]
+fn check_explains_a_step_up_as_json() {
+    let token = support::tokens::token("alice", "aal1", 60);
+    let out = check(
+        "/v1/keys/k1/export",
+        &token,
+        &["--format", "json", "--input"],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decision = &doc["decision"];
     assert_eq!(decision["verdict"]["verdict"], "challenge");
     assert_eq!(decision["action"], "keys.export");
     assert_eq!(decision["verdict"]["requirement"]["max_age"], 0);
+    let explanation = &doc["explanation"];
+    assert_eq!(explanation["engine"], "rego");
+    assert_eq!(explanation["consulted"], true);
+    assert_eq!(
+        explanation["requirement"]["acr_values"],
+        serde_json::json!(["aal3"])
+    );
+    assert_eq!(explanation["result"]["result"], "step_up");
+    let reasons = explanation["result"]["reasons"].as_array().unwrap();
+    assert!(reasons.contains(&"acr_too_low".into()), "{explanation}");
     assert!(
-        decision["reasons"].as_array().unwrap().len() >= 2,
-        "{decision}"
+        reasons.contains(&"fresh_step_up_required".into()),
+        "{explanation}"
+    );
+    // The rules that fired, evaluated on the very input the pipeline built.
+    let authz = explanation["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["package"] == "data.stepguard.authz")
+        .unwrap();
+    assert_eq!(authz["rules"]["privileged"], true);
+    assert_eq!(authz["rules"]["required_rank"], 2);
+    assert_eq!(authz["rules"]["decision"], explanation["result"]);
+    assert!(
+        authz["rules"]["step_up_reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"acr_too_low".into())
+    );
+    assert_eq!(
+        explanation["input"]["stepguard"]["action"]["name"],
+        "keys.export"
+    );
+    assert_eq!(explanation["input"]["stepguard"]["subject"]["acr"], "aal1");
+}
+
+#[test]
+fn check_explains_a_denial_as_text() {
+    let mut claims = support::tokens::claims("carol", "aal3", 5);
+    claims["roles"] = serde_json::json!(["break-glass"]);
+    let token = support::tokens::sign(&claims);
+    let out = check("/v1/keys/k1/export", &token, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decision:     deny (reason: break_glass_justification_required)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reasons:      break_glass_justification_required, break_glass"),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy:       rego stepguard/authz/decision"),
+        "{text}"
+    );
+    assert!(text.contains("  data.stepguard.authz\n"), "{text}");
+    assert!(text.contains("    break_glass = true\n"), "{text}");
+    assert!(
+        text.contains("    deny_reasons = [\"break_glass_justification_required\"]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(--input prints the input document)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\"stepguard\": {"),
+        "input printed without --input: {text}"
     );
 }
 

@@ -156,7 +156,8 @@ ordered(codes) := [r | some r in reason_order; r in codes]
 
 # The requirement that must be met, as reported in the decision.
 requirement := {
-	"acr_values": lib.acr_values(ladder, required_acr),
+	# lib.acr_values(ladder, required_acr), from the rank already known.
+	"acr_values": array.slice(ladder, required_rank, count(ladder)),
 	"max_age": required_max_age,
 }
 
@@ -238,7 +239,7 @@ grant_fresh if required_max_age == 0
 
 grant_fresh if {
 	required_max_age > 0
-	lib.within(grant_age, required_max_age, max_clock_skew)
+	fresh(grant_age)
 }
 
 grant_age := now - grant.auth_time if {
@@ -266,7 +267,17 @@ session_satisfies if {
 	session_fresh
 }
 
-session_fresh if lib.within(subject.session_age, required_max_age, max_clock_skew)
+session_fresh if fresh(subject.session_age)
+
+# lib.within(age, required_max_age, max_clock_skew), inlined: decisions call it
+# on every request and a function call costs more than its body.
+fresh(age) if {
+	is_number(age)
+	is_number(required_max_age)
+	is_number(max_clock_skew)
+	age <= required_max_age
+	age >= 0 - max_clock_skew
+}
 
 step_up_reasons contains "acr_too_low" if subject.acr_rank < required_rank
 
@@ -320,7 +331,10 @@ raw_requirement := requirements.default if {
 	not listed
 }
 
-listed if lib.has_key(requirements.actions, action.name)
+listed if {
+	is_object(requirements.actions)
+	requirements.actions[action.name] = _
+}
 
 # The requirement, when it is usable at all (an object).
 base := raw_requirement if is_object(raw_requirement)
@@ -328,7 +342,8 @@ base := raw_requirement if is_object(raw_requirement)
 tiers := object.get(base, "tiers", [])
 
 # Well-formed tiers only; a malformed one is reported as a misconfiguration.
-tier_list := [t | some t in tiers; valid_tier(t)] if is_array(tiers)
+# (valid_tier(t), inlined.)
+tier_list := [t | some t in tiers; is_object(t); is_number(t.min_value)] if is_array(tiers)
 
 # Tiers: the highest tier whose min_value <= action.value raises the
 # requirement. A missing or negative value cannot be placed, so the highest
@@ -357,10 +372,14 @@ applied_tiers contains t if {
 	t.min_value == tier_floor
 }
 
-base_rank := lib.rank(ladder, base.acr)
+# Ranks by key: the index of each acr on the (valid) ladder, built once per
+# decision; rank_of[acr] is lib.rank(ladder, acr).
+rank_of := {acr: i | some i, acr in ladder} if ladder_ok
+
+base_rank := rank_of[base.acr]
 
 # A tier never lowers the acr nor raises max_age relative to the base.
-data_rank := max({base_rank} | {lib.rank(ladder, object.get(t, "acr", base.acr)) | some t in applied_tiers})
+data_rank := max({base_rank} | {rank_of[object.get(t, "acr", base.acr)] | some t in applied_tiers})
 
 data_max_age := min({base.max_age} | {object.get(t, "max_age", base.max_age) | some t in applied_tiers})
 
@@ -377,13 +396,16 @@ admin_roles := object.get(roles_settings, "admin", [])
 
 is_admin if {
 	subject.kind == "human"
-	lib.any_in(subject.roles, admin_roles)
+	is_array(subject.roles)
+	is_array(admin_roles)
+	some role in subject.roles
+	role in admin_roles
 }
 
-admin_entry := base.admin if lib.has_key(base, "admin")
+admin_entry := base.admin if base_has_admin
 
 admin_entry := requirements.default.admin if {
-	not lib.has_key(base, "admin")
+	not base_has_admin
 	is_object(requirements.default)
 	lib.has_key(requirements.default, "admin")
 }
@@ -394,7 +416,9 @@ admin_requirement := admin_entry if {
 	is_object(admin_entry)
 }
 
-admin_rank := lib.rank(ladder, object.get(admin_requirement, "acr", base.acr))
+base_has_admin if lib.has_key(base, "admin")
+
+admin_rank := rank_of[object.get(admin_requirement, "acr", base.acr)]
 
 admin_max_age := object.get(admin_requirement, "max_age", base.max_age)
 
@@ -446,7 +470,15 @@ signal_steps := object.get(signals_settings, "raise_steps", 1)
 top_rank := count(ladder) - 1 if ladder_ok
 
 # Evaluated once per decision (function results are not cached).
-ladder_ok if lib.valid_ladder(ladder)
+# lib.valid_ladder(ladder), inlined.
+ladder_ok if {
+	is_array(ladder)
+	count(ladder) > 0
+	every a in ladder {
+		is_string(a)
+	}
+	count({a | some a in ladder}) == count(ladder)
+}
 
 # --- the resulting requirement -------------------------------------------------
 
@@ -651,7 +683,11 @@ has_actor if {
 
 break_glass if {
 	subject.kind == "human"
-	lib.any_in(subject.roles, object.get(break_glass_settings, "roles", []))
+	is_array(subject.roles)
+	break_glass_roles := object.get(break_glass_settings, "roles", [])
+	is_array(break_glass_roles)
+	some role in subject.roles
+	role in break_glass_roles
 	is_array(break_glass_actions)
 	action.name in break_glass_actions
 }
@@ -672,7 +708,161 @@ break_glass_ttl := object.get(break_glass_settings, "grant_ttl", 60)
 #
 # Each entry is a human-readable message; query
 # data.stepguard.authz.input_errors or .misconfiguration to see them.
+#
+# Every decision needs both sets, and both are almost always empty. Each is
+# therefore first checked by one fast rule (input_ok, config_ok) that holds
+# only when no problem can exist; the detailed checks (input_problems,
+# config_problems) run only when it fails. The fast rules are stricter than
+# the detailed ones, never looser: when in doubt they fail, and the detailed
+# checks decide. (regorus evaluates each rule once per decision but pays for
+# every rule reference and function call; one body with builtins is cheaper
+# than twenty rules.)
 # ===========================================================================
+
+input_errors contains problem if {
+	not input_ok
+	some problem in input_problems
+}
+
+misconfiguration contains problem if {
+	not config_ok
+	some problem in config_problems
+}
+
+# --- fast paths ------------------------------------------------------------
+
+# What stepguard sends: every field present with its documented type.
+input_ok if {
+	is_object(stepguard)
+	s := stepguard
+	is_number(s.now)
+	floor(s.now) == s.now
+	a := object.get(s, "action", null)
+	is_object(a)
+	is_string(object.get(a, "name", null))
+	a.name != ""
+	is_boolean(object.get(a, "reversible", null))
+	is_boolean(object.get(a, "privileged", null))
+	type_name(object.get(a, "value", null)) in {"number", "null"}
+	u := object.get(s, "subject", null)
+	is_object(u)
+	u.kind in {"human", "workload", "anonymous"}
+	is_number(object.get(u, "acr_rank", null))
+	floor(u.acr_rank) == u.acr_rank
+	type_name(object.get(u, "session_age", null)) in {"number", "null"}
+	roles := object.get(u, "roles", null)
+	is_array(roles)
+	every r in roles {
+		is_string(r)
+	}
+	is_object(object.get(u, "claims", null))
+	is_array(object.get(u, "act", null))
+	is_object(bound_data)
+	grant_input_ok
+	context_input_ok
+}
+
+grant_input_ok if is_null(object.get(stepguard, "grant", null))
+
+grant_input_ok if {
+	g := object.get(stepguard, "grant", null)
+	is_object(g)
+	is_number(object.get(g, "acr_rank", null))
+	floor(g.acr_rank) == g.acr_rank
+	is_number(object.get(g, "auth_time", null))
+	floor(g.auth_time) == g.auth_time
+	uses := object.get(g, "uses_left", null)
+	is_null(uses)
+}
+
+grant_input_ok if {
+	g := object.get(stepguard, "grant", null)
+	is_object(g)
+	is_number(object.get(g, "acr_rank", null))
+	floor(g.acr_rank) == g.acr_rank
+	is_number(object.get(g, "auth_time", null))
+	floor(g.auth_time) == g.auth_time
+	uses := object.get(g, "uses_left", null)
+	is_number(uses)
+	floor(uses) == uses
+}
+
+context_input_ok if is_null(object.get(stepguard, "context", null))
+
+context_input_ok if {
+	c := object.get(stepguard, "context", null)
+	is_object(c)
+	context_fields_ok(c)
+	is_null(object.get(c, "velocity", null))
+}
+
+context_input_ok if {
+	c := object.get(stepguard, "context", null)
+	is_object(c)
+	context_fields_ok(c)
+	v := object.get(c, "velocity", null)
+	is_object(v)
+	n := object.get(v, "count", null)
+	is_number(n)
+	floor(n) == n
+	n >= 0
+}
+
+context_fields_ok(c) if {
+	type_name(object.get(c, "network", null)) in {"string", "null"}
+	type_name(object.get(c, "device_trust", null)) in {"string", "null"}
+	type_name(object.get(c, "break_glass_justification", null)) in {"string", "null"}
+	type_name(object.get(c, "new_network", null)) in {"boolean", "null"}
+}
+
+# A usable requirement for this action, on a valid ladder, and valid settings.
+config_ok if {
+	ladder_ok
+	is_object(requirements)
+	is_object(object.get(requirements, "actions", {}))
+	is_object(base)
+	b := base
+	object.get(b, "acr", null) in ladder
+	m := object.get(b, "max_age", null)
+	is_number(m)
+	floor(m) == m
+	m >= 0
+	is_number(base_grant_ttl)
+	t := base_grant_ttl
+	floor(t) == t
+	t > 0
+	is_boolean(object.get(b, "single_use", false))
+	is_boolean(object.get(b, "privileged", false))
+	is_boolean(object.get(b, "reversible", false))
+	is_array(tiers)
+	every tier in tiers {
+		is_object(tier)
+		is_number(object.get(tier, "min_value", null))
+		object.get(tier, "acr", b.acr) in ladder
+		tier_age := object.get(tier, "max_age", 0)
+		is_number(tier_age)
+		floor(tier_age) == tier_age
+		tier_age >= 0
+	}
+	is_number(max_clock_skew)
+	skew := max_clock_skew
+	floor(skew) == skew
+	skew >= 0
+	admin_ok
+	settings_ok
+}
+
+admin_ok if not admin_entry_present
+
+admin_ok if {
+	is_object(admin_entry)
+	e := admin_entry
+	object.get(e, "acr", ladder[0]) in ladder
+	age := object.get(e, "max_age", 0)
+	is_number(age)
+	floor(age) == age
+	age >= 0
+}
 
 # --- input -----------------------------------------------------------------
 #
@@ -682,52 +872,52 @@ break_glass_ttl := object.get(break_glass_settings, "grant_ttl", 60)
 # that way would miss a MISSING field. regorus differs; this form is the same
 # in both.
 
-input_errors contains "input.stepguard must be an object" if not stepguard
+input_problems contains "input.stepguard must be an object" if not stepguard
 
-input_errors contains "input.stepguard.now must be an integer" if {
+input_problems contains "input.stepguard.now must be an integer" if {
 	stepguard
 	not lib.is_integer(object.get(stepguard, "now", null))
 }
 
-input_errors contains "input.stepguard.action must be an object" if not action
+input_problems contains "input.stepguard.action must be an object" if not action
 
-input_errors contains "action.name must be a non-empty string" if {
+input_problems contains "action.name must be a non-empty string" if {
 	action
 	not non_empty_string(object.get(action, "name", null))
 }
 
 # These two flags can force a fresh step-up: a missing flag must not
 # silently relax the policy.
-input_errors contains "action.reversible must be a boolean" if {
+input_problems contains "action.reversible must be a boolean" if {
 	action
 	not is_boolean(object.get(action, "reversible", null))
 }
 
-input_errors contains "action.privileged must be a boolean" if {
+input_problems contains "action.privileged must be a boolean" if {
 	action
 	not is_boolean(object.get(action, "privileged", null))
 }
 
-input_errors contains "action.value must be a number or null" if {
+input_problems contains "action.value must be a number or null" if {
 	action
 	value := object.get(action, "value", null)
 	not is_number(value)
 	not is_null(value)
 }
 
-input_errors contains "input.stepguard.subject must be an object" if not subject
+input_problems contains "input.stepguard.subject must be an object" if not subject
 
-input_errors contains "subject.kind must be human, workload or anonymous" if {
+input_problems contains "subject.kind must be human, workload or anonymous" if {
 	subject
 	not object.get(subject, "kind", null) in {"human", "workload", "anonymous"}
 }
 
-input_errors contains "subject.acr_rank must be an integer" if {
+input_problems contains "subject.acr_rank must be an integer" if {
 	subject.kind == "human"
 	not lib.is_integer(object.get(subject, "acr_rank", null))
 }
 
-input_errors contains "subject.session_age must be a number or null" if {
+input_problems contains "subject.session_age must be a number or null" if {
 	subject.kind == "human"
 	age := object.get(subject, "session_age", null)
 	not is_number(age)
@@ -735,24 +925,24 @@ input_errors contains "subject.session_age must be a number or null" if {
 }
 
 # Administrators and break-glass are recognised by role.
-input_errors contains "subject.roles must be a list of strings" if {
+input_problems contains "subject.roles must be a list of strings" if {
 	subject.kind == "human"
 	not lib.is_string_list(object.get(subject, "roles", null))
 }
 
 # Needed to tell shared accounts, delegation chains and transaction tokens apart.
-input_errors contains "subject.claims must be an object" if {
+input_problems contains "subject.claims must be an object" if {
 	subject.kind in {"human", "workload"}
 	not is_object(object.get(subject, "claims", null))
 }
 
-input_errors contains "subject.act must be a list" if {
+input_problems contains "subject.act must be a list" if {
 	subject.kind in {"human", "workload"}
 	not is_array(object.get(subject, "act", null))
 }
 
 # Workload transaction tokens are matched against the bound values.
-input_errors contains "transaction.bound must be an object" if {
+input_problems contains "transaction.bound must be an object" if {
 	stepguard
 	not is_object(bound_data)
 }
@@ -761,24 +951,24 @@ default bound_data := null
 
 bound_data := stepguard.transaction.bound
 
-input_errors contains "input.stepguard.grant must be an object or null" if {
+input_problems contains "input.stepguard.grant must be an object or null" if {
 	stepguard
 	g := object.get(stepguard, "grant", null)
 	not is_object(g)
 	not is_null(g)
 }
 
-input_errors contains "grant.acr_rank must be an integer" if {
+input_problems contains "grant.acr_rank must be an integer" if {
 	grant
 	not lib.is_integer(object.get(grant, "acr_rank", null))
 }
 
-input_errors contains "grant.auth_time must be an integer" if {
+input_problems contains "grant.auth_time must be an integer" if {
 	grant
 	not lib.is_integer(object.get(grant, "auth_time", null))
 }
 
-input_errors contains "grant.uses_left must be an integer or null" if {
+input_problems contains "grant.uses_left must be an integer or null" if {
 	grant
 	uses := object.get(grant, "uses_left", null)
 	not lib.is_integer(uses)
@@ -788,27 +978,27 @@ input_errors contains "grant.uses_left must be an integer or null" if {
 # The context signals may be absent or null ("not measured"); when present
 # they must have their documented type, so a malformed signal never silently
 # relaxes the policy.
-input_errors contains "input.stepguard.context must be an object or null" if {
+input_problems contains "input.stepguard.context must be an object or null" if {
 	stepguard
 	c := object.get(stepguard, "context", null)
 	not is_object(c)
 	not is_null(c)
 }
 
-input_errors contains concat("", ["context.", key, " must be a string or null"]) if {
+input_problems contains concat("", ["context.", key, " must be a string or null"]) if {
 	some key in ["network", "device_trust", "break_glass_justification"]
 	value := object.get(context, key, null)
 	not is_string(value)
 	not is_null(value)
 }
 
-input_errors contains "context.new_network must be a boolean or null" if {
+input_problems contains "context.new_network must be a boolean or null" if {
 	value := object.get(context, "new_network", null)
 	not is_boolean(value)
 	not is_null(value)
 }
 
-input_errors contains "context.velocity must be {window_secs, count} with integer count >= 0, or null" if {
+input_problems contains "context.velocity must be {window_secs, count} with integer count >= 0, or null" if {
 	value := object.get(context, "velocity", null)
 	not is_null(value)
 	not valid_velocity(value)
@@ -826,49 +1016,49 @@ non_empty_string(s) if {
 
 # --- requirements data and ladder -------------------------------------------
 
-misconfiguration contains "input.stepguard.acr_ladder must be a non-empty list of distinct strings" if {
+config_problems contains "input.stepguard.acr_ladder must be a non-empty list of distinct strings" if {
 	stepguard
 	not ladder_ok
 }
 
-misconfiguration contains "data.stepguard.requirements.actions must be an object" if {
+config_problems contains "data.stepguard.requirements.actions must be an object" if {
 	lib.has_key(requirements, "actions")
 	not is_object(requirements.actions)
 }
 
-misconfiguration contains "no usable requirement: data.stepguard.requirements.actions[name] (or .default) must be an object" if {
+config_problems contains "no usable requirement: data.stepguard.requirements.actions[name] (or .default) must be an object" if {
 	action
 	not base
 }
 
-misconfiguration contains "requirement acr is not on the acr ladder" if {
+config_problems contains "requirement acr is not on the acr ladder" if {
 	base
 	ladder_ok
 	not lib.on_ladder(ladder, object.get(base, "acr", null))
 }
 
-misconfiguration contains "requirement max_age must be a whole number of seconds >= 0" if {
+config_problems contains "requirement max_age must be a whole number of seconds >= 0" if {
 	base
 	not lib.is_duration(object.get(base, "max_age", null))
 }
 
-misconfiguration contains "requirement grant_ttl must be a whole number of seconds > 0" if {
+config_problems contains "requirement grant_ttl must be a whole number of seconds > 0" if {
 	base
 	not lib.is_positive_duration(base_grant_ttl)
 }
 
-misconfiguration contains concat("", ["requirement ", key, " must be a boolean"]) if {
+config_problems contains concat("", ["requirement ", key, " must be a boolean"]) if {
 	base
 	some key in ["single_use", "privileged", "reversible"]
 	not lib.is_boolean_or_absent(base, key)
 }
 
-misconfiguration contains "requirement tiers must be a list" if {
+config_problems contains "requirement tiers must be a list" if {
 	base
 	not is_array(tiers)
 }
 
-misconfiguration contains "tier must be an object with a numeric min_value" if {
+config_problems contains "tier must be an object with a numeric min_value" if {
 	is_array(tiers)
 	some t in tiers
 	not valid_tier(t)
@@ -879,51 +1069,51 @@ valid_tier(t) if {
 	is_number(t.min_value)
 }
 
-misconfiguration contains "tier acr is not on the acr ladder" if {
+config_problems contains "tier acr is not on the acr ladder" if {
 	ladder_ok
 	some t in tier_list
 	lib.has_key(t, "acr")
 	not lib.on_ladder(ladder, t.acr)
 }
 
-misconfiguration contains "tier max_age must be a whole number of seconds >= 0" if {
+config_problems contains "tier max_age must be a whole number of seconds >= 0" if {
 	some t in tier_list
 	lib.has_key(t, "max_age")
 	not lib.is_duration(t.max_age)
 }
 
-misconfiguration contains "requirements max_clock_skew must be a whole number of seconds >= 0" if {
+config_problems contains "requirements max_clock_skew must be a whole number of seconds >= 0" if {
 	is_object(requirements)
 	not lib.is_duration(max_clock_skew)
 }
 
 # The admin entry that applies to this action, checked for every subject (a
 # broken entry is a broken policy, whoever trips over it).
-misconfiguration contains "requirement admin must be an object" if {
+config_problems contains "requirement admin must be an object" if {
 	admin_entry_present
 	not is_object(admin_entry)
 }
 
-admin_entry_present if lib.has_key(base, "admin")
+admin_entry_present if base_has_admin
 
 admin_entry_present if lib.has_key(requirements.default, "admin")
 
-misconfiguration contains "admin acr is not on the acr ladder" if {
+config_problems contains "admin acr is not on the acr ladder" if {
 	ladder_ok
 	lib.has_key(admin_entry, "acr")
 	not lib.on_ladder(ladder, admin_entry.acr)
 }
 
-misconfiguration contains "admin max_age must be a whole number of seconds >= 0" if {
+config_problems contains "admin max_age must be a whole number of seconds >= 0" if {
 	lib.has_key(admin_entry, "max_age")
 	not lib.is_duration(admin_entry.max_age)
 }
 
 # --- settings ------------------------------------------------------------------
 #
-# The settings are the same for every request: one rule checks them all (the
-# common case, cheap), and only when it fails are the detailed messages
-# worked out.
+# The settings are the same for every request: one rule checks them all with
+# builtins only (the common case, cheap), and only when it fails are the
+# detailed messages worked out.
 
 settings_ok if {
 	is_object(roles_data)
@@ -931,20 +1121,51 @@ settings_ok if {
 	is_object(workloads_data)
 	is_object(delegation_data)
 	is_object(break_glass_data)
-	lib.is_string_list(admin_roles)
-	lib.is_duration(object.get(signals_settings, "velocity_max", 0))
-	is_boolean(unknown_network_is_new)
-	lib.is_string_list(trusted_devices)
-	lib.is_positive_duration(signal_steps)
-	lib.is_positive_duration(max_token_lifetime)
+	roles := object.get(roles_data, "admin", [])
+	is_array(roles)
+	every r in roles {
+		is_string(r)
+	}
+	velocity_max := object.get(signals_data, "velocity_max", 0)
+	is_number(velocity_max)
+	floor(velocity_max) == velocity_max
+	velocity_max >= 0
+	is_boolean(object.get(signals_data, "unknown_network_is_new", false))
+	devices := object.get(signals_data, "trusted_devices", [])
+	is_array(devices)
+	every d in devices {
+		is_string(d)
+	}
+	steps := object.get(signals_data, "raise_steps", 1)
+	is_number(steps)
+	floor(steps) == steps
+	steps > 0
+	lifetime := object.get(workloads_data, "max_token_lifetime", 300)
+	is_number(lifetime)
+	floor(lifetime) == lifetime
+	lifetime > 0
 	valid_allowed_actors
-	lib.is_string_list(object.get(break_glass_settings, "roles", []))
-	lib.is_string_list(break_glass_actions)
-	lib.is_positive_duration(min_justification_length)
-	lib.is_positive_duration(break_glass_ttl)
+	bg_roles := object.get(break_glass_data, "roles", [])
+	is_array(bg_roles)
+	every r in bg_roles {
+		is_string(r)
+	}
+	bg_actions := object.get(break_glass_data, "actions", [])
+	is_array(bg_actions)
+	every a in bg_actions {
+		is_string(a)
+	}
+	justification := object.get(break_glass_data, "min_justification_length", 20)
+	is_number(justification)
+	floor(justification) == justification
+	justification > 0
+	ttl := object.get(break_glass_data, "grant_ttl", 60)
+	is_number(ttl)
+	floor(ttl) == ttl
+	ttl > 0
 }
 
-misconfiguration contains problem if {
+config_problems contains problem if {
 	not settings_ok
 	some problem in settings_problems
 }

@@ -138,6 +138,12 @@ impl Bundle {
             let policy = WasmPolicy::new(module, self.data, entrypoint, Limits::new(timeout))?;
             return Ok(Arc::new(policy.with_revision(self.revision)));
         }
+        Ok(Arc::new(self.into_rego(entrypoint, timeout)?))
+    }
+
+    /// The bundle's Rego policy (its `.rego` files over its data; the Wasm module, if any, is
+    /// ignored), with the bundle's revision.
+    pub fn into_rego(self, entrypoint: &str, timeout: Duration) -> Result<RegoPolicy, PolicyError> {
         if self.rego.is_empty() {
             return Err(PolicyError::Load(
                 "the bundle holds neither a Wasm module nor .rego files".into(),
@@ -145,7 +151,7 @@ impl Bundle {
         }
         let policy =
             RegoPolicy::from_modules(self.rego, &self.data, self.rego_v0, entrypoint, timeout)?;
-        Ok(Arc::new(policy.with_revision(self.revision)))
+        Ok(policy.with_revision(self.revision))
     }
 
     fn from_files(files: BTreeMap<String, Vec<u8>>) -> Result<Self, PolicyError> {
