@@ -11,7 +11,9 @@
 #   allow_all        ext_authz → examples/allow_all (answers OK to everything)
 #   stepguard_off    ext_authz → stepguard, in-memory grant store, evidence and tracing OFF
 #   stepguard        ext_authz → stepguard, in-memory grant store (the quickstart): evidence ON
-#                    (signed, hash-chained, fsynced before each sensitive approval) and tracing ON
+#                    (signed, hash-chained, fsynced before each sensitive approval; the
+#                    quickstart's extra copy of each record in the log turned off, the production
+#                    default) and tracing ON
 #                    (every check a sampled span, sample_ratio 1.0, exported over OTLP/gRPC to
 #                    examples/otlp_sink)
 #   stepguard_redis  ext_authz → a third stepguard whose grant store is a redis-server started
@@ -147,18 +149,27 @@ done
 # --- stepguard and allow_all -----------------------------------------------------------------
 SG_GRPC="$(free_port)"; SG_HTTP="$(free_port)"; ALLOW="$(free_port)"; OTLP="$(free_port)"
 LOCAL="$ROOT/deploy/local"
+# The shipped policy, with one change: the load is one subject sending thousands of transfers a
+# second, and the shipped velocity threshold (10 sensitive requests per 10-minute window) would
+# demand a fresh aal3 step-up for every transfer after the 10th. The copy raises the threshold so
+# the allowed path is what is measured (velocity is still counted on every request).
+cp -r "$ROOT/policies" "$TMP/policies"
+sed -i 's/"velocity_max": [0-9]*/"velocity_max": 1000000000/' "$TMP/policies/data.json"
+grep -q '"velocity_max": 1000000000' "$TMP/policies/data.json" || die "could not raise velocity_max"
 sed -e "s|^  grpc: .*|  grpc: 127.0.0.1:$SG_GRPC|" \
     -e "s|^  http: .*|  http: 127.0.0.1:$SG_HTTP|" \
     -e "s|file: dev-jwks.json|file: $LOCAL/dev-jwks.json|" \
     -e "s|secret_file: txn-key.DEV-ONLY|secret_file: $LOCAL/txn-key.DEV-ONLY|" \
     -e "s|signing_key_file: evidence-signing-key.DEV-ONLY.pem|signing_key_file: $LOCAL/evidence-signing-key.DEV-ONLY.pem|" \
-    -e "s|source: ../../policies|source: $ROOT/policies|" \
+    -e "s|source: ../../policies|source: $TMP/policies|" \
+    -e "s|^  log: true .*|  log: false|" \
     -e "s|^  log_level: info$|  log_level: info\n  otlp:\n    endpoint: http://127.0.0.1:$OTLP\n    sample_ratio: 1.0|" \
     "$LOCAL/stepguard.yaml" >"$TMP/stepguard.yaml"
 grep -q "127.0.0.1:$SG_GRPC" "$TMP/stepguard.yaml" || die "could not rewrite the listen ports"
-grep -q "$ROOT/policies" "$TMP/stepguard.yaml" || die "could not rewrite the policy path"
+grep -q "$TMP/policies" "$TMP/stepguard.yaml" || die "could not rewrite the policy path"
 grep -q "endpoint: http://127.0.0.1:$OTLP" "$TMP/stepguard.yaml" || die "could not add the OTLP exporter"
 grep -q "^evidence:" "$TMP/stepguard.yaml" || die "the quickstart has no evidence section"
+grep -q "^  log: false" "$TMP/stepguard.yaml" || die "could not turn the evidence log copy off"
 "$BIN/stepguard" config check "$TMP/stepguard.yaml" >/dev/null
 
 # The same configuration with evidence and tracing off: the "off" figures.

@@ -112,9 +112,12 @@ impl Stage {
         if !enabled() {
             return Span::none();
         }
-        tracing::info_span!(target: "stepguard::stage", "stage", otel.name = self.span_name())
+        tracing::info_span!(target: STAGE_TARGET, "stage", otel.name = self.span_name())
     }
 }
+
+/// The target of stage spans (traces only; the log formatter skips them).
+pub const STAGE_TARGET: &str = "stepguard::stage";
 
 /// Runs an async stage in its span and records its duration.
 pub async fn stage<F: Future>(stage: Stage, work: F) -> F::Output {
