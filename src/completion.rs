@@ -22,6 +22,11 @@
 //! are kept until they expire; the sweeper ([`Completer::sweep`], every second) claims the
 //! outcome of each one past its expiry (plus [`EXPIRY_GRACE_SECS`]) and records it `expired`.
 //! A completion anywhere (another replica on a shared Redis) claimed it first, so it is not.
+//!
+//! Grants that expire unused: the grants this process minted are awaited the same way. Spending
+//! a grant claims `used:<grant id>` ([`Completer::used`], off the approval's path); past the
+//! grant's expiry the sweeper claims the same name, and when it wins — nobody spent the grant —
+//! records it `expired` (event `grant_expired_unused`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -105,23 +110,51 @@ pub struct Completer {
     pending: Arc<Pending>,
 }
 
-/// Issued challenges by (expiry, id); `true` once their outcome was claimed as expired (the
-/// record is still to be written).
+/// What may expire unused: a challenge issued here, or a grant minted here.
+#[derive(Clone)]
+enum Awaited {
+    Challenge(Challenge),
+    Grant(Grant),
+}
+
+impl Awaited {
+    fn key(&self) -> (i64, String) {
+        match self {
+            Self::Challenge(c) => (c.expires_at, c.id.clone()),
+            Self::Grant(g) => (g.expires_at, g.id.clone()),
+        }
+    }
+
+    /// The store name claimed once by whoever settles it first.
+    fn outcome(&self) -> (String, i64) {
+        match self {
+            Self::Challenge(c) => (outcome_name(c), outcome_until(c)),
+            Self::Grant(g) => (used_name(g), used_until(g)),
+        }
+    }
+
+    fn event(&self) -> Lifecycle<'_> {
+        match self {
+            Self::Challenge(challenge) => Lifecycle::Expired { challenge },
+            Self::Grant(grant) => Lifecycle::GrantExpired { grant },
+        }
+    }
+}
+
+/// Awaited challenges and grants by (expiry, id); `true` once their outcome was claimed as
+/// expired (the record is still to be written).
 #[derive(Default)]
-struct Pending(Mutex<BTreeMap<(i64, String), (Challenge, bool)>>);
+struct Pending(Mutex<BTreeMap<(i64, String), (Awaited, bool)>>);
 
 impl Pending {
-    fn insert(&self, challenge: Challenge, claimed: bool) {
+    fn insert(&self, awaited: Awaited, claimed: bool) {
         if let Ok(mut map) = self.0.lock() {
             if map.len() >= MAX_PENDING
                 && let Some((key, _)) = map.pop_first()
             {
-                tracing::warn!(challenge_id = %key.1, "too many open challenges awaited: its expiry will not be recorded");
+                tracing::warn!(id = %key.1, "too many challenges and grants awaited: its expiry will not be recorded");
             }
-            map.insert(
-                (challenge.expires_at, challenge.id.clone()),
-                (challenge, claimed),
-            );
+            map.insert(awaited.key(), (awaited, claimed));
         }
     }
 
@@ -132,7 +165,7 @@ impl Pending {
     }
 
     /// Those expired at `before` or earlier, removed.
-    fn due(&self, before: i64) -> Vec<(Challenge, bool)> {
+    fn due(&self, before: i64) -> Vec<(Awaited, bool)> {
         let Ok(mut map) = self.0.lock() else {
             return Vec::new();
         };
@@ -155,6 +188,17 @@ fn outcome_until(challenge: &Challenge) -> i64 {
     challenge.expires_at + EXPIRY_GRACE_SECS + 60
 }
 
+/// The store name claimed by the first use of a grant (or by its expiry unused).
+fn used_name(grant: &Grant) -> String {
+    format!("used:{}", grant.id)
+}
+
+/// How long a grant's first-use claim is kept: long past its expiry, so a sweeper that is late
+/// (a store outage) still finds it.
+fn used_until(grant: &Grant) -> i64 {
+    grant.expires_at + EXPIRY_GRACE_SECS + 3_600
+}
+
 impl Completer {
     pub fn new(
         grants: Arc<dyn GrantStore>,
@@ -173,7 +217,22 @@ impl Completer {
 
     /// Awaits `challenge` (just issued): if nobody completes it, its expiry is recorded.
     pub fn issued(&self, challenge: &Challenge) {
-        self.pending.insert(challenge.clone(), false);
+        self.pending
+            .insert(Awaited::Challenge(challenge.clone()), false);
+    }
+
+    /// `grant` was spent: claims its first use, so the sweeper never records it expired unused.
+    /// Off the approval's path (the claim lands long before the grant's expiry plus the grace);
+    /// a claim that fails is logged, and the grant may then be recorded expired unused as well as
+    /// consumed (both records exist; the consumption is the decision record).
+    pub fn used(&self, grant: &Grant, now: i64) {
+        let grants = self.grants.clone();
+        let (name, until, id) = (used_name(grant), used_until(grant), grant.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = grants.claim_once(&name, until, now).await {
+                tracing::warn!(grant_id = %id, error = %e, "first use of the grant not claimed");
+            }
+        });
     }
 
     /// Issued challenges still awaited.
@@ -185,35 +244,26 @@ impl Completer {
     /// recorded. A challenge whose outcome cannot be claimed or recorded now is tried again.
     pub async fn sweep(&self, now: i64) -> usize {
         let mut recorded = 0;
-        for (challenge, claimed) in self.pending.due(now - EXPIRY_GRACE_SECS) {
+        for (awaited, claimed) in self.pending.due(now - EXPIRY_GRACE_SECS) {
+            let id = awaited.key().1;
             if !claimed {
-                let name = outcome_name(&challenge);
-                match self
-                    .grants
-                    .claim_once(&name, outcome_until(&challenge), now)
-                    .await
-                {
+                let (name, until) = awaited.outcome();
+                match self.grants.claim_once(&name, until, now).await {
                     Ok(true) => {}
-                    // Completed (here or on another replica).
+                    // Completed or spent (here or on another replica).
                     Ok(false) => continue,
                     Err(e) => {
-                        tracing::warn!(challenge_id = %challenge.id, error = %e, "challenge expiry not claimed; retrying");
-                        self.pending.insert(challenge, false);
+                        tracing::warn!(id = %id, error = %e, "expiry not claimed; retrying");
+                        self.pending.insert(awaited, false);
                         continue;
                     }
                 }
             }
-            match self
-                .evidence
-                .lifecycle(&Lifecycle::Expired {
-                    challenge: &challenge,
-                })
-                .await
-            {
+            match self.evidence.lifecycle(&awaited.event()).await {
                 Ok(()) => recorded += 1,
                 Err(e) => {
-                    tracing::warn!(challenge_id = %challenge.id, error = %e, "challenge expiry not recorded; retrying");
-                    self.pending.insert(challenge, true);
+                    tracing::warn!(id = %id, error = %e, "expiry not recorded; retrying");
+                    self.pending.insert(awaited, true);
                 }
             }
         }
@@ -386,6 +436,7 @@ impl Completer {
             CompletionError::Evidence(e.to_string())
         })?;
         self.grants.put_grant(grant.clone()).await?;
+        self.pending.insert(Awaited::Grant(grant.clone()), false);
         crate::telemetry::metrics::challenge_completed(&grant.method);
         Ok(grant)
     }

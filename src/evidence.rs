@@ -144,6 +144,8 @@ pub enum Lifecycle<'a> {
     },
     /// `challenge` expired without being completed.
     Expired { challenge: &'a Challenge },
+    /// `grant` expired without ever being used.
+    GrantExpired { grant: &'a Grant },
 }
 
 impl Lifecycle<'_> {
@@ -153,7 +155,7 @@ impl Lifecycle<'_> {
             Lifecycle::Completed { .. } => "completed",
             Lifecycle::Refused { .. } => "completion_refused",
             Lifecycle::Revoked { .. } => "revoked",
-            Lifecycle::Expired { .. } => "expired",
+            Lifecycle::Expired { .. } | Lifecycle::GrantExpired { .. } => "expired",
         }
     }
 }

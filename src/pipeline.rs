@@ -501,6 +501,7 @@ impl Pipeline {
         match self.grants.consume(grant, now).await {
             Ok(true) => {
                 metrics::grant_consumed(true);
+                self.completer.used(grant, now);
                 Ok(grant.id.clone())
             }
             Ok(false) => {

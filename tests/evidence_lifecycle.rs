@@ -424,9 +424,14 @@ async fn an_rfc9470_retry_is_a_completion_and_an_unanswered_challenge_expires() 
     stepped_up["amr"] = json!(["hwk", "user"]);
     let d = p.decide(export_raw("K1", &sign(&stepped_up))).await;
     assert!(d.is_allow(), "{d:?}");
-    assert_eq!(p.completer.awaited(), 1);
+    assert_eq!(
+        p.completer.awaited(),
+        2,
+        "K2's challenge, and K1's grant (spent at once: never recorded expired)"
+    );
 
-    // Nothing expires before its time (and grace); then K2's challenge, once.
+    // Nothing expires before its time (and grace); then K2's challenge, once; K1's grant was
+    // used, so it is not recorded expired unused.
     assert_eq!(p.completer.sweep(now()).await, 0);
     assert_eq!(p.completer.sweep(now() + 400).await, 1);
     assert_eq!(p.completer.sweep(now() + 800).await, 0);

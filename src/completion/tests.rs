@@ -269,7 +269,14 @@ async fn a_challenge_is_either_completed_or_expired_never_both() {
     c.complete(&done, &assurance("aal3", NOW + 10), NOW + 20)
         .await
         .unwrap();
-    assert_eq!(c.awaited(), 1);
+    assert_eq!(
+        c.awaited(),
+        2,
+        "the open challenge, and the grant minted for `done`"
+    );
+    // The grant (ttl 120) is never spent: it expires unused at NOW + 140.
+    assert_eq!(c.sweep(NOW + 140 + EXPIRY_GRACE_SECS - 1).await, 0);
+    assert_eq!(c.sweep(NOW + 140 + EXPIRY_GRACE_SECS).await, 1);
     assert_eq!(c.sweep(NOW + 300).await, 0, "not expired yet (grace)");
     assert_eq!(c.sweep(NOW + 300 + EXPIRY_GRACE_SECS).await, 1);
     assert_eq!(c.awaited(), 0);
@@ -294,4 +301,70 @@ async fn a_challenge_is_either_completed_or_expired_never_both() {
         c.grants().find_grant("dev1:txn", NOW + 20).await.unwrap(),
         None
     );
+}
+
+/// A sink keeping every lifecycle record it is given.
+#[derive(Default)]
+struct Kept(std::sync::Mutex<Vec<serde_json::Value>>);
+
+#[tonic::async_trait]
+impl Evidence for Kept {
+    async fn record(
+        &self,
+        _: &crate::evidence::EvidenceContext<'_>,
+    ) -> Result<(), crate::evidence::EvidenceError> {
+        Ok(())
+    }
+
+    async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), crate::evidence::EvidenceError> {
+        let record = crate::evidence::Recorder::default().lifecycle(event, std::time::UNIX_EPOCH);
+        self.0
+            .lock()
+            .unwrap()
+            .push(serde_json::Value::Object(record));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_grant_never_spent_is_recorded_expired_unused_and_a_spent_one_is_not() {
+    let store = Arc::new(MemoryStore::new(100));
+    let evidence = Arc::new(Kept::default());
+    let c = Completer::new(store.clone(), evidence.clone(), ladder(), 5);
+    let (unused, mut spent) = (challenge(0, true), challenge(0, true));
+    spent.id = "c2".into();
+    spent.digest = "dev1:spent".into();
+    let mut grants = Vec::new();
+    for ch in [&unused, &spent] {
+        store.put_challenge(ch.clone()).await.unwrap();
+        grants.push(
+            c.complete(ch, &assurance("aal3", NOW + 10), NOW + 20)
+                .await
+                .unwrap(),
+        );
+    }
+    // The second grant is spent (as the pipeline does: consume, then claim its first use).
+    assert!(store.consume(&grants[1], NOW + 30).await.unwrap());
+    c.used(&grants[1], NOW + 30);
+    // `used` claims off the approval's path: give its task a moment, then its claim is there
+    // (a claim attempted now loses).
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        !store
+            .claim_once(&format!("used:{}", grants[1].id), NOW + 1000, NOW + 31)
+            .await
+            .unwrap(),
+        "the first use was claimed"
+    );
+    assert_eq!(c.sweep(NOW + 140 + EXPIRY_GRACE_SECS).await, 1);
+    let records = evidence.0.lock().unwrap();
+    let expired: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "grant_expired_unused")
+        .collect();
+    assert_eq!(expired.len(), 1, "{records:?}");
+    assert_eq!(expired[0]["kind"], "expired");
+    assert_eq!(expired[0]["result"]["grant_id"], grants[0].id.as_str());
+    assert_eq!(expired[0]["result"]["satisfied_by"]["acr"], "aal3");
+    assert_eq!(expired[0]["input"]["transaction"]["digest"], "dev1:txn");
 }

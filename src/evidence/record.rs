@@ -154,6 +154,23 @@ impl Recorder {
                 result.insert("outcome".into(), "expired".into());
                 ("challenge_expired", challenge_input(challenge), result)
             }
+            Lifecycle::GrantExpired { grant } => {
+                let input = object(json!({
+                    "action": grant.action,
+                    "subject": {"id": grant.subject},
+                    "transaction": {"digest": grant.digest},
+                }));
+                let mut result = Map::new();
+                result.insert("outcome".into(), "expired".into());
+                result.insert("grant_id".into(), grant.id.clone().into());
+                result.insert("satisfied_by".into(), satisfied_by(grant).into());
+                result.insert(
+                    "grant".into(),
+                    json!({"issued_at": grant.issued_at, "expires_at": grant.expires_at,
+                           "single_use": grant.uses_left.is_some()}),
+                );
+                ("grant_expired_unused", input, result)
+            }
         };
         record.insert("event".into(), name.into());
         let id = crate::challenge::random_token(12).unwrap_or_else(|| "unavailable".into());

@@ -174,6 +174,20 @@ fn challenge_records_its_requirement() {
         json!({"acr_values": ["aal3"], "max_age": 0})
     );
     assert!(r.get("trace_id").is_none() && r["input"].get("source").is_none());
+    assert!(r["result"].get("severity").is_none());
+
+    // A break-glass decision: the policy's severity is in the record.
+    let mut decision = decision;
+    decision.severity = Some("high".into());
+    decision.reasons.push("break_glass".into());
+    let ctx = EvidenceContext {
+        decision: &decision,
+        txn: None,
+        subject: None,
+        origin: &origin,
+    };
+    let r = Value::Object(Recorder::default().decision(&ctx, UNIX_EPOCH));
+    assert_eq!(r["result"]["severity"], "high");
 }
 
 #[test]
