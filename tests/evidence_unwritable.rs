@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::envoy::TempDir;
 use support::sidecar::Sidecar;
@@ -33,26 +30,8 @@ fn with_spool(dir: &Path, extra: &'static str) -> impl Fn(String) -> String {
 }
 
 fn request(path: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
-    let headers: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: if body.is_empty() { "GET" } else { "POST" }.into(),
-                    host: "api.example.com".into(),
-                    path: path.into(),
-                    headers,
-                    body: body.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    support::check::request(method, path, headers, body)
 }
 
 /// The HTTP status Envoy would answer, and the body of a denial.

@@ -7,35 +7,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::sidecar::Sidecar;
 use support::tokens::token;
 
 fn check_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
-    let headers: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "req-1".into(),
-                    method: method.into(),
-                    host: "api.example.com".into(),
-                    path: path.into(),
-                    headers,
-                    body: body.into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    support::check::request(method, path, headers, body)
 }
 
 async fn check(sidecar: &Sidecar, req: CheckRequest) -> CheckResponse {

@@ -14,8 +14,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use stepguard::app::App;
 use stepguard::config::Config;
@@ -195,33 +193,21 @@ fn transfer(bearer: &str) -> RawRequest {
 }
 
 fn check_request(path: &str, bearer: &str) -> CheckRequest {
-    let headers = HashMap::from([
-        ("content-type".to_string(), "application/json".to_string()),
-        ("authorization".to_string(), format!("Bearer {bearer}")),
-    ]);
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "req-1".into(),
-                    method: if path.starts_with("/public") {
-                        "GET"
-                    } else {
-                        "POST"
-                    }
-                    .into(),
-                    host: "api.example.com".into(),
-                    path: path.into(),
-                    headers,
-                    body: TRANSFER.into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    let method = if path.starts_with("/public") {
+        "GET"
+    } else {
+        "POST"
+    };
+    let authorization = format!("Bearer {bearer}");
+    support::check::request(
+        method,
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &authorization),
+        ],
+        TRANSFER,
+    )
 }
 
 async fn check(sidecar: &Running, req: CheckRequest) -> (u16, String) {

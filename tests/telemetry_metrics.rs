@@ -9,13 +9,11 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::Value;
 use support::envoy::{TempDir, manifest_dir};
@@ -291,34 +289,14 @@ fn the_parser_is_strict() {
 // ---- traffic ----
 
 fn check(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let mut map: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    map.insert("content-type".into(), "application/json".into());
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "req".into(),
-                    method: if path.starts_with("/public") {
-                        "GET"
-                    } else {
-                        "POST"
-                    }
-                    .into(),
-                    host: "api.example.com".into(),
-                    path: path.into(),
-                    headers: map,
-                    body: "{}".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    let method = if path.starts_with("/public") {
+        "GET"
+    } else {
+        "POST"
+    };
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    support::check::request(method, path, &headers, "{}")
 }
 
 async fn status(sidecar: &Sidecar, req: CheckRequest) -> u16 {

@@ -14,8 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -139,29 +137,9 @@ impl Drop for Stepguard {
 
 /// `POST /v1/keys/K1/export` (`keys.export`: a fresh aal3 sign-in for each transaction).
 fn export_check(headers: &[(&str, &str)]) -> CheckRequest {
-    let mut map: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    map.insert("content-type".into(), "application/json".into());
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "req-1".into(),
-                    method: "POST".into(),
-                    host: "api.example.com".into(),
-                    path: "/v1/keys/K1/export".into(),
-                    headers: map,
-                    body: "{}".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    support::check::request("POST", "/v1/keys/K1/export", &headers, "{}")
 }
 
 /// The response's status and headers (OK headers for the upstream, denied ones for the client).

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod blackhole;
+pub mod check;
 pub mod envoy;
 pub mod idp;
 pub mod load;
