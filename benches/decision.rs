@@ -35,7 +35,7 @@ use criterion::{BatchSize, Criterion, Throughput};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use stepguard::app::App;
-use stepguard::config::{ActionConfig, Config, MatchConfig, Risk};
+use stepguard::config::{ActionConfig, BindSpec, Config, MatchConfig, Risk};
 use stepguard::decision::Verdict;
 use stepguard::pipeline::Pipeline;
 use stepguard::policy::rego::RegoPolicy;
@@ -152,7 +152,11 @@ fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
             },
             reversible: true,
             privileged: false,
-            bind: vec!["path.id".into()],
+            bind: vec![BindSpec::Declared {
+                field: "path.id".into(),
+                optional: true,
+            }],
+            body: Default::default(),
             value: None,
             currency: None,
             authorization_details_type: None,

@@ -2,7 +2,7 @@
 //! `cargo bench --bench policy [-- --warm-up-time 1 --measurement-time 3]`.
 //!
 //! Groups:
-//! - `wasm`: every OPA-compiled module of `shared/fixtures/opa-wasm/` (`$STEPGUARD_OPA_WASM_FIXTURES`
+//! - `wasm`: every OPA-compiled module of `tests/fixtures/opa-wasm/` (`$STEPGUARD_OPA_WASM_FIXTURES`
 //!   overrides the folder) with a defined result (not `dotnet-abort`), on its first such input,
 //!   preferring an entrypoint regorus compiles too, through `WasmPolicy::evaluate` (pooled
 //!   instance, fuel and epoch deadline armed, result parsed back); `a2d24-memory` also on its
@@ -38,14 +38,7 @@ const TIMEOUT: Duration = Duration::from_millis(100);
 
 fn fixtures() -> PathBuf {
     let env = std::env::var_os("STEPGUARD_OPA_WASM_FIXTURES").map(PathBuf::from);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    env.into_iter()
-        .chain([
-            root.join("../shared/fixtures/opa-wasm"),
-            PathBuf::from("/work/shared/fixtures/opa-wasm"),
-        ])
-        .find(|c| c.join("README.md").is_file())
-        .expect("the OPA Wasm fixtures folder shared/fixtures/opa-wasm/ (or $STEPGUARD_OPA_WASM_FIXTURES)")
+    env.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opa-wasm"))
 }
 
 /// One benchmarked decision of a fixture.

@@ -123,8 +123,15 @@ pub struct ActionConfig {
     #[serde(default)]
     pub privileged: bool,
     /// Request fields that bind the transaction: `path.P`, `query.Q`, `header.H`, `body.a.b`.
+    /// Each must be present and single-valued (else 400 `missing_bound_field`), unless written
+    /// `{field: body.memo, optional: true}`: only then is absence a value.
     #[serde(default)]
-    pub bind: Vec<String>,
+    pub bind: Vec<BindSpec>,
+    /// How `body.*` fields are read: `json` (default; `content-type` `application/json` or
+    /// `*+json`) or `form` (`application/x-www-form-urlencoded`, flat names only). A body of
+    /// another content type is refused (400) when a body field is bound.
+    #[serde(default)]
+    pub body: BodyFormat,
     /// Field holding the transaction value (a bound field), e.g. `body.amount`.
     #[serde(default)]
     pub value: Option<String>,
@@ -139,6 +146,41 @@ pub struct ActionConfig {
     /// the request allowed. Refused for privileged and irreversible actions.
     #[serde(default)]
     pub mode: ActionMode,
+}
+
+/// One bound field: `body.amount`, or `{field: body.memo, optional: true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum BindSpec {
+    Required(String),
+    Declared {
+        field: String,
+        #[serde(default)]
+        optional: bool,
+    },
+}
+
+impl BindSpec {
+    /// The field as written (`body.amount`).
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Required(f) | Self::Declared { field: f, .. } => f,
+        }
+    }
+
+    /// True when absence is a value.
+    pub fn optional(&self) -> bool {
+        matches!(self, Self::Declared { optional: true, .. })
+    }
+}
+
+/// How an action's bound `body.*` fields are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    Form,
 }
 
 /// Whether an action's decisions are enforced.
@@ -884,9 +926,16 @@ impl Config {
                 Some(m) => validate_match(m, &field("match"))?,
                 None => Vec::new(),
             };
+            let mut seen = HashSet::new();
             for (j, bind) in action.bind.iter().enumerate() {
-                validate_bind(bind, &params)
+                validate_bind(bind.field(), &params, action.body)
                     .map_err(|m| invalid(field(&format!("bind[{j}]")), m))?;
+                if !seen.insert(bind.field()) {
+                    return Err(invalid(
+                        field(&format!("bind[{j}]")),
+                        format!("`{}` is listed twice", bind.field()),
+                    ));
+                }
             }
             if action.mode == ActionMode::Shadow && (action.privileged || !action.reversible) {
                 return Err(invalid(
@@ -895,7 +944,10 @@ impl Config {
                 ));
             }
             for (name, f) in [("value", &action.value), ("currency", &action.currency)] {
-                if let Some(f) = f.as_ref().filter(|f| !action.bind.contains(f)) {
+                if let Some(f) = f
+                    .as_ref()
+                    .filter(|f| !action.bind.iter().any(|b| b.field() == f.as_str()))
+                {
                     return Err(invalid(
                         field(name),
                         format!("`{f}` must also be listed in `bind`"),
@@ -1021,7 +1073,7 @@ impl Config {
             ("redirect_uri", Some(&c.redirect_uri)),
         ] {
             let Some(url) = url else { continue };
-            if !(url.starts_with("https://") || is_loopback_http(url)) {
+            if !secure_url(url) {
                 return Err(invalid(
                     format!("challenge.{name}"),
                     "must be https:// (plain http only on loopback)",
@@ -1121,7 +1173,7 @@ fn validate_issuer(issuer: &IssuerConfig, field: &str) -> Result<(), ConfigError
         return Err(invalid(field("jwks"), "set exactly one of file or url"));
     }
     if let Some(url) = &issuer.jwks.url
-        && !(url.starts_with("https://") || is_loopback_http(url))
+        && !secure_url(url)
     {
         return Err(invalid(
             field("jwks.url"),
@@ -1152,7 +1204,7 @@ fn validate_match(m: &MatchConfig, field: &str) -> Result<Vec<String>, ConfigErr
     Ok(template.params().map(str::to_string).collect())
 }
 
-fn validate_bind(bind: &str, params: &[String]) -> Result<(), String> {
+fn validate_bind(bind: &str, params: &[String], body: BodyFormat) -> Result<(), String> {
     let (kind, name) = bind
         .split_once('.')
         .ok_or_else(|| format!("`{bind}`: use path.P, query.Q, header.H or body.a.b"))?;
@@ -1164,6 +1216,10 @@ fn validate_bind(bind: &str, params: &[String]) -> Result<(), String> {
         "path" => Err(format!(
             "`{bind}`: `{name}` is not a parameter of the path template"
         )),
+        "body" if body == BodyFormat::Form && name.contains(['.', '[', ']']) => Err(format!(
+            "`{bind}`: a form body has flat names only; nested names (`a.b`, `a[b]`) are read \
+             differently by different frameworks and cannot be bound"
+        )),
         "query" | "body" => Ok(()),
         "header" if name == name.to_ascii_lowercase() => Ok(()),
         "header" => Err(format!("`{bind}`: header names are lower case")),
@@ -1173,10 +1229,23 @@ fn validate_bind(bind: &str, params: &[String]) -> Result<(), String> {
     }
 }
 
-fn is_loopback_http(url: &str) -> bool {
-    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| url.starts_with(p))
+/// True for an `https://` URL with a host, or plain `http://` to a loopback host (`localhost`,
+/// `127.0.0.0/8`, `[::1]`) — decided on the parsed URL, so `http://localhost.evil.com` and
+/// `http://127.0.0.1@evil.com` are not loopback. URLs carrying credentials are refused.
+pub fn secure_url(raw: &str) -> bool {
+    let Ok(url) = url::Url::parse(raw) else {
+        return false;
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ pub struct Decision {
     pub trace_id: Option<String>,
     /// stepguard's own `stepguard.check` span, as 16 hex digits, while spans are exported.
     pub span_id: Option<String>,
+    /// The request field a refusal is about (`body.amount` for `missing_bound_field`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     /// The grant this approval spent: what satisfied the step-up (evidence).
     #[serde(skip)]
     pub satisfied_by: Option<Grant>,
@@ -78,6 +81,7 @@ impl Decision {
             transaction: None,
             grant_id: None,
             grant_policy_revision: None,
+            field: None,
             severity: None,
             policy_revision: None,
             trace_id: None,

@@ -164,6 +164,26 @@ impl Oidc {
                 metadata.issuer
             )));
         }
+        // The discovered endpoints are held to the configured issuer's rule: https, or plain
+        // http on loopback only.
+        for (name, endpoint) in [
+            (
+                "authorization_endpoint",
+                Some(&metadata.authorization_endpoint),
+            ),
+            ("token_endpoint", Some(&metadata.token_endpoint)),
+            ("jwks_uri", Some(&metadata.jwks_uri)),
+            (
+                "pushed_authorization_request_endpoint",
+                metadata.pushed_authorization_request_endpoint.as_ref(),
+            ),
+        ] {
+            if let Some(endpoint) = endpoint.filter(|e| !crate::config::secure_url(e)) {
+                return Err(OidcError::Discovery(format!(
+                    "{name} {endpoint:?} is not https:// (plain http only on loopback)"
+                )));
+            }
+        }
         let jwks = Jwks::load(JwksSource::Url {
             url: metadata.jwks_uri.clone(),
             min_refresh_secs: 30,

@@ -127,16 +127,19 @@ impl Pipeline {
                     "invalid_token",
                 ))
             })?;
-        // Unbindable input is the client's 400; a missing binding key is our 503.
+        // Unbindable input is the client's 400 (naming the field); a missing key is our 503.
         let txn = stage_sync(Stage::Bind, || {
             self.binder.bind(&action, &subject, &req, &params, now)
         })
         .map_err(|e| {
-            with_action(match e {
-                TxnError::BodyUnavailable(_) => deny(400, "body_unavailable"),
-                TxnError::Ambiguous(_) => deny(400, "ambiguous_transaction_field"),
-                TxnError::Key(..) => Decision::fault(id.into(), "binding_key_unavailable"),
-            })
+            tracing::info!(decision_id = id, error = %e, "transaction not bound");
+            let mut d = match e {
+                TxnError::Key(..) => Decision::fault(id.into(), e.reason()),
+                _ => deny(400, e.reason()),
+            };
+            d.field = e.field().map(str::to_string);
+            d.subject = Some(subject.binding_key());
+            with_action(d)
         })?;
         // No policy yet (a bundle server's first bundle has not activated): fail closed.
         let policy = self

@@ -6,6 +6,7 @@
 //! `/` or `\`, `;` path parameters, dot segments, NUL, invalid UTF-8) or that is longer than the configured number of
 //! segments is a [`RequestError`], which the pipeline answers with 400 before classification.
 
+pub mod body;
 mod json;
 
 use std::collections::HashMap;
@@ -55,14 +56,26 @@ pub enum RequestError {
     NotHttp,
 }
 
+/// Headers that make some frameworks route a request under another method.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// The parsed request body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     Empty,
+    /// A JSON body with one reading (see [`body`]).
     Json(Value),
     Form(Vec<(String, String)>),
-    /// A body that is present but could not be read (unknown type, bad JSON, too large).
-    Unreadable,
+    /// A content type stepguard does not read (neither JSON nor a form).
+    OtherType,
+    /// A JSON body without one reading: a repeated member name, not UTF-8, not JSON.
+    Invalid(body::JsonProblem),
+    /// Larger than stepguard reads.
+    TooLarge,
     /// Envoy sent only part of the body.
     Truncated,
 }
@@ -80,6 +93,8 @@ pub struct AuthzRequest {
     /// Decoded query parameters, in order.
     pub query: Vec<(String, String)>,
     pub body: Body,
+    /// Paths of the JSON body's numbers that no double holds exactly (binding one is refused).
+    pub inexact_numbers: Vec<Vec<String>>,
     pub context_extensions: HashMap<String, String>,
 }
 
@@ -97,13 +112,14 @@ impl AuthzRequest {
         let query = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        let body = parse_body(&raw);
+        let (body, inexact_numbers) = parse_body(&raw);
         Ok(Self {
             method: raw.method.to_ascii_uppercase(),
             host: raw.host.to_ascii_lowercase(),
             segments,
             query,
             body,
+            inexact_numbers,
             context_extensions: raw.context_extensions.clone(),
             raw,
         })
@@ -120,6 +136,30 @@ impl AuthzRequest {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The methods named by method-override headers (upper case, other than the request's).
+    pub fn method_overrides(&self) -> Vec<String> {
+        let mut methods: Vec<String> = METHOD_OVERRIDE_HEADERS
+            .iter()
+            .filter_map(|h| self.header(h))
+            .flat_map(|v| v.split(','))
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty() && *m != self.method)
+            .collect();
+        methods.sort();
+        methods.dedup();
+        methods
+    }
+
+    /// The method as bound into a transaction: the request's, and any override it carries
+    /// (`POST;override=DELETE`), since the application acts on the override.
+    pub fn bound_method(&self) -> String {
+        let overrides = self.method_overrides();
+        if overrides.is_empty() {
+            return self.method.clone();
+        }
+        format!("{};override={}", self.method, overrides.join(","))
     }
 
     /// The path without its query string.
@@ -191,7 +231,7 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn parse_body(raw: &RawRequest) -> Body {
+fn parse_body(raw: &RawRequest) -> (Body, Vec<Vec<String>>) {
     // Envoy marks a partial body; a declared length longer than what arrived is partial too,
     // whatever the client put in that header.
     let declared = raw
@@ -201,13 +241,13 @@ fn parse_body(raw: &RawRequest) -> Body {
     if raw.headers.get(PARTIAL_BODY_HEADER).map(String::as_str) == Some("true")
         || declared.is_some_and(|len| len > raw.body.len())
     {
-        return Body::Truncated;
+        return (Body::Truncated, Vec::new());
     }
     if raw.body.is_empty() {
-        return Body::Empty;
+        return (Body::Empty, Vec::new());
     }
     if raw.body.len() > MAX_BODY_BYTES {
-        return Body::Unreadable;
+        return (Body::TooLarge, Vec::new());
     }
     let content_type = raw
         .headers
@@ -221,11 +261,15 @@ fn parse_body(raw: &RawRequest) -> Body {
         })
         .unwrap_or_default();
     if content_type == "application/json" || content_type.ends_with("+json") {
-        serde_json::from_slice(&raw.body).map_or(Body::Unreadable, Body::Json)
+        match body::read(&raw.body) {
+            Ok(json) => (Body::Json(json.value), json.inexact),
+            Err(problem) => (Body::Invalid(problem), Vec::new()),
+        }
     } else if content_type == "application/x-www-form-urlencoded" {
-        Body::Form(form_urlencoded::parse(&raw.body).into_owned().collect())
+        let pairs = form_urlencoded::parse(&raw.body).into_owned().collect();
+        (Body::Form(pairs), Vec::new())
     } else {
-        Body::Unreadable
+        (Body::OtherType, Vec::new())
     }
 }
 

@@ -80,7 +80,10 @@ pub fn render(decision: &Decision) -> CheckResponse {
             )
         }
         Verdict::Deny { status } => {
-            let body = json!({"error": "access_denied", "reason": decision.reason, "decision_id": decision.id});
+            let mut body = json!({"error": "access_denied", "reason": decision.reason, "decision_id": decision.id});
+            if let Some(field) = &decision.field {
+                body["field"] = json!(field);
+            }
             denied(
                 decision,
                 *status,

@@ -5,12 +5,19 @@
 //! (`stepguard.action`) names a configured action. When only one applies it is used; when both
 //! apply and differ, the one with the higher risk wins (ties go to the table), so a tag can make a
 //! route sensitive but never make a sensitive route less so. A tag naming an unknown action is a
-//! configuration fault (the pipeline answers 503).
+//! configuration fault (the pipeline answers 503). A tagged action's own path template is matched
+//! against the request so its `path.*` fields are bound whichever way the action was chosen.
+//!
+//! Edges an attacker could use to dodge the table are closed here: the host is compared without
+//! its port or a trailing dot and case-insensitively; `HEAD` matches actions declared for `GET`;
+//! a request carrying a method-override header (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+//! `X-Method-Override`) is classified under each overriding method too, and the riskier result
+//! wins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{ActionConfig, Risk};
+use crate::config::{ActionConfig, BodyFormat, Risk};
 use crate::request::AuthzRequest;
 
 /// The context-extension key service owners use to tag routes.
@@ -23,7 +30,9 @@ pub struct Action {
     pub risk: Risk,
     pub reversible: bool,
     pub privileged: bool,
-    pub bind: Vec<BindField>,
+    pub bind: Vec<Bound>,
+    /// How bound `body.*` fields are read.
+    pub body: BodyFormat,
     pub value: Option<BindField>,
     pub currency: Option<BindField>,
     /// RFC 9396 `authorization_details` type describing this action's transactions.
@@ -31,6 +40,14 @@ pub struct Action {
     /// Enforced, or a dry run.
     pub mode: crate::config::ActionMode,
     matcher: Option<Matcher>,
+}
+
+/// A bound field and whether its absence is a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub field: BindField,
+    /// Declared `optional: true`: absence binds as "absent" instead of refusing the request.
+    pub optional: bool,
 }
 
 /// A request field that binds the transaction.
@@ -210,32 +227,54 @@ impl RouteTable {
             ),
             None => None,
         };
-        let table = self.best_match(req);
-        Ok(match (table, tagged) {
-            (None, None) => Classification::Public,
-            (Some((action, params)), None) => Classification::Sensitive { action, params },
-            (None, Some(tag)) => Classification::Sensitive {
-                action: tag.clone(),
-                params: HashMap::new(),
-            },
-            (Some((action, params)), Some(tag)) if action.risk >= tag.risk => {
-                Classification::Sensitive { action, params }
+        let table = self.riskiest_match(req);
+        let chosen = match (table, tagged) {
+            (None, None) => return Ok(Classification::Public),
+            (Some((action, params)), None) => {
+                return Ok(Classification::Sensitive { action, params });
             }
-            (Some(_), Some(tag)) => Classification::Sensitive {
-                action: tag.clone(),
-                params: HashMap::new(),
-            },
+            (Some((action, params)), Some(tag)) if action.risk >= tag.risk => {
+                return Ok(Classification::Sensitive { action, params });
+            }
+            (_, Some(tag)) => tag.clone(),
+        };
+        // The tag decided: its own template gives the path parameters it binds (none when the
+        // request does not fit it; binding then refuses a required `path.*` field).
+        let params = chosen
+            .matcher
+            .as_ref()
+            .and_then(|m| m.template.matches(&req.segments))
+            .map(|(params, _)| params)
+            .unwrap_or_default();
+        Ok(Classification::Sensitive {
+            action: chosen,
+            params,
         })
     }
 
-    fn best_match(&self, req: &AuthzRequest) -> Option<(Arc<Action>, HashMap<String, String>)> {
+    /// The best table match under the request's method and under each method an override
+    /// header names; the riskiest of them wins (ties: the request's own method).
+    fn riskiest_match(&self, req: &AuthzRequest) -> Option<(Arc<Action>, HashMap<String, String>)> {
+        let mut best = self.best_match(req, &req.method);
+        for method in req.method_overrides() {
+            if let Some(candidate) = self.best_match(req, &method)
+                && best.as_ref().is_none_or(|(b, _)| candidate.0.risk > b.risk)
+            {
+                best = Some(candidate);
+            }
+        }
+        best
+    }
+
+    fn best_match(
+        &self,
+        req: &AuthzRequest,
+        method: &str,
+    ) -> Option<(Arc<Action>, HashMap<String, String>)> {
         let mut best: Option<(Score, &Arc<Action>, HashMap<String, String>)> = None;
         for action in &self.actions {
             let Some(m) = &action.matcher else { continue };
-            if !m.methods.is_empty() && !m.methods.contains(&req.method) {
-                continue;
-            }
-            if !host_matches(m.host.as_deref(), &req.host) {
+            if !m.allows(method) || !host_matches(m.host.as_deref(), &req.host) {
                 continue;
             }
             if let Some((params, score)) = m.template.matches(&req.segments)
@@ -248,6 +287,16 @@ impl RouteTable {
     }
 }
 
+impl Matcher {
+    /// Any method when none is listed; `HEAD` wherever `GET` is listed (servers answer `HEAD`
+    /// with `GET`'s handler).
+    fn allows(&self, method: &str) -> bool {
+        self.methods.is_empty()
+            || self.methods.iter().any(|m| m == method)
+            || (method == "HEAD" && self.methods.iter().any(|m| m == "GET"))
+    }
+}
+
 fn build(c: &ActionConfig) -> Action {
     let field = |f: &Option<String>| f.as_deref().and_then(BindField::parse);
     Action {
@@ -255,14 +304,24 @@ fn build(c: &ActionConfig) -> Action {
         risk: c.risk,
         reversible: c.reversible,
         privileged: c.privileged,
-        bind: c.bind.iter().filter_map(|b| BindField::parse(b)).collect(),
+        bind: c
+            .bind
+            .iter()
+            .filter_map(|b| {
+                Some(Bound {
+                    field: BindField::parse(b.field())?,
+                    optional: b.optional(),
+                })
+            })
+            .collect(),
+        body: c.body,
         value: field(&c.value),
         currency: field(&c.currency),
         authorization_details_type: c.authorization_details_type.clone(),
         mode: c.mode,
         matcher: c.matcher.as_ref().map(|m| Matcher {
             methods: m.methods.clone(),
-            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            host: m.host.as_deref().map(normal_host),
             // The config validated every template before the table is built.
             template: PathTemplate::parse(&m.path).unwrap_or(PathTemplate {
                 segments: Vec::new(),
@@ -272,13 +331,27 @@ fn build(c: &ActionConfig) -> Action {
     }
 }
 
+/// A host as compared: lower case, without a trailing dot (`Example.COM.` = `example.com`).
+fn normal_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    match host.strip_suffix('.') {
+        Some(h) => h.to_string(),
+        None => host,
+    }
+}
+
 fn host_matches(pattern: Option<&str>, host: &str) -> bool {
     let Some(pattern) = pattern else { return true };
+    // Compared without the port and a trailing dot, case-insensitively (`pattern` is normal).
     let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .strip_suffix(suffix)
-            .is_some_and(|h| h.ends_with('.') && h.len() > 1),
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.is_char_boundary(host.len() - suffix.len())
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host[..host.len() - suffix.len()].ends_with('.')
+        }
         None => host.eq_ignore_ascii_case(pattern),
     }
 }

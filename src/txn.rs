@@ -3,6 +3,11 @@
 //! HMAC-SHA-256(key, subject ‖ action ‖ method ‖ fields), tagged with the key id so keys can
 //! rotate. Changing the amount, the payee, the account, the subject or the method changes the
 //! digest, so a grant for one transaction never approves another.
+//!
+//! A bound field has one value the application will also read, or the request is refused:
+//! absent (unless declared `optional`), repeated, read from a body of another content type, a
+//! JSON body with repeated member names or a number no double holds exactly, or text that is
+//! not UTF-8 — each is a [`TxnError`] the pipeline answers with 400.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,10 +17,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{Config, TxnKeyConfig};
+use crate::config::{BodyFormat, Config, TxnKeyConfig};
 use crate::identity::Subject;
 use crate::request::{AuthzRequest, Body};
-use crate::route::{Action, BindField};
+use crate::route::{Action, BindField, Bound};
 
 /// Domain separation for digests of this format.
 const DOMAIN: &[u8] = b"stepguard/txn/v1";
@@ -25,12 +30,48 @@ const MIN_SECRET: usize = 32;
 /// Why a transaction could not be bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {
-    #[error("the request body is needed to bind `{0}` but was truncated or unreadable")]
+    #[error("the request body is needed to bind `{0}` but was truncated or too large")]
     BodyUnavailable(String),
+    #[error("`{0}` is bound but absent from the request")]
+    Missing(String),
     #[error("`{0}` has more than one value")]
     Ambiguous(String),
+    #[error("`{0}` is bound from a {1} body but the request's content type is not {1}")]
+    ContentType(String, &'static str),
+    #[error("`{0}` cannot be read one way only: {1}")]
+    Unreadable(String, String),
+    #[error("`{0}` is a number no IEEE 754 double holds exactly")]
+    InexactNumber(String),
     #[error("key `{0}`: {1}")]
     Key(String, String),
+}
+
+impl TxnError {
+    /// The reason code of the refusal (the 400's `reason`, or the fault's).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BodyUnavailable(_) => "body_unavailable",
+            Self::Missing(_) => "missing_bound_field",
+            Self::Ambiguous(_) => "ambiguous_transaction_field",
+            Self::ContentType(..) => "unexpected_content_type",
+            Self::Unreadable(..) => "unreadable_bound_field",
+            Self::InexactNumber(_) => "inexact_bound_number",
+            Self::Key(..) => "binding_key_unavailable",
+        }
+    }
+
+    /// The bound field concerned (not for key faults).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::BodyUnavailable(f)
+            | Self::Missing(f)
+            | Self::Ambiguous(f)
+            | Self::ContentType(f, _)
+            | Self::Unreadable(f, _)
+            | Self::InexactNumber(f) => Some(f),
+            Self::Key(..) => None,
+        }
+    }
 }
 
 /// A bound transaction.
@@ -97,14 +138,18 @@ impl Binder {
         now: i64,
     ) -> Result<Transaction, TxnError> {
         let mut fields = Vec::with_capacity(action.bind.len());
-        for field in &action.bind {
-            fields.push((field.name(), extract(field, req, params)?));
+        for bound in &action.bind {
+            fields.push((
+                bound.field.name(),
+                extract(bound, action.body, req, params)?,
+            ));
         }
-        let digest = self.digest(&self.active, action, subject, &req.method, &fields)?;
+        let method = req.bound_method();
+        let digest = self.digest(&self.active, action, subject, &method, &fields)?;
         let mut previous_digests = Vec::new();
         for (id, until) in &self.previous {
             if now <= *until {
-                previous_digests.push(self.digest(id, action, subject, &req.method, &fields)?);
+                previous_digests.push(self.digest(id, action, subject, &method, &fields)?);
             }
         }
         let lookup = |f: &Option<BindField>| {
@@ -170,9 +215,28 @@ fn read_secret(key: &TxnKeyConfig, config: &Config) -> Result<Vec<u8>, TxnError>
     Ok(secret)
 }
 
-/// The canonical, type-tagged value of one field.
+/// The canonical, type-tagged value of one bound field: present and single-valued, or absent
+/// only where declared optional.
 fn extract(
+    bound: &Bound,
+    format: BodyFormat,
+    req: &AuthzRequest,
+    params: &HashMap<String, String>,
+) -> Result<Option<String>, TxnError> {
+    let name = || bound.field.name();
+    let value = read(&bound.field, format, req, params)?;
+    match value {
+        None if bound.optional => Ok(None),
+        None => Err(TxnError::Missing(name())),
+        // Lossy decoding (`%FF` read as U+FFFD) would make different requests read alike.
+        Some(v) if v.contains('\u{FFFD}') => Err(TxnError::Unreadable(name(), "not UTF-8".into())),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+fn read(
     field: &BindField,
+    format: BodyFormat,
     req: &AuthzRequest,
     params: &HashMap<String, String>,
 ) -> Result<Option<String>, TxnError> {
@@ -183,29 +247,40 @@ fn extract(
             _ => Err(TxnError::Ambiguous(field.name())),
         }
     };
-    match field {
-        BindField::Path(p) => Ok(params.get(p).map(|v| format!("s:{v}"))),
-        BindField::Query(q) => single(
+    let body = |kind| TxnError::ContentType(field.name(), kind);
+    match (field, &req.body, format) {
+        (BindField::Path(p), ..) => Ok(params.get(p).map(|v| format!("s:{v}"))),
+        (BindField::Query(q), ..) => single(
             req.query
                 .iter()
                 .filter(|(k, _)| k == q)
                 .map(|(_, v)| v.as_str())
                 .collect(),
         ),
-        BindField::Header(h) => Ok(req.header(h).map(|v| format!("s:{v}"))),
-        BindField::Body(path) => match &req.body {
-            Body::Empty => Ok(None),
-            Body::Json(json) => Ok(pointer(json, path).map(canonical)),
-            Body::Form(pairs) if path.len() == 1 => single(
-                pairs
-                    .iter()
-                    .filter(|(k, _)| *k == path[0])
-                    .map(|(_, v)| v.as_str())
-                    .collect(),
-            ),
-            Body::Form(_) => Ok(None),
-            Body::Truncated | Body::Unreadable => Err(TxnError::BodyUnavailable(field.name())),
-        },
+        (BindField::Header(h), ..) => Ok(req.header(h).map(|v| format!("s:{v}"))),
+        (BindField::Body(_), Body::Empty, _) => Ok(None),
+        (BindField::Body(_), Body::Truncated | Body::TooLarge, _) => {
+            Err(TxnError::BodyUnavailable(field.name()))
+        }
+        (BindField::Body(path), Body::Json(json), BodyFormat::Json) => {
+            if req.inexact_numbers.iter().any(|p| p == path) {
+                return Err(TxnError::InexactNumber(field.name()));
+            }
+            // `null` is absence to most applications: bound as absent, never as a value.
+            Ok(pointer(json, path).filter(|v| !v.is_null()).map(canonical))
+        }
+        (BindField::Body(_), Body::Invalid(problem), BodyFormat::Json) => {
+            Err(TxnError::Unreadable(field.name(), problem.to_string()))
+        }
+        (BindField::Body(path), Body::Form(pairs), BodyFormat::Form) => single(
+            pairs
+                .iter()
+                .filter(|(k, _)| path.len() == 1 && *k == path[0])
+                .map(|(_, v)| v.as_str())
+                .collect(),
+        ),
+        (BindField::Body(_), _, BodyFormat::Json) => Err(body("JSON")),
+        (BindField::Body(_), _, BodyFormat::Form) => Err(body("form")),
     }
 }
 

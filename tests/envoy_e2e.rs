@@ -166,3 +166,92 @@ async fn encoded_separators_are_refused_before_classification() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(s.upstream.hits(), 0);
 }
+
+/// Issue #11: through real Envoy (with `with_request_body`), a bound field has one value the
+/// application reads too, or the request is refused before the upstream sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_fields_have_one_reading_through_envoy() {
+    let s = Stack::start();
+    let strong = token("alice", "aal2", 5);
+    let send = |body: &'static str, content_type: &'static str| {
+        s.client
+            .post(s.envoy.url("/v1/accounts/A1/transfers"))
+            .bearer_auth(&strong)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let refused = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()
+    };
+    let json = "application/json";
+    let before = s.upstream.hits();
+
+    let r = refused(
+        send(r#"{"amount": 100, "currency": "EUR"}"#, json)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r["reason"], "missing_bound_field", "{r}");
+    assert_eq!(r["field"], "body.payee", "{r}");
+    let r = refused(send("", json).await.unwrap()).await;
+    assert_eq!(r["reason"], "missing_bound_field", "{r}");
+
+    let r = refused(
+        send(
+            r#"{"amount": 100, "currency": "EUR", "payee": "bob", "payee": "mallory"}"#,
+            json,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r["reason"], "unreadable_bound_field", "{r}");
+
+    let r = refused(
+        send(
+            r#"{"amount": 12345678901234567890, "currency": "EUR", "payee": "bob"}"#,
+            json,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r["reason"], "inexact_bound_number", "{r}");
+    assert_eq!(r["field"], "body.amount", "{r}");
+
+    let r = refused(
+        send(
+            "amount=100&currency=EUR&payee=bob",
+            "application/x-www-form-urlencoded",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r["reason"], "unexpected_content_type", "{r}");
+
+    // A route tag decides the action: its template still binds path.payment; the header the
+    // action binds is required.
+    let r = s
+        .client
+        .put(s.envoy.url("/v1/payments/P1/approve"))
+        .bearer_auth(&strong)
+        .send()
+        .await
+        .unwrap();
+    let r = refused(r).await;
+    assert_eq!(r["reason"], "missing_bound_field", "{r}");
+    assert_eq!(r["field"], "header.x-payment-id", "{r}");
+
+    assert_eq!(
+        s.upstream.hits(),
+        before,
+        "a refused request reached the upstream"
+    );
+    // The same transfer, read one way: allowed on the stepped-up session.
+    let r = send(TRANSFER, json).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

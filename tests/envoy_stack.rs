@@ -148,9 +148,10 @@ async fn envoy_stepguard_app_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_tags_reach_stepguard() {
+    // A PUT: the table's payments.approve matches POST only, the route tag any method.
     let approve = |s: &Stack| {
         s.client
-            .post(s.envoy.url("/v1/payments/P1/approve"))
+            .put(s.envoy.url("/v1/payments/P1/approve"))
             .header("x-payment-id", "P1")
             .header(
                 "authorization",

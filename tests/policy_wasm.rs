@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The Wasm policy engine against real OPA-compiled modules (`shared/fixtures/opa-wasm/`, see its
+//! The Wasm policy engine against real OPA-compiled modules (`tests/fixtures/opa-wasm/`, see its
 //! README): every module loads, and every input/entrypoint of `expected.jsonl` gives the result
 //! OPA's Wasm module gave; regorus gives OPA's own result on the same Rego (v1, or the
 //! `oracle_v1/` port). Then OPA bundles built here with `tar`/`flate2` and loaded through the
@@ -17,34 +17,19 @@ use stepguard::policy::rego::RegoPolicy;
 use stepguard::policy::wasm::{Limits, WasmPolicy};
 use stepguard::policy::{PolicyEngine, PolicyError, SourceKind};
 
-/// Overrides where the fixtures are looked for.
-const FIXTURES_ENV: &str = "STEPGUARD_OPA_WASM_FIXTURES";
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The fixture folder: `$STEPGUARD_OPA_WASM_FIXTURES`, else `shared/fixtures/opa-wasm` beside the
-/// repository. Missing fixtures fail the test: they are the only real OPA Wasm modules we have.
+/// The fixture folder: `tests/fixtures/opa-wasm/` in this repository (each module with its Rego
+/// source, expected results, provenance and licence in `FIXTURE.md`/`LICENSE`). Missing fixtures
+/// fail the test: they are the only real OPA Wasm modules we have.
 fn fixtures() -> PathBuf {
-    let candidates: Vec<PathBuf> = match std::env::var_os(FIXTURES_ENV) {
-        Some(dir) => vec![PathBuf::from(dir)],
-        None => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            vec![
-                root.join("../shared/fixtures/opa-wasm"),
-                root.join("shared/fixtures/opa-wasm"),
-                PathBuf::from("/work/shared/fixtures/opa-wasm"),
-            ]
-        }
-    };
-    candidates
-        .iter()
-        .find(|c| c.join("README.md").is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the OPA Wasm fixtures folder `shared/fixtures/opa-wasm/` was not found (looked in \
-                 {candidates:?}); set {FIXTURES_ENV} to it"
-            )
-        })
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opa-wasm");
+    assert!(
+        dir.join("README.md").is_file(),
+        "the OPA Wasm fixtures folder {} is missing",
+        dir.display()
+    );
+    dir
 }
 
 /// Every fixture folder (one per module), sorted.

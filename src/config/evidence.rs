@@ -187,7 +187,11 @@ impl Config {
             ));
         }
         for (i, field) in e.redact.fields.iter().enumerate() {
-            if !self.actions.iter().any(|a| a.bind.contains(field)) {
+            if !self
+                .actions
+                .iter()
+                .any(|a| a.bind.iter().any(|b| b.field() == field.as_str()))
+            {
                 return Err(invalid(
                     format!("evidence.redact.fields[{i}]"),
                     format!("`{field}` is not bound by any action"),

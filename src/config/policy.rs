@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, invalid, is_loopback_http};
+use super::{Config, ConfigError, invalid, secure_url};
 
 /// Largest bundle a server may send, and the default cap.
 const MAX_BUNDLE_BYTES: u64 = crate::policy::bundle::MAX_BUNDLE_BYTES;
@@ -98,7 +98,7 @@ impl Config {
 
 impl BundleServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("https://") || is_loopback_http(&self.url)) {
+        if !secure_url(&self.url) {
             return Err(invalid(
                 "policy.bundle.url",
                 "must be https:// (plain http only on loopback)",

@@ -319,3 +319,81 @@ fn otlp_export_is_optional_and_checked() {
         assert!(error_of(&with(bad)).contains(field), "{bad}");
     }
 }
+
+#[test]
+fn plain_http_is_loopback_by_the_parsed_host_only() {
+    use super::secure_url;
+    for ok in [
+        "https://idp.example.com/x",
+        "http://127.0.0.1:9000/auth",
+        "http://127.1.2.3/x",
+        "http://localhost:8080/cb",
+        "http://LOCALHOST/cb",
+        "http://[::1]:9/x",
+    ] {
+        assert!(secure_url(ok), "{ok}");
+    }
+    for bad in [
+        "http://localhost.evil.com/auth",
+        "http://127.0.0.1@evil.com/auth",
+        "http://127.0.0.1.evil.com/auth",
+        "http://[::1].evil.com/",
+        "http://evil.com/127.0.0.1",
+        "https://user:pass@idp.example.com/",
+        "http://10.0.0.1/",
+        "ftp://127.0.0.1/",
+        "not a url",
+    ] {
+        assert!(!secure_url(bad), "{bad}");
+    }
+    let text = quickstart().replace(
+        "http://127.0.0.1:9000/auth",
+        "http://127.0.0.1@evil.example.com/auth",
+    );
+    assert!(error_of(&text).contains("challenge.authorization_endpoint"));
+}
+
+#[test]
+fn bound_fields_may_be_declared_optional_and_are_listed_once() {
+    let text = quickstart().replace(
+        "bind: [path.account, body.amount, body.currency, body.payee]",
+        "bind: [path.account, body.amount, body.currency, body.payee, {field: body.memo, optional: true}]",
+    );
+    let config = parse(&text).unwrap();
+    assert!(
+        config.actions[0]
+            .bind
+            .iter()
+            .any(|b| b.field() == "body.memo" && b.optional())
+    );
+    assert!(
+        config.actions[0]
+            .bind
+            .iter()
+            .any(|b| b.field() == "body.amount" && !b.optional())
+    );
+    let text = quickstart().replace(
+        "bind: [path.account, body.amount, body.currency, body.payee]",
+        "bind: [path.account, body.amount, body.currency, body.payee, body.amount]",
+    );
+    assert!(
+        error_of(&text).contains("listed twice"),
+        "{}",
+        error_of(&text)
+    );
+}
+
+#[test]
+fn form_bodies_cannot_bind_nested_names() {
+    for nested in ["body.payee.iban", "'body.payee[iban]'"] {
+        let text = quickstart().replace(
+            "bind: [path.account, body.amount, body.currency, body.payee]",
+            &format!("body: form\n    bind: [path.account, body.amount, body.currency, {nested}]"),
+        );
+        let error = error_of(&text);
+        assert!(
+            error.contains("actions[0].bind[3]") && error.contains("flat names"),
+            "{error}"
+        );
+    }
+}

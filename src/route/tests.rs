@@ -187,3 +187,123 @@ fn bind_fields_parse() {
     assert_eq!(BindField::parse("cookie.x"), None);
     let _ = Config::parse; // the table is built only from validated config
 }
+
+const EDGES: &str = r#"
+- name: payments.view
+  match: {methods: [GET], host: "api.example.com", path: "/v1/payments/{payment}"}
+  risk: low
+  bind: [path.payment]
+- name: payments.cancel
+  match: {methods: [DELETE], host: "api.example.com", path: "/v1/payments/{payment}"}
+  risk: critical
+  bind: [path.payment]
+- name: payments.approve
+  match: {methods: [POST], path: "/v1/payments/{payment}/approve"}
+  risk: critical
+  bind: [path.payment]
+"#;
+
+fn params(c: &Classification) -> HashMap<String, String> {
+    match c {
+        Classification::Public => HashMap::new(),
+        Classification::Sensitive { params, .. } => params.clone(),
+    }
+}
+
+#[test]
+fn host_is_compared_without_trailing_dot_and_case() {
+    let t = table(EDGES);
+    for host in [
+        "api.example.com",
+        "API.Example.COM",
+        "api.example.com.",
+        "api.example.com.:443",
+    ] {
+        let c = t
+            .classify(&req("GET", host, "/v1/payments/p1", None))
+            .unwrap();
+        assert_eq!(name(c).as_deref(), Some("payments.view"), "{host}");
+    }
+    let c = t.classify(&req("GET", "api.example.com.evil", "/v1/payments/p1", None));
+    assert_eq!(name(c.unwrap()), None);
+    let wild = table(ACTIONS);
+    let c = wild
+        .classify(&req("GET", "X.Admin.Example.Com.", "/x", None))
+        .unwrap();
+    assert_eq!(name(c).as_deref(), Some("admin.all"));
+}
+
+#[test]
+fn head_matches_actions_declared_for_get() {
+    let t = table(EDGES);
+    let c = t
+        .classify(&req("HEAD", "api.example.com", "/v1/payments/p1", None))
+        .unwrap();
+    assert_eq!(name(c).as_deref(), Some("payments.view"));
+}
+
+#[test]
+fn a_method_override_is_classified_and_the_riskier_wins() {
+    let t = table(EDGES);
+    for header in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        let mut r = req("GET", "api.example.com", "/v1/payments/p1", None);
+        r.raw.headers.insert(header.into(), "delete".into());
+        let c = t.classify(&r).unwrap();
+        assert_eq!(params(&c)["payment"], "p1");
+        assert_eq!(name(c).as_deref(), Some("payments.cancel"), "{header}");
+    }
+    // A POST to a route only declared for DELETE, overridden to DELETE, is sensitive.
+    let mut r = req("POST", "api.example.com", "/v1/payments/p1", None);
+    r.raw
+        .headers
+        .insert("x-http-method-override".into(), "DELETE".into());
+    assert_eq!(
+        name(t.classify(&r).unwrap()).as_deref(),
+        Some("payments.cancel")
+    );
+    // An override to a less risky method does not lower the request's own match.
+    let mut r = req("DELETE", "api.example.com", "/v1/payments/p1", None);
+    r.raw
+        .headers
+        .insert("x-http-method-override".into(), "GET".into());
+    assert_eq!(
+        name(t.classify(&r).unwrap()).as_deref(),
+        Some("payments.cancel")
+    );
+}
+
+#[test]
+fn a_deciding_tag_binds_its_own_path_parameters() {
+    let t = table(EDGES);
+    // Tag alone: its own template gives the parameters.
+    let c = t
+        .classify(&req(
+            "POST",
+            "h",
+            "/v1/payments/p7/approve",
+            Some("payments.approve"),
+        ))
+        .unwrap();
+    assert_eq!(params(&c)["payment"], "p7");
+    // The table matches a low-risk action; the tag names a riskier one with its own template.
+    let c = t
+        .classify(&req(
+            "GET",
+            "api.example.com",
+            "/v1/payments/p9",
+            Some("payments.cancel"),
+        ))
+        .unwrap();
+    assert_eq!(params(&c)["payment"], "p9");
+    assert_eq!(name(c).as_deref(), Some("payments.cancel"));
+    // A request the tagged action's template does not fit has no parameters (binding refuses).
+    let c = t
+        .classify(&req("POST", "h", "/other/route", Some("payments.approve")))
+        .unwrap();
+    assert!(params(&c).is_empty());
+    assert_eq!(name(c).as_deref(), Some("payments.approve"));
+}

@@ -76,10 +76,6 @@ fn any_bound_change_is_another_transaction() {
         digest("alice", &request("PUT", "A1", BODY)),
         digest(
             "alice",
-            &request("POST", "A1", r#"{"amount": 100, "currency": "EUR"}"#),
-        ),
-        digest(
-            "alice",
             &request("POST", "A1", &BODY.replace("100", "\"100\"")),
         ),
     ];
@@ -148,11 +144,223 @@ fn keys_change_digests() {
 fn unreadable_body_and_repeated_fields_refuse_binding() {
     let binder = Binder::with_key("k1", &[7; 32]);
     let err = bind_with(&binder, "alice", &request("POST", "A1", "{broken")).unwrap_err();
-    assert_eq!(err, TxnError::BodyUnavailable("body.amount".into()));
+    assert!(
+        matches!(err, TxnError::Unreadable(ref f, _) if f == "body.amount"),
+        "{err:?}"
+    );
     let mut req = request("POST", "A1", BODY);
     req.query.push(("ref".into(), "r2".into()));
     assert_eq!(
         bind_with(&binder, "alice", &req).unwrap_err(),
         TxnError::Ambiguous("query.ref".into())
     );
+}
+
+fn bind_err(req: &AuthzRequest) -> TxnError {
+    bind_with(&Binder::with_key("k1", &[7; 32]), "alice", req).unwrap_err()
+}
+
+#[test]
+fn an_absent_bound_field_is_refused_not_hashed_as_absent() {
+    let missing = |body: &str| bind_err(&request("POST", "A1", body));
+    assert_eq!(
+        missing(r#"{"amount": 100, "currency": "EUR"}"#),
+        TxnError::Missing("body.payee.iban".into())
+    );
+    assert_eq!(
+        missing(r#"{"amount": 100, "currency": "EUR", "payee": {"iban": null}}"#),
+        TxnError::Missing("body.payee.iban".into())
+    );
+    assert_eq!(missing(""), TxnError::Missing("body.amount".into()));
+    let mut req = request("POST", "A1", BODY);
+    req.raw.headers.remove("x-idem");
+    assert_eq!(bind_err(&req), TxnError::Missing("header.x-idem".into()));
+    let mut req = request("POST", "A1", BODY);
+    req.query.clear();
+    assert_eq!(bind_err(&req), TxnError::Missing("query.ref".into()));
+    assert_eq!(
+        TxnError::Missing("x".into()).reason(),
+        "missing_bound_field"
+    );
+}
+
+#[test]
+fn a_declared_optional_field_binds_its_absence() {
+    let configs: Vec<ActionConfig> = yaml_serde::from_str(
+        r#"
+- name: payments.transfer
+  match: {methods: [POST], path: "/v1/accounts/{account}/transfers"}
+  risk: high
+  bind: [body.amount, {field: body.memo, optional: true}]
+"#,
+    )
+    .unwrap();
+    let table = RouteTable::new(&configs);
+    let binder = Binder::with_key("k1", &[7; 32]);
+    let digest = |body: &str| {
+        let req = request("POST", "A1", body);
+        let Classification::Sensitive { action, params } = table.classify(&req).unwrap() else {
+            panic!("not sensitive")
+        };
+        binder.bind(&action, &subject("alice"), &req, &params, 0)
+    };
+    let absent = digest(r#"{"amount": 1}"#).unwrap();
+    assert_eq!(absent.bound["body.memo"], None);
+    assert_eq!(
+        absent.digest,
+        digest(r#"{"amount": 1, "memo": null}"#).unwrap().digest
+    );
+    assert_ne!(
+        absent.digest,
+        digest(r#"{"amount": 1, "memo": "x"}"#).unwrap().digest
+    );
+    assert_ne!(
+        absent.digest,
+        digest(r#"{"amount": 1, "memo": ""}"#).unwrap().digest
+    );
+    assert_eq!(
+        digest(r#"{"memo": "x"}"#).unwrap_err(),
+        TxnError::Missing("body.amount".into())
+    );
+}
+
+#[test]
+fn a_body_with_two_readings_is_refused() {
+    let unreadable = |body: &[u8]| {
+        let mut req = request("POST", "A1", "");
+        req.raw.body = body.to_vec();
+        let req = AuthzRequest::new(req.raw, 32).unwrap();
+        bind_err(&req)
+    };
+    for body in [
+        br#"{"amount": 100, "amount": 10000, "currency": "EUR", "payee": {"iban": "DE01"}}"#.as_slice(),
+        br#"{"amount": 100, "currency": "EUR", "payee": {"iban": "DE01", "iban": "DE99"}}"#,
+        br#"{"amount": 100, "currency": "EUR", "payee": {"iban": "DE01"}, "x": [{"a": 1, "a": 2}]}"#,
+        b"{\"amount\": 100, \"currency\": \"EUR\", \"payee\": {\"iban\": \"DE\xff\"}}",
+        br#"{"amount": 1e400, "currency": "EUR", "payee": {"iban": "DE01"}}"#,
+    ] {
+        let err = unreadable(body);
+        assert_eq!(err.reason(), "unreadable_bound_field", "{err:?}");
+    }
+}
+
+#[test]
+fn a_bound_number_no_double_holds_exactly_is_refused() {
+    for amount in [
+        "12345678901234567890",
+        "9007199254740993",
+        "0.1000000000000000000001",
+        "100.00000000000000001",
+        "123456789012345678901234567890",
+    ] {
+        let err = bind_err(&request("POST", "A1", &BODY.replace("100", amount)));
+        assert_eq!(
+            err,
+            TxnError::InexactNumber("body.amount".into()),
+            "{amount}"
+        );
+    }
+    for amount in ["9007199254740992", "0.1", "100.10", "-5", "1.5e3", "0"] {
+        let txn = bind_with(
+            &Binder::with_key("k1", &[7; 32]),
+            "alice",
+            &request("POST", "A1", &BODY.replace("100", amount)),
+        );
+        assert!(txn.is_ok(), "{amount}: {txn:?}");
+    }
+    // An unbound number is the application's business, not the binding's.
+    let body = BODY.replace("\"EUR\"", "\"EUR\", \"id\": 12345678901234567890");
+    assert!(
+        bind_with(
+            &Binder::with_key("k1", &[7; 32]),
+            "alice",
+            &request("POST", "A1", &body)
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_body_of_another_content_type_is_refused() {
+    let mut req = request("POST", "A1", "amount=100&currency=EUR&payee.iban=DE01");
+    req.raw.headers.insert(
+        "content-type".into(),
+        "application/x-www-form-urlencoded".into(),
+    );
+    let req = AuthzRequest::new(req.raw, 32).unwrap();
+    assert_eq!(
+        bind_err(&req),
+        TxnError::ContentType("body.amount".into(), "JSON")
+    );
+    let mut req = request("POST", "A1", BODY);
+    req.raw
+        .headers
+        .insert("content-type".into(), "text/plain".into());
+    let req = AuthzRequest::new(req.raw, 32).unwrap();
+    assert_eq!(bind_err(&req).reason(), "unexpected_content_type");
+}
+
+#[test]
+fn form_bodies_bind_flat_names_and_refuse_json() {
+    let configs: Vec<ActionConfig> = yaml_serde::from_str(
+        r#"
+- name: payments.transfer
+  match: {methods: [POST], path: "/v1/accounts/{account}/transfers"}
+  risk: high
+  body: form
+  bind: [body.amount, body.payee]
+"#,
+    )
+    .unwrap();
+    let table = RouteTable::new(&configs);
+    let binder = Binder::with_key("k1", &[7; 32]);
+    let bind = |content_type: &str, body: &str| {
+        let mut req = request("POST", "A1", body);
+        req.raw
+            .headers
+            .insert("content-type".into(), content_type.into());
+        let req = AuthzRequest::new(req.raw, 32).unwrap();
+        let Classification::Sensitive { action, params } = table.classify(&req).unwrap() else {
+            panic!("not sensitive")
+        };
+        binder.bind(&action, &subject("alice"), &req, &params, 0)
+    };
+    let form = "application/x-www-form-urlencoded";
+    let txn = bind(form, "amount=100&payee=bob").unwrap();
+    assert_eq!(txn.bound["body.payee"].as_deref(), Some("s:bob"));
+    assert_eq!(
+        bind(form, "amount=100&payee=bob&payee=mallory").unwrap_err(),
+        TxnError::Ambiguous("body.payee".into())
+    );
+    assert_eq!(
+        bind(form, "amount=100").unwrap_err(),
+        TxnError::Missing("body.payee".into())
+    );
+    assert_eq!(
+        bind(form, "amount=100&payee=%FF").unwrap_err().reason(),
+        "unreadable_bound_field"
+    );
+    assert_eq!(
+        bind("application/json", r#"{"amount": 100, "payee": "bob"}"#).unwrap_err(),
+        TxnError::ContentType("body.amount".into(), "form")
+    );
+}
+
+#[test]
+fn a_query_value_that_is_not_utf8_is_refused() {
+    let mut req = request("POST", "A1", BODY);
+    req.raw.path = "/v1/accounts/A1/transfers?ref=%FF".into();
+    let req = AuthzRequest::new(req.raw, 32).unwrap();
+    assert_eq!(bind_err(&req).reason(), "unreadable_bound_field");
+}
+
+#[test]
+fn a_method_override_is_bound() {
+    let plain = digest("alice", &request("POST", "A1", BODY));
+    let mut req = request("POST", "A1", BODY);
+    req.raw
+        .headers
+        .insert("x-http-method-override".into(), "PUT".into());
+    let req = AuthzRequest::new(req.raw, 32).unwrap();
+    assert_ne!(plain, digest("alice", &req));
 }

@@ -36,6 +36,7 @@ impl Trial {
                 reversible: true,
                 privileged: false,
                 bind: Vec::new(),
+                body: Default::default(),
                 value: None,
                 currency: None,
                 authorization_details_type: None,
@@ -85,7 +86,12 @@ impl Trial {
             digest: "trial:AAAA".into(),
             key_id: "trial".into(),
             previous_digests: Vec::new(),
-            bound: self.action.bind.iter().map(|b| (b.name(), None)).collect(),
+            bound: self
+                .action
+                .bind
+                .iter()
+                .map(|b| (b.field.name(), None))
+                .collect(),
             value: None,
             currency: None,
         };
