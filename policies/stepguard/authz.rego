@@ -7,7 +7,7 @@
 #
 #   Entry point: data.stepguard.authz.decision (always exactly one object).
 #   Settings (policies/data.json):
-#     data.stepguard.requirements   per-action acr / max_age, value tiers, admin thresholds
+#     data.stepguard.requirements   per-action acr / max_age, value tiers per currency, admin thresholds
 #     data.stepguard.roles          which roles are administrators
 #     data.stepguard.signals        risk signals: velocity threshold, trusted device postures
 #     data.stepguard.workloads      transaction-token lifetime for workloads
@@ -147,6 +147,7 @@ reason_order := [
 	"untrusted_device",
 	"admin_threshold",
 	"value_tier",
+	"unknown_currency",
 	"delegated",
 	"grant_insufficient",
 ]
@@ -295,6 +296,13 @@ step_up_reasons contains reason if some reason in explanations
 # Explanations added to the reasons of allow and step_up decisions.
 explanations contains "value_tier" if tier_raised
 
+# The tiers raised it without knowing the currency's tiers (the currency is
+# null, not a string or not a key of tiers): the strictest tier applied.
+explanations contains "unknown_currency" if {
+	tier_raised
+	not currency_tiers
+}
+
 explanations contains "admin_threshold" if admin_raised
 
 explanations contains signal if some signal in risk_signals
@@ -313,7 +321,7 @@ explanations contains "grant_insufficient" if {
 #
 # Each layer can only make the requirement stricter: the stronger acr and the
 # smaller max_age win.
-#   1. data: actions[name] (or default), then value tiers;
+#   1. data: actions[name] (or default), then value tiers (per currency);
 #   2. administrators: the action's `admin` thresholds;
 #   3. risk signals (new network, high velocity, untrusted device): one step
 #      up the ladder (capped at the top) and max_age 0;
@@ -339,37 +347,64 @@ listed if {
 # The requirement, when it is usable at all (an object).
 base := raw_requirement if is_object(raw_requirement)
 
-tiers := object.get(base, "tiers", [])
+# Value tiers, per currency: an object keyed by upper-case ISO 4217 code, each
+# a list of {min_value, acr?, max_age?} in that currency ({} = no tiers).
+# Min_values are not comparable across currencies: a value is only ever placed
+# among the tiers of its own currency.
+tiers := object.get(base, "tiers", {})
 
-# Well-formed tiers only; a malformed one is reported as a misconfiguration.
-# (valid_tier(t), inlined.)
-tier_list := [t | some t in tiers; is_object(t); is_number(t.min_value)] if is_array(tiers)
+# The tiers priced in the request's currency; undefined when the currency is
+# null, not a string or not a key of tiers. (object.get, not tiers[c]: an
+# absent key must leave the rule undefined in both engines, and a non-string
+# currency must never be taken for a path.)
+currency_tiers := list if {
+	is_object(tiers)
+	c := object.get(action, "currency", null)
+	is_string(c)
+	list := object.get(tiers, c, null)
+	is_array(list)
+}
 
-# Tiers: the highest tier whose min_value <= action.value raises the
-# requirement. A missing or negative value cannot be placed, so the highest
-# tier of all applies (fail closed, but the user can still step up).
-value_known if {
+# The tiers that can apply, well-formed ones only (a malformed one is reported
+# as a misconfiguration; valid_tier(t), inlined): those of the request's
+# currency, or, when the currency is unknown, every tier of every currency.
+tier_list := [t | some t in currency_tiers; is_object(t); is_number(t.min_value)] if currency_tiers
+
+tier_list := [t | some list in tiers; is_array(list); some t in list; is_object(t); is_number(t.min_value)] if {
+	is_object(tiers)
+	not currency_tiers
+}
+
+# Tiers: the highest tier of the request's currency whose min_value <=
+# action.value raises the requirement. A value that cannot be placed (a
+# missing or negative value, or a currency that is null, not a string or not
+# a key of tiers) takes the strictest of the tiers that could apply, combined
+# (the highest acr and the smallest max_age among them): those of its currency,
+# or those of every currency (fail closed, but the user can still step up).
+value_placed if {
+	currency_tiers
 	is_number(action.value)
 	action.value >= 0
 }
 
 tier_floors contains t.min_value if {
-	value_known
+	value_placed
 	some t in tier_list
 	t.min_value <= action.value
-}
-
-tier_floors contains t.min_value if {
-	not value_known
-	some t in tier_list
 }
 
 tier_floor := max(tier_floors) if count(tier_floors) > 0
 
 # Usually one tier; several when tiers share a min_value (the strictest wins).
 applied_tiers contains t if {
+	value_placed
 	some t in tier_list
 	t.min_value == tier_floor
+}
+
+applied_tiers contains t if {
+	not value_placed
+	some t in tier_list
 }
 
 # Ranks by key: the index of each acr on the (valid) ladder, built once per
@@ -834,15 +869,21 @@ config_ok if {
 	is_boolean(object.get(b, "single_use", false))
 	is_boolean(object.get(b, "privileged", false))
 	is_boolean(object.get(b, "reversible", false))
-	is_array(tiers)
-	every tier in tiers {
-		is_object(tier)
-		is_number(object.get(tier, "min_value", null))
-		object.get(tier, "acr", b.acr) in ladder
-		tier_age := object.get(tier, "max_age", 0)
-		is_number(tier_age)
-		floor(tier_age) == tier_age
-		tier_age >= 0
+	is_object(tiers)
+	every code, list in tiers {
+		is_string(code)
+		count(code) == 3
+		trim(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
+		is_array(list)
+		every tier in list {
+			is_object(tier)
+			is_number(object.get(tier, "min_value", null))
+			object.get(tier, "acr", b.acr) in ladder
+			tier_age := object.get(tier, "max_age", 0)
+			is_number(tier_age)
+			floor(tier_age) == tier_age
+			tier_age >= 0
+		}
 	}
 	is_number(max_clock_skew)
 	skew := max_clock_skew
@@ -1053,14 +1094,43 @@ config_problems contains concat("", ["requirement ", key, " must be a boolean"])
 	not lib.is_boolean_or_absent(base, key)
 }
 
-config_problems contains "requirement tiers must be a list" if {
+# The array form of tiers (one list whatever the currency) is a misconfiguration:
+# its min_values would be compared with values in any currency.
+config_problems contains `requirement tiers must be an object keyed by currency (ISO 4217 code), e.g. {"EUR": [{"min_value": 1000, ...}]}` if {
 	base
-	not is_array(tiers)
+	not is_object(tiers)
+}
+
+config_problems contains concat("", ["tiers key ", code, " must be an upper-case 3-letter ISO 4217 currency code"]) if {
+	is_object(tiers)
+	some code, _ in tiers
+	is_string(code)
+	not lib.is_currency_code(code)
+}
+
+config_problems contains "tiers keys must be upper-case 3-letter ISO 4217 currency codes" if {
+	is_object(tiers)
+	some code, _ in tiers
+	not is_string(code)
+}
+
+config_problems contains concat("", ["tiers.", code, " must be a list of tiers"]) if {
+	is_object(tiers)
+	some code, list in tiers
+	is_string(code)
+	not is_array(list)
+}
+
+# Every tier of every currency, whatever its shape (validation only).
+all_tiers contains t if {
+	is_object(tiers)
+	some list in tiers
+	is_array(list)
+	some t in list
 }
 
 config_problems contains "tier must be an object with a numeric min_value" if {
-	is_array(tiers)
-	some t in tiers
+	some t in all_tiers
 	not valid_tier(t)
 }
 
@@ -1071,13 +1141,13 @@ valid_tier(t) if {
 
 config_problems contains "tier acr is not on the acr ladder" if {
 	ladder_ok
-	some t in tier_list
+	some t in all_tiers
 	lib.has_key(t, "acr")
 	not lib.on_ladder(ladder, t.acr)
 }
 
 config_problems contains "tier max_age must be a whole number of seconds >= 0" if {
-	some t in tier_list
+	some t in all_tiers
 	lib.has_key(t, "max_age")
 	not lib.is_duration(t.max_age)
 }

@@ -98,7 +98,10 @@ action(name, changes) := object.union(
 	changes,
 )
 
-transfer(value) := action("payments.transfer", {"risk": "high", "value": value, "currency": "EUR"})
+transfer(value) := transfer_in(value, "EUR")
+
+# A transfer of `value` in `currency` (an ISO 4217 code, or anything else).
+transfer_in(value, currency) := action("payments.transfer", {"risk": "high", "value": value, "currency": currency})
 
 approve := action("payments.approve", {"risk": "high"})
 
@@ -171,7 +174,8 @@ known_context := {
 with_context(req, changes) := object.union(req, {"stepguard": {"context": changes}})
 
 # ===========================================================================
-# payments.transfer: aal2 / 300 s; >= 1000 -> aal2 / 0; >= 10000 -> aal3 / 0
+# payments.transfer: aal2 / 300 s; in EUR >= 1000 -> aal2 / 0; >= 10000 -> aal3 / 0
+# (tiers per currency; see "Value tiers per currency" below)
 # ===========================================================================
 
 test_transfer_small_recent_aal2_session_allows if {
@@ -297,6 +301,191 @@ test_unknown_or_negative_value_applies_highest_tier if {
 
 	negative := request(transfer(-50000), session("aal2", 10), null)
 	authz.decision.requirement == {"acr_values": ["aal3"], "max_age": 0} with input as negative
+
+	# The currency is known: not an unknown_currency case.
+	not "unknown_currency" in d.reasons
+}
+
+# ===========================================================================
+# Value tiers per currency (shipped: EUR and USD 1000 / 10000, GBP 800 / 8000,
+# CHF 900 / 9000, JPY 150000 / 1500000; each aal2 / 0, then aal3 / 0)
+# ===========================================================================
+
+test_gbp_999_is_raised_by_the_gbp_tier if {
+	# 999 GBP is worth more than 1000 EUR: the GBP tier (800) raises it.
+	req := request(transfer_in(999, "GBP"), session("aal2", 10), null)
+	d := authz.decision with input as req
+	d == {
+		"result": "step_up",
+		"reason": "fresh_step_up_required",
+		"reasons": ["fresh_step_up_required", "value_tier"],
+		"requirement": {"acr_values": ["aal2", "aal3"], "max_age": 0},
+		"grant": {"single_use": true, "ttl": 120},
+	}
+
+	# Below the GBP tier: the base requirement, met by the session.
+	small := request(transfer_in(799, "GBP"), session("aal2", 10), null)
+	authz.decision.reasons == ["session_satisfies"] with input as small
+
+	# The GBP upper tier.
+	large := request(transfer_in(8000, "GBP"), session("aal2", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal3"], "max_age": 0} with input as large
+
+	# The same 999 in EUR stays under the EUR tier (1000).
+	eur := request(transfer(999), session("aal2", 10), null)
+	authz.decision.reason == "session_satisfies" with input as eur
+}
+
+test_jpy_150000_is_placed_among_jpy_tiers if {
+	# 150000 JPY (about 1000 EUR): the JPY 150000 tier, aal2 / 0, not the
+	# EUR 10000 tier's aal3.
+	req := request(transfer_in(150000, "JPY"), session("aal2", 10), null)
+	d := authz.decision with input as req
+	d.result == "step_up"
+	d.reasons == ["fresh_step_up_required", "value_tier"]
+	d.requirement == {"acr_values": ["aal2", "aal3"], "max_age": 0}
+
+	# The same number in EUR is the aal3 tier.
+	eur := request(transfer(150000), session("aal2", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal3"], "max_age": 0} with input as eur
+
+	# Below the JPY tier (about 990 EUR): the session does.
+	small := request(transfer_in(149999, "JPY"), session("aal2", 10), null)
+	authz.decision.reason == "session_satisfies" with input as small
+
+	large := request(transfer_in(1500000, "JPY"), session("aal2", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal3"], "max_age": 0} with input as large
+}
+
+test_unknown_currency_takes_strictest_tier if {
+	# Not a key of tiers: the strictest tier of all currencies, even for 1.
+	req := request(transfer_in(1, "XXX"), session("aal2", 10), null)
+	d := authz.decision with input as req
+	d == {
+		"result": "step_up",
+		"reason": "acr_too_low",
+		"reasons": ["acr_too_low", "fresh_step_up_required", "value_tier", "unknown_currency"],
+		"requirement": {"acr_values": ["aal3"], "max_age": 0},
+		"grant": {"single_use": true, "ttl": 120},
+	}
+
+	# Codes are matched exactly, upper case; a currency that is not a string
+	# (a numeric ISO code, a list) is unknown too.
+	every currency in ["eur", "Eur", " EUR", "", 978, ["EUR"], {"EUR": true}, true] {
+		odd := request(transfer_in(1, currency), session("aal2", 10), null)
+		e := authz.decision with input as odd
+		e.requirement == {"acr_values": ["aal3"], "max_age": 0}
+		"unknown_currency" in e.reasons
+	}
+
+	# An aal3 grant for this transaction satisfies it.
+	granted := request(transfer_in(1, "XXX"), session("aal2", 10), grant("aal3", 5, 1))
+	g := authz.decision with input as granted
+	g.reasons == ["grant_satisfies", "value_tier", "unknown_currency"]
+}
+
+test_null_currency_takes_strictest_tier if {
+	# No currency field configured for the route, or the body has none.
+	req := request(transfer_in(1, null), session("aal3", 10), null)
+	d := authz.decision with input as req
+	d.result == "step_up"
+	d.reason == "fresh_step_up_required"
+	d.reasons == ["fresh_step_up_required", "value_tier", "unknown_currency"]
+	d.requirement == {"acr_values": ["aal3"], "max_age": 0}
+
+	# And with no value either.
+	none := request(transfer_in(null, null), session("aal2", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal3"], "max_age": 0} with input as none
+
+	# A missing currency field is the same.
+	act := object.remove(transfer_in(1, null), ["currency"])
+	missing := request(act, session("aal2", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal3"], "max_age": 0} with input as missing
+}
+
+test_strictest_tier_is_by_requirement_not_min_value if {
+	# The highest min_value is not the strictest tier: min_values are not
+	# comparable across currencies, nor ordered by strictness. The strictest
+	# requirement is the highest acr and the smallest max_age among the tiers.
+	reqs := {"default": {"acr": "aal1", "max_age": 900, "tiers": {
+		"EUR": [{"min_value": 10, "acr": "aal3", "max_age": 600}, {"min_value": 1000, "acr": "aal2", "max_age": 0}],
+		"JPY": [{"min_value": 1000000, "acr": "aal2", "max_age": 300}],
+		"XTS": [],
+	}}}
+
+	# Unknown currency: every tier of every currency, combined.
+	unknown := request(action("x.y", {"value": 5, "currency": "XXX"}), session("aal1", 10), null)
+	d := authz.decision with input as unknown with data.stepguard.requirements as reqs
+	d.requirement == {"acr_values": ["aal3"], "max_age": 0}
+	d.reasons == ["acr_too_low", "fresh_step_up_required", "value_tier", "unknown_currency"]
+
+	# Known currency, unknown value: every tier of that currency, combined.
+	jpy := request(action("x.y", {"value": null, "currency": "JPY"}), session("aal1", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal2", "aal3"], "max_age": 300} with input as jpy with data.stepguard.requirements as reqs
+	eur := request(action("x.y", {"value": -1, "currency": "EUR"}), session("aal1", 10), null)
+	e := authz.decision with input as eur with data.stepguard.requirements as reqs
+	e.requirement == {"acr_values": ["aal3"], "max_age": 0}
+	not "unknown_currency" in e.reasons
+
+	# Known currency and value: the highest tier reached, as always.
+	placed := request(action("x.y", {"value": 5000, "currency": "EUR"}), session("aal1", 10), null)
+	authz.decision.requirement == {"acr_values": ["aal2", "aal3"], "max_age": 0} with input as placed with data.stepguard.requirements as reqs
+
+	# A currency with an empty list has no tiers: the base requirement.
+	xts := request(action("x.y", {"value": 1000000, "currency": "XTS"}), session("aal1", 10), null)
+	authz.decision.reasons == ["session_satisfies"] with input as xts with data.stepguard.requirements as reqs
+}
+
+test_unknown_currency_is_explained_only_when_tiers_raise if {
+	# An action without tiers does not care about the currency.
+	plain := request(action("profile.email_change", {"value": 5, "currency": "XXX"}), session("aal2", 10), null)
+	authz.decision.reasons == ["session_satisfies"] with input as plain
+
+	# Tiers no stricter than the base: nothing raised, nothing to explain.
+	reqs := {"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": [{"min_value": 1000, "acr": "aal1", "max_age": 600}]}}}
+	weak := request(action("x.y", {"value": 5, "currency": "XXX"}), session("aal2", 10), null)
+	authz.decision.reasons == ["session_satisfies"] with input as weak with data.stepguard.requirements as reqs
+}
+
+test_array_tiers_are_misconfigured if {
+	# The old shape: one list compared with values in any currency.
+	reqs := {"default": {"acr": "aal2", "max_age": 300, "tiers": [{"min_value": 1000, "acr": "aal3", "max_age": 0}]}}
+	req := request(action("x.y", {"value": 5, "currency": "EUR"}), session("aal2", 10), null)
+	d := authz.decision with input as req with data.stepguard.requirements as reqs
+	d == {
+		"result": "deny",
+		"reason": "policy_misconfigured",
+		"reasons": ["policy_misconfigured"],
+		"status": 503,
+	}
+	msg := `requirement tiers must be an object keyed by currency (ISO 4217 code), e.g. {"EUR": [{"min_value": 1000, ...}]}`
+	authz.misconfiguration == {msg} with input as req with data.stepguard.requirements as reqs
+
+	# Any other non-object too.
+	every bad in ["EUR", 1000, null, true] {
+		r := {"default": {"acr": "aal2", "max_age": 300, "tiers": bad}}
+		msg in authz.misconfiguration with input as req with data.stepguard.requirements as r
+	}
+}
+
+test_bad_currency_key_is_misconfigured if {
+	tier := [{"min_value": 1000, "acr": "aal3", "max_age": 0}]
+	req := request(action("x.y", {"value": 5, "currency": "EUR"}), session("aal2", 10), null)
+	every key in ["eur", "Eur", "EURO", "EU", "E1R", "E R", ""] {
+		reqs := {"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": tier, key: tier}}}
+		d := authz.decision with input as req with data.stepguard.requirements as reqs
+		d.reason == "policy_misconfigured"
+		msg := concat("", ["tiers key ", key, " must be an upper-case 3-letter ISO 4217 currency code"])
+		authz.misconfiguration == {msg} with input as req with data.stepguard.requirements as reqs
+	}
+
+	# A currency's tiers must be a list.
+	listless := {"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": {"min_value": 1000}}}}
+	"tiers.EUR must be a list of tiers" in authz.misconfiguration with input as req with data.stepguard.requirements as listless
+
+	# Well-formed: the small EUR value is allowed on the session.
+	good := {"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": tier, "GBP": tier}}}
+	authz.decision.reason == "session_satisfies" with input as req with data.stepguard.requirements as good
 }
 
 # ===========================================================================
@@ -459,9 +648,9 @@ test_tier_never_relaxes_base_requirement if {
 	reqs := {"default": {
 		"acr": "aal2",
 		"max_age": 60,
-		"tiers": [{"min_value": 10, "acr": "aal1", "max_age": 900}],
+		"tiers": {"EUR": [{"min_value": 10, "acr": "aal1", "max_age": 900}]},
 	}}
-	req := request(action("x.y", {"value": 50}), session("aal2", 30), null)
+	req := request(action("x.y", {"value": 50, "currency": "EUR"}), session("aal2", 30), null)
 	d := authz.decision with input as req with data.stepguard.requirements as reqs
 	d.result == "allow"
 	d.reasons == ["session_satisfies"]
@@ -543,11 +732,18 @@ test_required_acr_not_on_ladder_is_misconfigured if {
 }
 
 test_bad_tier_acr_is_misconfigured_even_for_small_values if {
-	reqs := {"default": {"acr": "aal2", "max_age": 300, "tiers": [{"min_value": 1000, "acr": "aal9"}]}}
-	req := request(action("x.y", {"value": 5}), session("aal2", 10), null)
+	reqs := {"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": [{"min_value": 1000, "acr": "aal9"}]}}}
+	req := request(action("x.y", {"value": 5, "currency": "EUR"}), session("aal2", 10), null)
 	d := authz.decision with input as req with data.stepguard.requirements as reqs
 	d.reason == "policy_misconfigured"
 	"tier acr is not on the acr ladder" in authz.misconfiguration with input as req with data.stepguard.requirements as reqs
+
+	# Also in another currency's list than the request's.
+	other := {"default": {"acr": "aal2", "max_age": 300, "tiers": {
+		"EUR": [{"min_value": 1000, "acr": "aal3"}],
+		"GBP": [{"min_value": 800, "acr": "aal9"}],
+	}}}
+	authz.misconfiguration == {"tier acr is not on the acr ladder"} with input as req with data.stepguard.requirements as other
 }
 
 test_missing_requirements_data_fails_closed if {
@@ -603,8 +799,10 @@ test_missing_requirement_fields_are_misconfigured if {
 	every reqs in [
 		{"default": {"max_age": 300}},
 		{"default": {"acr": "aal2"}},
-		{"default": {"acr": "aal2", "max_age": 300, "tiers": ["big"]}},
-		{"default": {"acr": "aal2", "max_age": 300, "tiers": [{"acr": "aal3"}]}},
+		{"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": ["big"]}}},
+		{"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": [{"acr": "aal3"}]}}},
+		{"default": {"acr": "aal2", "max_age": 300, "tiers": {"EUR": [], "GBP": [{"min_value": "800"}]}}},
+		{"default": {"acr": "aal2", "max_age": 300, "tiers": {"JPY": [{"min_value": 150000, "max_age": -1}]}}},
 	] {
 		d := authz.decision with input as req with data.stepguard.requirements as reqs
 		d.reason == "policy_misconfigured"

@@ -64,6 +64,15 @@ is_positive_duration(x) if {
 	x > 0
 }
 
+# is_currency_code(x) holds for an upper-case 3-letter code such as an ISO 4217
+# currency code ("EUR", "JPY"). (No regex: regorus without its regex cache
+# compiles the pattern on every call.)
+is_currency_code(x) if {
+	is_string(x)
+	count(x) == 3
+	trim(x, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
+}
+
 # is_boolean_or_absent(obj, key) holds when obj[key] is missing or a boolean.
 is_boolean_or_absent(obj, key) if {
 	is_object(obj)
