@@ -332,4 +332,6 @@ fn number(value: &str) -> Option<f64> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
