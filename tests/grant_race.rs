@@ -1,0 +1,52 @@
+//! One single-use grant, 64 requests at once: exactly one approval. Through real Envoy, the
+//! gRPC server and the grant store on real Redis — not only the store's atomic consume — with
+//! the grant minted by a real OIDC step-up (issue #15, catalogue C2).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::stack::header;
+use support::stepup::StepUpStack;
+use support::tokens::token;
+
+const RACERS: usize = 64;
+const ROUNDS: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_requests_spend_one_single_use_grant_exactly_once() {
+    let stack = StepUpStack::start(false).await;
+    let weak = token("alice", "aal1", 30);
+    for round in 0..ROUNDS {
+        let key = format!("race{round}");
+        let browser = stack.browser();
+        let r = stack.export(&browser, &key, &weak).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+        let location = header(&r, "location");
+        stack
+            .idp
+            .set_next_login("alice", "aal3", &["pwd", "hwk"], 0)
+            .await;
+        let callback = stack.sign_in(&browser, &location).await;
+        let r = browser.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 303, "the callback minted the grant");
+
+        let hits = stack.upstream.hits();
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let request = stack.export(&browser, &key, &weak);
+                tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for racer in racers {
+            statuses.push(racer.await.unwrap().unwrap());
+        }
+        let approved = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(approved, 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [200, 302, 403, 429].contains(s)),
+            "round {round}: every other request is refused or challenged: {statuses:?}"
+        );
+        assert_eq!(stack.upstream.hits(), hits + 1, "round {round}: the upstream saw one");
+    }
+}
