@@ -18,3 +18,9 @@ async fn the_memory_store_serves_the_completion_lookups() {
     let store = MemoryStore::new(1000);
     support::records::assert_completion_lookups(&store, "mem", 1_800_000_000).await;
 }
+
+#[tokio::test]
+async fn the_memory_store_checks_the_subject_before_counting_the_source_ip() {
+    let store = MemoryStore::new(1000);
+    support::records::assert_subject_checked_before_source_ip(&store, "mem", 1_800_000_000).await;
+}

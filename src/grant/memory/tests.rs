@@ -132,3 +132,82 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
         assert_eq!(spent, 1, "round {round}");
     }
 }
+
+/// What the check path fills from outside — remembered networks, velocity and rate counters,
+/// other subjects' challenges, open lists and loop guards — past the cap: a challenge issued
+/// before is still completed once, and its grant found and spent.
+#[tokio::test]
+async fn completions_work_when_every_other_map_is_full() {
+    use crate::completion::{Assurance, Completer, CompletionError};
+    use crate::config::ContextConfig;
+    use crate::context::{Signals, Velocity};
+    use crate::grant::{Rate, RateScope};
+
+    const CAP: usize = 4;
+    let now = 1_000;
+    let store = Arc::new(MemoryStore::new(CAP));
+    let mine = challenge("mine", now);
+    store.put_challenge(mine.clone()).await.unwrap();
+    for i in 0..3 * CAP {
+        // Approved from a new network: two marks each (the network, the subject's baseline).
+        let signals = Signals {
+            network: Some(format!("10.0.{i}.0/24")),
+            new_network: None,
+            velocity: Velocity {
+                window_secs: 60,
+                count: 1,
+            },
+            device_trust: None,
+            break_glass_justification: None,
+        };
+        let subject = format!("iss|user{i}");
+        let _ = signals
+            .remember(store.as_ref(), &ContextConfig::default(), &subject, now)
+            .await;
+        let _ = store
+            .signals(&format!("velocity:{i}"), 60, ["seen:a", "seen:b"], now)
+            .await;
+        let mut other = challenge(&format!("other-{i}"), now);
+        other.subject = subject;
+        other.digest = format!("d-{i}");
+        let limits = IssueLimits {
+            rates: vec![Rate {
+                scope: RateScope::SourceIp,
+                name: format!("ip:10.0.{i}.1"),
+                window: 60,
+                max: 10,
+            }],
+            max_open: Some(5),
+            max_attempts: Some(5),
+        };
+        let _ = store.issue_challenge(other, &limits, now).await;
+    }
+    let completer = Completer::new(
+        store.clone(),
+        Arc::new(crate::evidence::LogEvidence::default()),
+        ["aal1", "aal2", "aal3"].map(String::from).to_vec(),
+        5,
+    );
+    let assurance = Assurance {
+        subject: "iss|alice".into(),
+        acr: "aal2".into(),
+        amr: vec!["otp".into()],
+        auth_time: now + 1,
+        method: "rfc9470".into(),
+        approver: None,
+    };
+    let grant = completer
+        .complete_once(&mine, &assurance, now + 2, now + 300)
+        .await
+        .unwrap();
+    let found = store.find_grant("d", now + 2).await.unwrap().unwrap();
+    assert_eq!(found.id, grant.id);
+    assert!(store.consume(&found, now + 2).await.unwrap());
+    assert_eq!(
+        completer
+            .complete_once(&mine, &assurance, now + 3, now + 300)
+            .await,
+        Err(CompletionError::AlreadyUsed),
+        "one sign-in, one completion"
+    );
+}
