@@ -6,7 +6,7 @@
 //! (`stepguard_intake_refusals_total{reason}`) and logged, at most [`LOG_LINES_PER_SECOND`]
 //! lines a second; the lines left out are counted in a line of their own when the next second's
 //! first refusal is logged. Every decision with a subject is recorded as before
-//! (docs/evidence.md, "What is recorded").
+//! (docs/evidence.md, "What is recorded durably").
 
 use std::sync::{Mutex, PoisonError};
 

@@ -182,6 +182,24 @@ async fn completions_work_when_every_other_map_is_full() {
         };
         let _ = store.issue_challenge(other, &limits, now).await;
     }
+    {
+        let inner = store.inner.lock().unwrap();
+        let sizes = [
+            ("grants", inner.grants.len()),
+            ("challenges", inner.challenges.len()),
+            ("rates", inner.rates.len()),
+            ("velocity", inner.velocity.len()),
+            ("open", inner.open.len()),
+            ("attempts", inner.attempts.len()),
+            ("latest", inner.latest.len()),
+            ("claims", inner.claims.len()),
+            ("networks", inner.networks.len()),
+        ];
+        for (map, len) in sizes {
+            assert!(len <= CAP, "{map}: {len} entries, cap {CAP}");
+        }
+        assert!(inner.claims.is_empty(), "network marks are no claims");
+    }
     let completer = Completer::new(
         store.clone(),
         Arc::new(crate::evidence::LogEvidence::default()),
@@ -210,4 +228,87 @@ async fn completions_work_when_every_other_map_is_full() {
         Err(CompletionError::AlreadyUsed),
         "one sign-in, one completion"
     );
+}
+
+#[tokio::test]
+async fn network_marks_are_forgotten_soonest_first_and_never_refused() {
+    let store = MemoryStore::new(16);
+    for i in 0..16 {
+        store
+            .remember(&format!("seen:n{i}"), 2_000 + i, 1_000)
+            .await
+            .unwrap();
+    }
+    // Full: the two soonest to expire (an eighth of the cap) make room for the new mark.
+    store.remember("seen:new", 5_000, 1_000).await.unwrap();
+    let seen = |name: &'static str| {
+        let store = &store;
+        async move { store.signals("velocity:x", 60, [name, "-"], 1_000).await.unwrap().1[0] }
+    };
+    assert!(seen("seen:new").await);
+    assert!(!seen("seen:n0").await && !seen("seen:n1").await);
+    assert!(seen("seen:n2").await && seen("seen:n15").await);
+    assert_eq!(store.inner.lock().unwrap().networks.len(), 15);
+    // Remembering a known mark again refreshes it and takes no room.
+    store.remember("seen:n2", 9_000, 1_000).await.unwrap();
+    assert_eq!(store.inner.lock().unwrap().networks["seen:n2"], 9_000);
+}
+
+#[tokio::test]
+async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
+    use crate::grant::{Rate, RateScope};
+    let store = MemoryStore::new(1_000);
+    let limits = |ip: usize| IssueLimits {
+        rates: vec![
+            Rate {
+                scope: RateScope::SourceIp,
+                name: format!("ip:10.0.0.{ip}"),
+                window: 60,
+                max: 10,
+            },
+            Rate {
+                scope: RateScope::Subject,
+                name: "subject:alice".into(),
+                window: 60,
+                max: 1,
+            },
+        ],
+        ..Default::default()
+    };
+    let mut first = challenge("c0", 1_000);
+    first.digest = "d0".into();
+    let issued = store.issue_challenge(first, &limits(0), 1_000).await;
+    assert_eq!(issued, Ok(Issued::Open { attempts: 1 }));
+    for ip in 1..100 {
+        let mut c = challenge(&format!("c{ip}"), 1_000);
+        c.digest = format!("d{ip}");
+        let issued = store.issue_challenge(c, &limits(ip), 1_000).await.unwrap();
+        assert!(
+            matches!(issued, Issued::RateLimited { scope: RateScope::Subject, .. }),
+            "{issued:?}"
+        );
+    }
+    assert_eq!(
+        store.inner.lock().unwrap().rates.len(),
+        2,
+        "the subject's counter and its first IP's"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_challenge_takes_no_place_in_any_map() {
+    let store = MemoryStore::new(2);
+    for (id, digest, subject) in [("c1", "d1", "iss|a"), ("c2", "d2", "iss|b")] {
+        let mut c = challenge(id, 1_000);
+        (c.digest, c.subject) = (digest.into(), subject.into());
+        store.put_challenge(c).await.unwrap();
+    }
+    for i in 0..10 {
+        let mut c = challenge(&format!("x{i}"), 1_000);
+        (c.digest, c.subject) = (format!("dx{i}"), format!("iss|x{i}"));
+        assert_eq!(store.put_challenge(c).await, Err(GrantError::Full));
+    }
+    let inner = store.inner.lock().unwrap();
+    let sizes = [inner.open.len(), inner.attempts.len(), inner.latest.len()];
+    assert_eq!(sizes, [2, 2, 2]);
 }
