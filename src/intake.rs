@@ -46,18 +46,31 @@ pub fn refused(decision: &Decision, origin: &Origin, now: i64) {
 
 fn log(decision: &Decision, origin: &Origin) {
     let source = origin.source_address.as_deref().unwrap_or_default();
-    let message = "refused before identification (no evidence record)";
     let (id, reason) = (&decision.id, &decision.reason);
     match &decision.verdict {
-        Verdict::Unauthenticated { description } => {
-            tracing::info!(decision_id = %id, reason = %reason, status = 401, source, description = %description, "{message}");
-        }
-        Verdict::Deny { status } => {
-            tracing::info!(decision_id = %id, reason = %reason, status, source, "{message}");
-        }
-        _ => {
-            tracing::error!(decision_id = %id, reason = %reason, status = 503, source, "{message}");
-        }
+        Verdict::Unauthenticated { description } => tracing::info!(
+            decision_id = %id,
+            reason = %reason,
+            status = 401,
+            source,
+            description = %description,
+            "refused before identification (no evidence record)"
+        ),
+        Verdict::Deny { status } => tracing::info!(
+            decision_id = %id,
+            reason = %reason,
+            status,
+            source,
+            "refused before identification (no evidence record)"
+        ),
+        // A route tag naming no action: a configuration fault.
+        _ => tracing::error!(
+            decision_id = %id,
+            reason = %reason,
+            status = 503,
+            source,
+            "refused before identification (no evidence record)"
+        ),
     }
 }
 

@@ -202,7 +202,9 @@ impl Inner {
         now: i64,
     ) -> Result<(), GrantError> {
         let (tag, digest) = (subject_tag(&challenge.subject), challenge.digest.clone());
-        make_room(&mut self.challenges, &challenge.id, max, |c| c.expires_at > now)?;
+        make_room(&mut self.challenges, &challenge.id, max, |c| {
+            c.expires_at > now
+        })?;
         make_room(&mut self.open, &tag, max, |open| {
             open.iter().any(|(_, e)| *e > now)
         })?;
@@ -291,8 +293,7 @@ impl GrantStore for MemoryStore {
         if let Some(refused) = inner.open_refusal(&challenge, limits.max_open, now) {
             return Ok(refused);
         }
-        let attempts = match inner.next_attempt(&challenge.digest, limits.max_attempts, ttl, now)
-        {
+        let attempts = match inner.next_attempt(&challenge.digest, limits.max_attempts, ttl, now) {
             Ok(attempts) => attempts,
             Err(refused) => return Ok(refused),
         };

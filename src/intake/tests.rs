@@ -31,7 +31,11 @@ fn only_refusals_before_identification_are_intake_refusals() {
     };
     let mut invalid_token = Decision::new("d1".into(), unauthenticated, "invalid_token");
     invalid_token.action = Some("payments.transfer".into());
-    let malformed = Decision::new("d2".into(), Verdict::Deny { status: 400 }, "malformed_request");
+    let malformed = Decision::new(
+        "d2".into(),
+        Verdict::Deny { status: 400 },
+        "malformed_request",
+    );
     let unknown_tag = Decision::fault("d3".into(), "unknown_action_tag");
     for d in [&invalid_token, &malformed, &unknown_tag] {
         assert!(before_subject(d), "{d:?}");

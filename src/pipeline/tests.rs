@@ -839,7 +839,10 @@ async fn anonymous_refusals_grow_the_spool_by_less_than_64_kib() {
         }
     }
     let grown = dir_bytes(&scratch.0).saturating_sub(before);
-    assert!(grown < 64 << 10, "10,000 anonymous refusals grew the spool by {grown} bytes");
+    assert!(
+        grown < 64 << 10,
+        "10,000 anonymous refusals grew the spool by {grown} bytes"
+    );
 }
 
 #[tokio::test]
@@ -890,7 +893,10 @@ async fn ipv6_sources_share_one_source_ip_limit_per_64() {
     let d = p.decide(from("u4", "2001:db8:1:2:1234::9")).await;
     assert_eq!(d.reason, "challenge_rate_limited_source_ip", "{d:?}");
     let d = p.decide(from("u5", "2001:db8:1:3::1")).await;
-    assert!(matches!(d.verdict, Verdict::Challenge { .. }), "another /64: {d:?}");
+    assert!(
+        matches!(d.verdict, Verdict::Challenge { .. }),
+        "another /64: {d:?}"
+    );
     for (user, source) in [("u6", "10.9.8.7"), ("u7", "10.9.8.7"), ("u8", "10.9.8.7")] {
         let d = p.decide(from(user, source)).await;
         assert!(matches!(d.verdict, Verdict::Challenge { .. }), "{d:?}");

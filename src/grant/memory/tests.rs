@@ -184,20 +184,21 @@ async fn completions_work_when_every_other_map_is_full() {
     }
     {
         let inner = store.inner.lock().unwrap();
-        let sizes = [
-            ("grants", inner.grants.len()),
+        // Every map the loop wrote to is at its cap (later writes were refused, or forgot the
+        // soonest network marks); the completion's own maps are untouched.
+        let full = [
             ("challenges", inner.challenges.len()),
             ("rates", inner.rates.len()),
             ("velocity", inner.velocity.len()),
             ("open", inner.open.len()),
             ("attempts", inner.attempts.len()),
             ("latest", inner.latest.len()),
-            ("claims", inner.claims.len()),
             ("networks", inner.networks.len()),
         ];
-        for (map, len) in sizes {
-            assert!(len <= CAP, "{map}: {len} entries, cap {CAP}");
+        for (map, len) in full {
+            assert_eq!(len, CAP, "{map}");
         }
+        assert!(inner.grants.is_empty());
         assert!(inner.claims.is_empty(), "network marks are no claims");
     }
     let completer = Completer::new(
@@ -243,7 +244,13 @@ async fn network_marks_are_forgotten_soonest_first_and_never_refused() {
     store.remember("seen:new", 5_000, 1_000).await.unwrap();
     let seen = |name: &'static str| {
         let store = &store;
-        async move { store.signals("velocity:x", 60, [name, "-"], 1_000).await.unwrap().1[0] }
+        async move {
+            store
+                .signals("velocity:x", 60, [name, "-"], 1_000)
+                .await
+                .unwrap()
+                .1[0]
+        }
     };
     assert!(seen("seen:new").await);
     assert!(!seen("seen:n0").await && !seen("seen:n1").await);
@@ -284,7 +291,13 @@ async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
         c.digest = format!("d{ip}");
         let issued = store.issue_challenge(c, &limits(ip), 1_000).await.unwrap();
         assert!(
-            matches!(issued, Issued::RateLimited { scope: RateScope::Subject, .. }),
+            matches!(
+                issued,
+                Issued::RateLimited {
+                    scope: RateScope::Subject,
+                    ..
+                }
+            ),
             "{issued:?}"
         );
     }
