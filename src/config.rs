@@ -568,6 +568,9 @@ fn default_policy_timeout() -> u64 {
 #[serde(deny_unknown_fields, tag = "store", rename_all = "lowercase")]
 pub enum GrantsConfig {
     Memory {
+        /// Cap on each of the store's maps on its own (grants, challenges, single-use claims,
+        /// rate and velocity counters, open-challenge lists, loop guards, latest challenges,
+        /// remembered networks). Remembered networks are forgotten first when theirs fills.
         #[serde(default = "default_max_entries")]
         max_entries: usize,
     },
@@ -637,7 +640,10 @@ fn default_key_prefix() -> String {
 impl GrantsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         match self {
-            GrantsConfig::Memory { .. } => Ok(()),
+            GrantsConfig::Memory { max_entries } => match *max_entries {
+                0 => Err(invalid("grants.max_entries", "at least 1")),
+                _ => Ok(()),
+            },
             GrantsConfig::Redis {
                 url,
                 timeout_ms,

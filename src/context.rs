@@ -109,10 +109,10 @@ impl Signals {
         let tag = subject_tag(subject);
         let until = now + config.remember_networks_days as i64 * 86_400;
         grants
-            .claim_once(&seen_name(&tag, network), until, now)
+            .remember(&seen_name(&tag, network), until, now)
             .await?;
         // The subject now has a baseline (refreshed by every newly known network).
-        grants.claim_once(&seen_name_any(&tag), until, now).await?;
+        grants.remember(&seen_name_any(&tag), until, now).await?;
         Ok(())
     }
 }

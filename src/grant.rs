@@ -8,6 +8,8 @@
 mod memory;
 mod redis;
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
@@ -147,6 +149,23 @@ pub fn subject_tag(subject: &str) -> String {
     format!("subject:{hex}")
 }
 
+/// The key-safe name a source address is rate-limited under: `ip:<address>` for IPv4 (an
+/// IPv4-mapped IPv6 address counts as its IPv4 address), `ip:<prefix>::/64` for IPv6 — one
+/// client holds a whole /64 — and `ip:<as given>` for anything that is not an address.
+pub fn source_tag(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => format!("ip:{address}"),
+    }
+}
+
 /// Where grants and challenges live.
 #[tonic::async_trait]
 pub trait GrantStore: Send + Sync + 'static {
@@ -169,8 +188,9 @@ pub trait GrantStore: Send + Sync + 'static {
     /// loop guard: minting a grant is progress.
     async fn put_grant(&self, grant: Grant) -> Result<(), GrantError>;
     /// Checks `limits` and, if they allow it, stores the challenge with its `attempts` set.
-    /// Order: source-IP rates, the subject's rates, the open-challenge cap, the loop guard.
-    /// Refusals leave no challenge behind; rate-limit events counted before one stay counted.
+    /// Order: the subject's rates, source-IP rates, the open-challenge cap, the loop guard — a
+    /// subject over its limit creates and counts no source-IP counter. Refusals leave no
+    /// challenge behind; rate-limit events counted before one stay counted.
     async fn issue_challenge(
         &self,
         challenge: Challenge,
@@ -212,6 +232,11 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Records that `event` (a key-safe name) has been used, until `until`; true only for the
     /// first caller (what makes one authentication complete one challenge).
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError>;
+    /// Remembers `mark` (a key-safe name [`GrantStore::signals`] reads back in `seen`: a known
+    /// network) until `until`, setting or refreshing it. Marks are the first thing a store short
+    /// of room forgets — a forgotten network is only new again, which is stricter — and never
+    /// take the room of a [`GrantStore::claim_once`] claim.
+    async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError>;
     /// Deletes the transaction's grant; true if there was one.
     async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError>;
     /// Deletes every grant of a subject (its binding key, `iss|sub`); returns how many.
@@ -221,3 +246,6 @@ pub trait GrantStore: Send + Sync + 'static {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,6 +9,7 @@
 //! | [`request`] | the normalized request every stage reads |
 //! | [`route`] | the sensitive-action table, best match, route tags |
 //! | [`identity`] | JWT/JWKS verification, jwt_authn metadata, SPIFFE workloads, `act` chains |
+//! | [`intake`] | refusals before identification: counted and sampled in the log, not recorded |
 //! | [`txn`] | transaction binding: canonical fields → keyed digest with key id |
 //! | [`context`] | context signals: velocity, new network, device trust, break-glass |
 //! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
@@ -36,6 +37,7 @@ pub mod grant_api;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod intake;
 pub mod oidc;
 pub mod pipeline;
 pub mod policy;

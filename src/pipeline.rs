@@ -18,9 +18,11 @@ use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
 use crate::evidence::{Evidence, EvidenceContext, Origin};
 use crate::grant::{
-    Grant, GrantStore, GrantTerms, IssueLimits, Issued, Rate, RateScope, Requirement, subject_tag,
+    Grant, GrantStore, GrantTerms, IssueLimits, Issued, Rate, RateScope, Requirement, source_tag,
+    subject_tag,
 };
 use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
+use crate::intake;
 use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, PolicyHandle, build_input};
 use crate::request::{AuthzRequest, RawRequest};
 use crate::route::{Action, Classification, RouteTable};
@@ -97,14 +99,15 @@ impl Pipeline {
         let deny =
             |status, reason: &str| Decision::new(id.into(), Verdict::Deny { status }, reason);
         let req = AuthzRequest::new(raw, self.max_segments).map_err(|e| {
-            tracing::info!(decision_id = id, error = %e, "malformed request");
+            // Counted and logged (sampled) by `finish`: anyone can send these.
+            tracing::debug!(decision_id = id, error = %e, "malformed request");
             deny(400, "malformed_request")
         })?;
         let (action, params) = match stage_sync(Stage::Classify, || self.routes.classify(&req)) {
             Ok(Classification::Public) => return Ok(None),
             Ok(Classification::Sensitive { action, params }) => (action, params),
             Err(e) => {
-                tracing::error!(decision_id = id, error = %e, "route tag misconfigured");
+                tracing::debug!(decision_id = id, error = %e, "route tag misconfigured");
                 return Err(Decision::fault(id.into(), "unknown_action_tag"));
             }
         };
@@ -615,7 +618,8 @@ impl Pipeline {
     }
 
     /// Abuse limits, checked by the store as it writes the challenge: challenges per subject
-    /// and per source IP in fixed windows (429 with `Retry-After`), open challenges per subject
+    /// and per source IP (an IPv6 source per /64) in fixed windows (429 with `Retry-After`),
+    /// the subject's first; open challenges per subject
     /// (429), and challenges per transaction without a grant in between (the loop guard, 403).
     fn issue_limits(&self, s: &Sensitive) -> IssueLimits {
         let limits = self.challenger.limits();
@@ -628,7 +632,7 @@ impl Pipeline {
         if let Some(ip) = &s.req.raw.source_address {
             rates.push(Rate {
                 scope: RateScope::SourceIp,
-                name: format!("ip:{ip}"),
+                name: source_tag(ip),
                 window: limits.per_source_ip.window_secs as i64,
                 max: limits.per_source_ip.max,
             });
@@ -641,7 +645,8 @@ impl Pipeline {
     }
 
     /// Fills in the context and records evidence; an approval is answered only once its record
-    /// is durable, and an approval without evidence is refused.
+    /// is durable, and an approval without evidence is refused. A refusal before identification
+    /// is not recorded ([`intake`]).
     async fn finish(
         &self,
         mut decision: Decision,
@@ -660,6 +665,11 @@ impl Pipeline {
             }
         }
         (decision.trace_id, decision.span_id) = current_ids();
+        // Refused before anyone was identified: counted and logged (sampled), no durable record.
+        if s.is_none() && intake::before_subject(&decision) {
+            intake::refused(&decision, origin, self.clock.now());
+            return decision;
+        }
         if matches!(decision.severity.as_deref(), Some("high" | "critical")) {
             tracing::warn!(
                 decision_id = %decision.id,

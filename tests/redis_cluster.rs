@@ -23,7 +23,8 @@ use stepguard::pipeline::Pipeline;
 use stepguard::request::RawRequest;
 use support::load::{Sample, decide_within, drive, transfer, unlimited};
 use support::records::{
-    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits, challenge, grant,
+    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits,
+    assert_subject_checked_before_source_ip, challenge, grant,
 };
 use support::redis::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster, RedisServer};
 use support::sidecar::{invalid_field, parse_grants, with_grants};
@@ -204,6 +205,7 @@ async fn issuing_enforces_the_abuse_limits_on_a_cluster() {
     let store = store(&cluster, BUDGET * 10);
     ready(&store).await;
     assert_issue_limits(&store, "cluster", NOW).await;
+    assert_subject_checked_before_source_ip(&store, "cluster", NOW).await;
     assert_completion_lookups(&store, "cluster", NOW).await;
     let (keys, nodes) = assert_every_key_has_a_ttl(&cluster);
     assert!(keys > 10);

@@ -18,7 +18,8 @@ use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore, subject_tag};
 use stepguard::request::RawRequest;
 use support::blackhole::Blackhole;
 use support::records::{
-    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits, challenge, grant,
+    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits,
+    assert_subject_checked_before_source_ip, challenge, grant,
 };
 use support::redis::RedisServer;
 use support::sidecar::{invalid_field, parse_grants, with_redis};
@@ -204,6 +205,14 @@ async fn issuing_enforces_the_abuse_limits_with_ttls() {
     assert_issue_limits(&store, "redis", NOW).await;
     assert_completion_lookups(&store, "redis", NOW).await;
     assert!(assert_every_key_has_a_ttl(&server) > 10);
+}
+
+#[tokio::test]
+async fn the_subject_is_checked_before_the_source_ip_is_counted() {
+    let server = RedisServer::start();
+    let store = store(&server, BUDGET * 10);
+    assert_subject_checked_before_source_ip(&store, "redis", NOW).await;
+    assert_every_key_has_a_ttl(&server);
 }
 
 #[tokio::test]

@@ -367,6 +367,7 @@ const EXPECTED: &[&str] = &[
     "stepguard_evidence_records_total",
     "stepguard_evidence_failures_total",
     "stepguard_evidence_spool_bytes",
+    "stepguard_intake_refusals_total",
 ];
 
 /// Dashboard families only emitted while evidence ships to a Redis Stream: tests/evidence_stream.rs
@@ -590,6 +591,14 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         ) >= 1.0
     );
     assert!(v("stepguard_evidence_records_total", &[("kind", "decision")]) >= 1.0);
+    // The request without a token was refused before identification: counted, not recorded.
+    assert!(
+        v(
+            "stepguard_intake_refusals_total",
+            &[("reason", "invalid_token")]
+        ) >= 1.0,
+        "{text}"
+    );
     assert!(v("stepguard_evidence_failures_total", &[]) >= 1.0, "{text}");
     assert!(v("stepguard_evidence_spool_bytes", &[]) > 0.0, "{text}");
     // Every stage was timed; the whole check at least as often as any stage.

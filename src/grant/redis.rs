@@ -151,9 +151,12 @@ end
 return {'ok', attempts, 0}
 "#;
 
-/// Where an issue operation's key lives; on a cluster each group is one call (one slot).
+/// Where an issue operation's key lives, in the order the operations run: the subject's rate
+/// limit is checked before a source-IP counter is created, and every check before the writes
+/// it guards. On a cluster each run of one slot's operations is one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Slot {
+    SubjectRate,
     SourceIp,
     Subject,
     Transaction,
@@ -377,8 +380,9 @@ impl RedisStore {
         Ok(("ok".into(), attempts, 0))
     }
 
-    /// The issue operations for a challenge, ordered by slot: source IP counter, the subject's
-    /// counter and open set, the transaction's loop guard and record, the id index.
+    /// The issue operations for a challenge, in [`Slot`] order: the subject's counter, the source
+    /// IP's counter, the subject's open set, the transaction's loop guard and record, the id
+    /// index.
     fn issue_ops(
         &self,
         c: &Challenge,
@@ -399,7 +403,7 @@ impl RedisStore {
         for rate in &limits.rates {
             let (index, end) = window_of(rate.window, now);
             let (slot, scope) = match rate.scope {
-                RateScope::Subject => (Slot::Subject, "0"),
+                RateScope::Subject => (Slot::SubjectRate, "0"),
                 RateScope::SourceIp => (Slot::SourceIp, "1"),
             };
             let window_ttl = ttl_ms(end, now).unwrap_or(1000).to_string();
@@ -783,6 +787,23 @@ impl GrantStore for RedisStore {
                 .await
                 .map_err(redis_err("claim_once"))?;
             Ok(set.is_some())
+        })
+        .await
+    }
+
+    async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError> {
+        let key = self
+            .keys
+            .event(mark)
+            .ok_or_else(|| GrantError::Unavailable("mark is not a valid key".into()))?;
+        let ttl = ttl_ms(until, now).unwrap_or(1000);
+        let mut conn = self.conn();
+        // Set or refreshed (a mark is no claim: whoever writes it last wins).
+        self.bounded("remember", async move {
+            set_px(&key, "1", ttl)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_err("remember"))
         })
         .await
     }

@@ -8,7 +8,8 @@
 //! `stepguard_challenges_completed_total{method}`, `stepguard_grant_lookups_total{result}`,
 //! `stepguard_grants_consumed_total{result}`, `stepguard_store_errors_total{op}`,
 //! `stepguard_policy_errors_total{reason}`, `stepguard_evidence_records_total{kind}`,
-//! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`; policy reloads and
+//! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`,
+//! `stepguard_intake_refusals_total{reason}`; policy reloads and
 //! evidence shipping are counted where they happen.
 
 use std::sync::OnceLock;
@@ -35,6 +36,7 @@ pub const EVIDENCE_SPOOL_BYTES: &str = "stepguard_evidence_spool_bytes";
 pub const EVIDENCE_SHIPPED: &str = "stepguard_evidence_shipped_total";
 pub const EVIDENCE_SHIP_ERRORS: &str = "stepguard_evidence_ship_errors_total";
 pub const EVIDENCE_SHIP_LAG: &str = "stepguard_evidence_ship_lag_records";
+pub const INTAKE_REFUSALS: &str = "stepguard_intake_refusals_total";
 
 /// Stage histogram buckets, in seconds: 50 µs to 1 s.
 pub const STAGE_BUCKETS: &[f64] = &[
@@ -122,6 +124,10 @@ fn describe() {
         EVIDENCE_FAILURES,
         "Decisions whose evidence was not recorded"
     );
+    describe_counter!(
+        INTAKE_REFUSALS,
+        "Requests refused before identification (no evidence record), by reason"
+    );
     describe_gauge!(
         EVIDENCE_SPOOL_BYTES,
         Unit::Bytes,
@@ -194,6 +200,12 @@ pub fn evidence_recorded(kind: &'static str) {
 
 pub fn evidence_failed() {
     metrics::counter!(EVIDENCE_FAILURES).increment(1);
+}
+
+/// Counts a refusal before identification by its reason code (`malformed_request`,
+/// `invalid_token`, `unknown_action_tag`).
+pub fn intake_refusal(reason: &str) {
+    metrics::counter!(INTAKE_REFUSALS, "reason" => reason.to_string()).increment(1);
 }
 
 pub fn spool_bytes(bytes: u64) {

@@ -171,7 +171,7 @@ pub async fn assert_issue_limits<S: stepguard::grant::GrantStore + ?Sized>(
         "a grant is progress: the guard starts over"
     );
 
-    // Rate limits in fixed windows: the source IP is counted first, then the subject.
+    // Rate limits in fixed windows: the subject is checked first, then the source IP counted.
     let t = now - now.rem_euclid(60) + 10;
     let rates = |who: &str| IssueLimits {
         rates: vec![
@@ -208,13 +208,20 @@ pub async fn assert_issue_limits<S: stepguard::grant::GrantStore + ?Sized>(
             retry_after: 50
         }
     );
+    assert!(
+        matches!(
+            issue(make("r4", "r4", t), rates("carol"), t).await,
+            Issued::Open { .. }
+        ),
+        "alice's refused third challenge did not count against the IP"
+    );
     assert_eq!(
-        issue(make("r4", "r4", t), rates("carol"), t).await,
+        issue(make("r4b", "r4b", t), rates("carol"), t).await,
         Issued::RateLimited {
             scope: RateScope::SourceIp,
             retry_after: 50
         },
-        "the third challenge counted against the IP, the fourth is over its limit"
+        "the IP's fourth challenge is over its limit"
     );
     assert!(
         matches!(
@@ -304,4 +311,73 @@ pub async fn assert_completion_lookups<S: stepguard::grant::GrantStore + ?Sized>
             .await
             .unwrap()
     );
+}
+
+/// The subject's rate limit is checked before its source IP is counted, on every store: a
+/// subject over its limit spends none of an IP's budget (and creates no counter for an IP it
+/// has not used), from whatever address it comes. `tag` keeps this run's keys apart.
+pub async fn assert_subject_checked_before_source_ip<S: stepguard::grant::GrantStore + ?Sized>(
+    store: &S,
+    tag: &str,
+    now: i64,
+) {
+    use stepguard::grant::{IssueLimits, Issued, Rate, RateScope};
+    let t = now - now.rem_euclid(60) + 10;
+    // Names of their own: the other checks may have run on this store, in this window.
+    let tag = format!("{tag}-sf");
+    let tag = tag.as_str();
+    let issue = |who: &str, ip: &str, n: usize| {
+        let mut c = challenge(
+            &format!("{tag}-{who}-{ip}-{n}"),
+            &format!("dev1:{tag}-{who}-{ip}-{n}"),
+            t,
+        );
+        c.subject = format!("iss|{tag}-{who}");
+        let limits = IssueLimits {
+            rates: vec![
+                Rate {
+                    scope: RateScope::Subject,
+                    name: format!("subject:{tag}-{who}"),
+                    window: 60,
+                    max: 1,
+                },
+                Rate {
+                    scope: RateScope::SourceIp,
+                    name: format!("ip:{tag}-{ip}"),
+                    window: 60,
+                    max: 2,
+                },
+            ],
+            ..Default::default()
+        };
+        async move { store.issue_challenge(c, &limits, t).await.unwrap() }
+    };
+    let subject_limited = Issued::RateLimited {
+        scope: RateScope::Subject,
+        retry_after: 50,
+    };
+    assert!(matches!(issue("alice", "x", 0).await, Issued::Open { .. }));
+    for n in 1..=5 {
+        assert_eq!(
+            issue("alice", "x", n).await,
+            subject_limited,
+            "alice is over her own limit, not the IP's"
+        );
+        assert_eq!(issue("alice", "y", n).await, subject_limited);
+    }
+    // x counted alice's one challenge, y none of hers.
+    assert!(matches!(issue("bob", "x", 0).await, Issued::Open { .. }));
+    assert_eq!(
+        issue("carol", "x", 0).await,
+        Issued::RateLimited {
+            scope: RateScope::SourceIp,
+            retry_after: 50
+        }
+    );
+    for who in ["dave", "erin"] {
+        assert!(
+            matches!(issue(who, "y", 0).await, Issued::Open { .. }),
+            "{who} from y"
+        );
+    }
 }

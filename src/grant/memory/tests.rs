@@ -132,3 +132,196 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
         assert_eq!(spent, 1, "round {round}");
     }
 }
+
+/// What the check path fills from outside — remembered networks, velocity and rate counters,
+/// other subjects' challenges, open lists and loop guards — past the cap: a challenge issued
+/// before is still completed once, and its grant found and spent.
+#[tokio::test]
+async fn completions_work_when_every_other_map_is_full() {
+    use crate::completion::{Assurance, Completer, CompletionError};
+    use crate::config::ContextConfig;
+    use crate::context::{Signals, Velocity};
+    use crate::grant::{Rate, RateScope};
+
+    const CAP: usize = 4;
+    let now = 1_000;
+    let store = Arc::new(MemoryStore::new(CAP));
+    let mine = challenge("mine", now);
+    store.put_challenge(mine.clone()).await.unwrap();
+    for i in 0..3 * CAP {
+        // Approved from a new network: two marks each (the network, the subject's baseline).
+        let signals = Signals {
+            network: Some(format!("10.0.{i}.0/24")),
+            new_network: None,
+            velocity: Velocity {
+                window_secs: 60,
+                count: 1,
+            },
+            device_trust: None,
+            break_glass_justification: None,
+        };
+        let subject = format!("iss|user{i}");
+        let _ = signals
+            .remember(store.as_ref(), &ContextConfig::default(), &subject, now)
+            .await;
+        let _ = store
+            .signals(&format!("velocity:{i}"), 60, ["seen:a", "seen:b"], now)
+            .await;
+        let mut other = challenge(&format!("other-{i}"), now);
+        other.subject = subject;
+        other.digest = format!("d-{i}");
+        let limits = IssueLimits {
+            rates: vec![Rate {
+                scope: RateScope::SourceIp,
+                name: format!("ip:10.0.{i}.1"),
+                window: 60,
+                max: 10,
+            }],
+            max_open: Some(5),
+            max_attempts: Some(5),
+        };
+        let _ = store.issue_challenge(other, &limits, now).await;
+    }
+    {
+        let inner = store.inner.lock().unwrap();
+        // Every map the loop wrote to is at its cap (later writes were refused, or forgot the
+        // soonest network marks); the completion's own maps are untouched.
+        let full = [
+            ("challenges", inner.challenges.len()),
+            ("rates", inner.rates.len()),
+            ("velocity", inner.velocity.len()),
+            ("open", inner.open.len()),
+            ("attempts", inner.attempts.len()),
+            ("latest", inner.latest.len()),
+            ("networks", inner.networks.len()),
+        ];
+        for (map, len) in full {
+            assert_eq!(len, CAP, "{map}");
+        }
+        assert!(inner.grants.is_empty());
+        assert!(inner.claims.is_empty(), "network marks are no claims");
+    }
+    let completer = Completer::new(
+        store.clone(),
+        Arc::new(crate::evidence::LogEvidence::default()),
+        ["aal1", "aal2", "aal3"].map(String::from).to_vec(),
+        5,
+    );
+    let assurance = Assurance {
+        subject: "iss|alice".into(),
+        acr: "aal2".into(),
+        amr: vec!["otp".into()],
+        auth_time: now + 1,
+        method: "rfc9470".into(),
+        approver: None,
+    };
+    let grant = completer
+        .complete_once(&mine, &assurance, now + 2, now + 300)
+        .await
+        .unwrap();
+    let found = store.find_grant("d", now + 2).await.unwrap().unwrap();
+    assert_eq!(found.id, grant.id);
+    assert!(store.consume(&found, now + 2).await.unwrap());
+    assert_eq!(
+        completer
+            .complete_once(&mine, &assurance, now + 3, now + 300)
+            .await,
+        Err(CompletionError::AlreadyUsed),
+        "one sign-in, one completion"
+    );
+}
+
+#[tokio::test]
+async fn network_marks_are_forgotten_soonest_first_and_never_refused() {
+    let store = MemoryStore::new(16);
+    for i in 0..16 {
+        store
+            .remember(&format!("seen:n{i}"), 2_000 + i, 1_000)
+            .await
+            .unwrap();
+    }
+    // Full: the two soonest to expire (an eighth of the cap) make room for the new mark.
+    store.remember("seen:new", 5_000, 1_000).await.unwrap();
+    let seen = |name: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .signals("velocity:x", 60, [name, "-"], 1_000)
+                .await
+                .unwrap()
+                .1[0]
+        }
+    };
+    assert!(seen("seen:new").await);
+    assert!(!seen("seen:n0").await && !seen("seen:n1").await);
+    assert!(seen("seen:n2").await && seen("seen:n15").await);
+    assert_eq!(store.inner.lock().unwrap().networks.len(), 15);
+    // Remembering a known mark again refreshes it and takes no room.
+    store.remember("seen:n2", 9_000, 1_000).await.unwrap();
+    assert_eq!(store.inner.lock().unwrap().networks["seen:n2"], 9_000);
+}
+
+#[tokio::test]
+async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
+    use crate::grant::{Rate, RateScope};
+    let store = MemoryStore::new(1_000);
+    let limits = |ip: usize| IssueLimits {
+        rates: vec![
+            Rate {
+                scope: RateScope::SourceIp,
+                name: format!("ip:10.0.0.{ip}"),
+                window: 60,
+                max: 10,
+            },
+            Rate {
+                scope: RateScope::Subject,
+                name: "subject:alice".into(),
+                window: 60,
+                max: 1,
+            },
+        ],
+        ..Default::default()
+    };
+    let mut first = challenge("c0", 1_000);
+    first.digest = "d0".into();
+    let issued = store.issue_challenge(first, &limits(0), 1_000).await;
+    assert_eq!(issued, Ok(Issued::Open { attempts: 1 }));
+    for ip in 1..100 {
+        let mut c = challenge(&format!("c{ip}"), 1_000);
+        c.digest = format!("d{ip}");
+        let issued = store.issue_challenge(c, &limits(ip), 1_000).await.unwrap();
+        assert!(
+            matches!(
+                issued,
+                Issued::RateLimited {
+                    scope: RateScope::Subject,
+                    ..
+                }
+            ),
+            "{issued:?}"
+        );
+    }
+    assert_eq!(
+        store.inner.lock().unwrap().rates.len(),
+        2,
+        "the subject's counter and its first IP's"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_challenge_takes_no_place_in_any_map() {
+    let store = MemoryStore::new(2);
+    for (id, digest, subject) in [("c1", "d1", "iss|a"), ("c2", "d2", "iss|b")] {
+        let mut c = challenge(id, 1_000);
+        (c.digest, c.subject) = (digest.into(), subject.into());
+        store.put_challenge(c).await.unwrap();
+    }
+    for i in 0..10 {
+        let mut c = challenge(&format!("x{i}"), 1_000);
+        (c.digest, c.subject) = (format!("dx{i}"), format!("iss|x{i}"));
+        assert_eq!(store.put_challenge(c).await, Err(GrantError::Full));
+    }
+    let inner = store.inner.lock().unwrap();
+    let sizes = [inner.open.len(), inner.attempts.len(), inner.latest.len()];
+    assert_eq!(sizes, [2, 2, 2]);
+}
