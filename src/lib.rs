@@ -9,6 +9,7 @@
 //! | [`request`] | the normalized request every stage reads |
 //! | [`route`] | the sensitive-action table, best match, route tags |
 //! | [`identity`] | JWT/JWKS verification, jwt_authn metadata, SPIFFE workloads, `act` chains |
+//! | [`jose`] | one reading of a JWS header or JWT payload: no duplicate member names, bounded depth |
 //! | [`txn`] | transaction binding: canonical fields → keyed digest with key id |
 //! | [`context`] | context signals: velocity, new network, device trust, break-glass |
 //! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
@@ -36,6 +37,7 @@ pub mod grant_api;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod jose;
 pub mod oidc;
 pub mod pipeline;
 pub mod policy;
