@@ -429,7 +429,9 @@ impl Completer {
         event_until: i64,
     ) -> Result<Grant, CompletionError> {
         let until = event_until.max(self.event_until(challenge, assurance, now));
-        let outcome = self.complete_claimed(challenge, assurance, now, until).await;
+        let outcome = self
+            .complete_claimed(challenge, assurance, now, until)
+            .await;
         match &outcome {
             Ok(_) => self.pending.remove(challenge),
             Err(e) => self.refused(challenge, assurance, e).await,

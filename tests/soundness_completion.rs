@@ -58,7 +58,11 @@ async fn a_token_with_duplicate_payload_members_is_answered_401_invalid_token() 
         let www = header(&r, "www-authenticate");
         assert!(www.contains(r#"error="invalid_token""#), "{extra}: {www}");
     }
-    assert_eq!(stack.upstream.hits(), hits + 1, "only the plain token passed");
+    assert_eq!(
+        stack.upstream.hits(),
+        hits + 1,
+        "only the plain token passed"
+    );
 }
 
 /// An API client's `POST /v1/keys/{key}/export` (no HTML: a step-up is an RFC 9470 401).

@@ -407,7 +407,10 @@ async fn one_sign_in_completes_one_challenge_on_every_path() {
     );
     assert!(c.grants().challenge("c2", NOW + 4).await.unwrap().is_some());
     assert_eq!(
-        c.grants().find_grant("dev1:other-txn", NOW + 4).await.unwrap(),
+        c.grants()
+            .find_grant("dev1:other-txn", NOW + 4)
+            .await
+            .unwrap(),
         None
     );
     // Another sign-in (another IdP session at the same second) is another event.

@@ -370,11 +370,7 @@ async fn a_duplicate_payload_member_makes_the_token_invalid() {
             "{extra}"
         );
     }
-    let deep = format!(
-        r#""nested":{}1{}"#,
-        r#"{"a":"#.repeat(40),
-        "}".repeat(40)
-    );
+    let deep = format!(r#""nested":{}1{}"#, r#"{"a":"#.repeat(40), "}".repeat(40));
     let token = crate::testkit::sign_text(&header, &claims_with(&deep));
     assert_eq!(
         resolve(&id, &token).await.unwrap_err(),

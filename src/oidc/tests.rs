@@ -24,9 +24,9 @@ async fn relying_party() -> Oidc {
         Arc::default(),
     )
     .unwrap();
-    let jwks = Jwks::load(JwksSource::File(config.resolve(std::path::Path::new(
-        "dev-jwks.json",
-    ))))
+    let jwks = Jwks::load(JwksSource::File(
+        config.resolve(std::path::Path::new("dev-jwks.json")),
+    ))
     .await
     .unwrap();
     oidc.jwks.store(Some(Arc::new(jwks)));
@@ -53,14 +53,8 @@ async fn an_id_token_with_a_duplicate_member_is_rejected() {
         ("alice", Some("s-1"))
     );
     for (header, claims) in [
-        (
-            header.clone(),
-            id_token_claims(r#","sub":"admin""#),
-        ),
-        (
-            header.clone(),
-            id_token_claims(r#","acr":"aal1""#),
-        ),
+        (header.clone(), id_token_claims(r#","sub":"admin""#)),
+        (header.clone(), id_token_claims(r#","acr":"aal1""#)),
         (
             header.clone(),
             id_token_claims(r#","address":{"country":"FR","country":"US"}"#),
