@@ -746,7 +746,8 @@ async fn the_policys_severity_is_on_the_decision_whatever_the_answer() {
 }
 
 /// A pipeline on a one-file Rego policy (`package custom`, entrypoint `custom/decision`),
-/// written to a directory of its own named `name`.
+/// written to a directory of its own named `name`; generous time limits (these tests are about
+/// what is spent, not about time, and run beside the whole suite).
 async fn custom_policy(name: &str, rego: &str) -> (Arc<Pipeline>, Arc<ManualClock>) {
     let dir = std::env::temp_dir().join(format!("stepguard-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -758,6 +759,8 @@ async fn custom_policy(name: &str, rego: &str) -> (Arc<Pipeline>, Arc<ManualCloc
                 "entrypoint: stepguard/authz/decision",
                 "entrypoint: custom/decision",
             )
+            .replace("budget_ms: 250", "budget_ms: 5000")
+            .replace("timeout_ms: 100", "timeout_ms: 2000")
     })
     .await
 }
