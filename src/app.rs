@@ -294,7 +294,7 @@ async fn pipeline(
         grants.clone(),
         evidence.clone(),
         config.challenge.acr_ladder.clone(),
-        config.identity.leeway_secs as i64,
+        config.challenge.completion_skew_secs as i64,
     );
     // Records the challenges issued here that expire unused; stops with the last completer.
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));

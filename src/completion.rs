@@ -5,12 +5,19 @@
 //!
 //! The rules, the same for every path:
 //! - the achieved `acr` is on the ladder at or above the weakest acceptable value;
-//! - `auth_time` is no earlier than the challenge's issue time (minus the clock skew): an
-//!   authentication from before the challenge — at login, or for another transaction — never
-//!   satisfies it; and no older than the requirement's `max_age` when that is set;
+//! - `auth_time` is no earlier than the challenge's issue time minus a small clock-skew
+//!   allowance (`challenge.completion_skew_secs`, default 5 s, at most 30 — never the token
+//!   leeway): an authentication from before the challenge — at login, or for another
+//!   transaction — never satisfies it, whatever its `max_age` (for `max_age: 0` this is what
+//!   proves the sign-in is fresh on the RFC 9470 path; the OIDC path also has the nonce); and
+//!   no older than the requirement's `max_age` when that is set;
 //! - the authenticated subject is the challenged one;
+//! - the authentication event ([`AuthEvent`]: a sign-in's `iss`, `sub`, `auth_time` and `sid`,
+//!   or a grant API approval) is claimed once in the grant store, for longer than any challenge
+//!   it could satisfy stays open: one sign-in never completes two challenges, on any path;
 //! - the challenge is closed exactly once (a concurrent second completion loses), and only then
-//!   is the grant written; a failure anywhere before leaves the challenge open and no grant.
+//!   is the grant written; a failure anywhere before leaves no grant (a refused check leaves the
+//!   challenge open and claims nothing).
 //!
 //! Evidence (`docs/evidence.md`, "ordering"): after the challenge is closed, its *outcome* is
 //! claimed in the grant store (`outcome:<challenge id>`, first caller wins), then the `completed`
@@ -45,6 +52,65 @@ pub const EXPIRY_GRACE_SECS: i64 = 2;
 /// Most issued challenges awaited at once; past it the soonest to expire is no longer awaited.
 const MAX_PENDING: usize = 100_000;
 
+/// The authentication event an assurance comes from: what is claimed once, in the grant store
+/// (shared by replicas), by every completion path, so one sign-in or one approval never completes
+/// two challenges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthEvent {
+    /// A sign-in at an IdP (the OIDC callback's ID token, an RFC 9470 retry's access token): the
+    /// token's own `iss|sub`, its `auth_time`, and its session id (`sid`) when it names one.
+    SignIn {
+        subject: String,
+        auth_time: i64,
+        sid: Option<String>,
+    },
+    /// An approval reported through the grant API: the approval system (the caller's verified
+    /// `iss|sub`), who approved there (the reported `approver`, possibly empty), the subject
+    /// approved for, and the reported `auth_time`. The same approval system reporting the same
+    /// approver at the same second for the same user is one approval.
+    Approval {
+        caller: String,
+        approver: String,
+        subject: String,
+        auth_time: i64,
+    },
+}
+
+impl AuthEvent {
+    /// A sign-in event.
+    pub fn sign_in(subject: String, auth_time: i64, sid: Option<String>) -> Self {
+        Self::SignIn {
+            subject,
+            auth_time,
+            sid,
+        }
+    }
+
+    /// The store name claimed for this event: a digest over an unambiguous encoding.
+    fn name(&self) -> String {
+        let parts = match self {
+            Self::SignIn {
+                subject,
+                auth_time,
+                sid,
+            } => serde_json::json!(["sign_in", subject, auth_time, sid]),
+            Self::Approval {
+                caller,
+                approver,
+                subject,
+                auth_time,
+            } => serde_json::json!(["approval", caller, approver, subject, auth_time]),
+        };
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, parts.to_string().as_bytes());
+        let hex: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("auth:{hex}")
+    }
+}
+
 /// What an authentication achieved, as verified by the completion path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assurance {
@@ -57,6 +123,8 @@ pub struct Assurance {
     pub method: String,
     /// Who approved, for the grant API (an approval system's own identity).
     pub approver: Option<String>,
+    /// The authentication event, completing one challenge at most.
+    pub event: AuthEvent,
 }
 
 /// Why a completion was refused. Nothing was written.
@@ -313,7 +381,7 @@ impl Completer {
         &self.evidence
     }
 
-    /// The clock skew allowed on `auth_time`, in seconds.
+    /// The clock skew allowed on `auth_time` (`challenge.completion_skew_secs`), in seconds.
     pub fn skew(&self) -> i64 {
         self.skew
     }
@@ -351,11 +419,48 @@ impl Completer {
         Ok(())
     }
 
-    /// Like [`Completer::complete`], for an authentication that carries no transaction of its
-    /// own (an RFC 9470 retry's token): its authentication event — subject and `auth_time` —
-    /// is claimed first, until `event_until`, so it completes one challenge and never another
-    /// transaction's, however soon after. A refused check claims nothing.
+    /// Like [`Completer::complete`], keeping the authentication event claimed until at least
+    /// `event_until` (an RFC 9470 retry: for as long as its token could be presented).
     pub async fn complete_once(
+        &self,
+        challenge: &Challenge,
+        assurance: &Assurance,
+        now: i64,
+        event_until: i64,
+    ) -> Result<Grant, CompletionError> {
+        let until = event_until.max(self.event_until(challenge, assurance, now));
+        let outcome = self
+            .complete_claimed(challenge, assurance, now, until)
+            .await;
+        match &outcome {
+            Ok(_) => self.pending.remove(challenge),
+            Err(e) => self.refused(challenge, assurance, e).await,
+        }
+        outcome
+    }
+
+    /// Checks; claims the authentication event (a sign-in or an approval completes one
+    /// challenge, whatever its path); closes the challenge (only one completion wins); records
+    /// the completion durably and only then stores its grant. Refusals are recorded (best
+    /// effort); a refused check claims nothing.
+    pub async fn complete(
+        &self,
+        challenge: &Challenge,
+        assurance: &Assurance,
+        now: i64,
+    ) -> Result<Grant, CompletionError> {
+        self.complete_once(challenge, assurance, now, now).await
+    }
+
+    /// How long an event stays claimed: past the expiry of every challenge it could satisfy (one
+    /// issued no later than `auth_time` plus the skew), so it never completes a second one.
+    fn event_until(&self, challenge: &Challenge, assurance: &Assurance, now: i64) -> i64 {
+        let lifetime = challenge.expires_at - challenge.issued_at;
+        let latest_issue = assurance.auth_time.saturating_add(self.skew).max(now);
+        latest_issue.saturating_add(lifetime + EXPIRY_GRACE_SECS + 60)
+    }
+
+    async fn complete_claimed(
         &self,
         challenge: &Challenge,
         assurance: &Assurance,
@@ -365,30 +470,12 @@ impl Completer {
         self.check(challenge, assurance, now)?;
         if !self
             .grants
-            .claim_once(&event_name(assurance), event_until, now)
+            .claim_once(&assurance.event.name(), event_until, now)
             .await?
         {
-            let e = CompletionError::AlreadyUsed;
-            self.refused(challenge, assurance, &e).await;
-            return Err(e);
+            return Err(CompletionError::AlreadyUsed);
         }
-        self.complete(challenge, assurance, now).await
-    }
-
-    /// Checks, closes the challenge (only one completion wins), records the completion durably
-    /// and only then stores its grant. Refusals are recorded (best effort).
-    pub async fn complete(
-        &self,
-        challenge: &Challenge,
-        assurance: &Assurance,
-        now: i64,
-    ) -> Result<Grant, CompletionError> {
-        let outcome = self.complete_recorded(challenge, assurance, now).await;
-        match &outcome {
-            Ok(_) => self.pending.remove(challenge),
-            Err(e) => self.refused(challenge, assurance, e).await,
-        }
-        outcome
+        self.complete_recorded(challenge, assurance, now).await
     }
 
     async fn complete_recorded(
@@ -440,19 +527,6 @@ impl Completer {
         crate::telemetry::metrics::challenge_completed(&grant.method);
         Ok(grant)
     }
-}
-
-/// The store name of an authentication event (who, and when they authenticated), hashed.
-fn event_name(assurance: &Assurance) -> String {
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("{}\n{}", assurance.subject, assurance.auth_time).as_bytes(),
-    );
-    let hex: String = digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("auth:{hex}")
 }
 
 /// Whether `achieved` is on the ladder at or above the weakest of `acceptable`. Values not on

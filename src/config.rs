@@ -370,6 +370,12 @@ pub struct ChallengeConfig {
     pub acr_ladder: Vec<String>,
     #[serde(default = "default_challenge_ttl")]
     pub ttl_secs: u64,
+    /// Clock skew allowed between the IdP (or approval system) and stepguard when judging
+    /// whether a completion's `auth_time` is after the challenge was issued, and within
+    /// `max_age`. Separate from `identity.leeway_secs` (token expiry): a sign-in more than this
+    /// before the challenge never completes it. At most 30.
+    #[serde(default = "default_completion_skew")]
+    pub completion_skew_secs: u64,
     #[serde(default = "default_scope")]
     pub scope: String,
     /// Abuse limits on issuing challenges.
@@ -465,6 +471,9 @@ pub struct RateLimit {
 
 fn default_challenge_ttl() -> u64 {
     300
+}
+fn default_completion_skew() -> u64 {
+    5
 }
 fn default_scope() -> String {
     "openid".into()
@@ -1115,6 +1124,12 @@ impl Config {
         }
         if !(30..=3_600).contains(&c.ttl_secs) {
             return Err(invalid("challenge.ttl_secs", "must be between 30 and 3600"));
+        }
+        if c.completion_skew_secs > 30 {
+            return Err(invalid(
+                "challenge.completion_skew_secs",
+                "at most 30 seconds (a sign-in older than the challenge by more never completes it)",
+            ));
         }
         Ok(())
     }

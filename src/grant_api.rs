@@ -15,6 +15,12 @@
 //!   requirement, `auth_time` not before the challenge (minus skew) and within `max_age`, the
 //!   challenge closed exactly once. A caller whose own identity is the challenged subject may not
 //!   approve it (no self-approval).
+//! - **One approval, one challenge.** An approval event is the caller's verified `iss|sub`, the
+//!   reported `approver`, the challenged subject and the reported `auth_time`
+//!   ([`crate::completion::AuthEvent::Approval`]); it is claimed once in the grant store, so the
+//!   same approval reported for a second challenge is refused (`FAILED_PRECONDITION`,
+//!   `authentication_already_used`). An approval system that approves two transactions of one
+//!   user reports two approvals, with their own `auth_time`s.
 //! - **What a grant records.** `method` is `grant_api`; the approval system's `method` (e.g.
 //!   `webauthn`) is appended to the grant's `amr`, so policies can tell ceremonies apart; the
 //!   approver (the caller's verified `iss|sub` and the reported `approver`) goes to the evidence.
@@ -127,7 +133,7 @@ pub struct GrantApi {
     caller: Caller,
     completer: Completer,
     clock: Arc<dyn Clock>,
-    /// Clock skew tolerated on `auth_time` (`identity.leeway_secs`).
+    /// Clock skew tolerated on `auth_time` (`challenge.completion_skew_secs`).
     skew: i64,
 }
 

@@ -1,6 +1,8 @@
 //! Who is asking: a verified bearer JWT (strict validation against per-issuer JWKS), claims that
 //! Envoy's `jwt_authn` filter verified (only when trusted by config), or a workload identified by
-//! its mTLS peer principal (SPIFFE ID). Client-sent `x-stepguard-*` headers never count: the
+//! its mTLS peer principal (SPIFFE ID). Verified claims must name their subject (`sub`): a token
+//! is read as a human unless it shows it is a workload, and a human nobody can be bound to is an
+//! invalid token, never an anonymous user. Client-sent `x-stepguard-*` headers never count: the
 //! request layer removed them before this module runs.
 
 mod cache;
@@ -76,18 +78,11 @@ impl Identity {
                 bearer(authorization).ok_or(IdentityError::InvalidToken("not a bearer token"))?;
             let claims =
                 token::verify(token, &self.issuers, &self.verified, now, self.leeway).await?;
-            return Ok(Subject::from_claims(
-                Arc::unwrap_or_clone(claims),
-                now,
-                req.raw.source_principal.clone(),
-            ));
+            let peer = req.raw.source_principal.clone();
+            return subject(Arc::unwrap_or_clone(claims), now, peer);
         }
         if let Some(claims) = self.jwt_authn_claims(req, now)? {
-            return Ok(Subject::from_claims(
-                claims,
-                now,
-                req.raw.source_principal.clone(),
-            ));
+            return subject(claims, now, req.raw.source_principal.clone());
         }
         if let Some(spiffe) = self.workload(req) {
             return Ok(Subject::workload(spiffe));
@@ -106,11 +101,7 @@ impl Identity {
         let token =
             bearer(authorization).ok_or(IdentityError::InvalidToken("not a bearer token"))?;
         let claims = token::verify(token, &self.issuers, &self.verified, now, self.leeway).await?;
-        Ok(Subject::from_claims(
-            Arc::unwrap_or_clone(claims),
-            now,
-            None,
-        ))
+        subject(Arc::unwrap_or_clone(claims), now, None)
     }
 
     fn jwt_authn_claims(
@@ -153,6 +144,17 @@ impl Identity {
             .any(|d| d == domain)
             .then(|| principal.to_string())
     }
+}
+
+/// The subject of verified claims; without a non-empty string `sub` they are invalid. (Claims
+/// without `sub` would otherwise be read as a human — a workload shows it is one by its `sub` —
+/// that no grant, challenge or evidence record could be bound to.)
+fn subject(claims: Value, now: i64, peer: Option<String>) -> Result<Subject, IdentityError> {
+    let subject = Subject::from_claims(claims, now, peer);
+    if subject.id.as_deref().is_none_or(str::is_empty) {
+        return Err(IdentityError::InvalidToken("missing sub"));
+    }
+    Ok(subject)
 }
 
 fn bearer(value: &str) -> Option<&str> {

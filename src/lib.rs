@@ -10,6 +10,8 @@
 //! | [`route`] | the sensitive-action table, best match, route tags |
 //! | [`identity`] | JWT/JWKS verification, jwt_authn metadata, SPIFFE workloads, `act` chains |
 //! | [`intake`] | refusals before identification: counted and sampled in the log, not recorded |
+//! | [`ijson`] | one reading of JSON (I-JSON): unique member names, UTF-8, bounded depth, inexact numbers located |
+//! | [`jose`] | a JWS header or JWT payload read through [`ijson`] |
 //! | [`txn`] | transaction binding: canonical fields → keyed digest with key id |
 //! | [`context`] | context signals: velocity, new network, device trust, break-glass |
 //! | [`grant`] | `GrantStore`: grants and challenges, atomic consume, TTLs |
@@ -37,7 +39,9 @@ pub mod grant_api;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod ijson;
 pub mod intake;
+pub mod jose;
 pub mod oidc;
 pub mod pipeline;
 pub mod policy;

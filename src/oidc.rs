@@ -65,6 +65,8 @@ pub struct IdToken {
     pub acr: Option<String>,
     pub amr: Vec<String>,
     pub auth_time: Option<i64>,
+    /// The IdP's session id (`sid`), when the ID token names one.
+    pub sid: Option<String>,
 }
 
 /// The relying party.
@@ -334,7 +336,8 @@ impl Oidc {
         Ok((status, json))
     }
 
-    /// Verifies an ID token (OIDC Core §3.1.3.7): signature by the IdP's JWKS with an allowed
+    /// Verifies an ID token (OIDC Core §3.1.3.7): header and payload read once ([`crate::jose`]:
+    /// a duplicate member name is a rejection), signature by the IdP's JWKS with an allowed
     /// algorithm, `iss` = the IdP, `aud` containing our client id, `azp` = our client id when
     /// present (and required with several audiences), `exp`, `iat`, and `nonce` = the
     /// challenge's. `acr`, `amr` and `auth_time` are returned as achieved, not judged here.
@@ -346,6 +349,8 @@ impl Oidc {
     ) -> Result<IdToken, OidcError> {
         let reject = |why: &str| OidcError::IdToken(why.to_string());
         let jwks = self.jwks.load_full().ok_or(OidcError::NotDiscovered)?;
+        // Read once, strictly (no duplicate member names), before the library reads it again.
+        crate::jose::compact(token).map_err(|e| reject(e.reason()))?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| reject("malformed"))?;
         if !self.algorithms.contains(&header.alg) {
             return Err(reject("algorithm not allowed"));
@@ -417,6 +422,10 @@ impl Oidc {
                 })
                 .unwrap_or_default(),
             auth_time,
+            sid: claims
+                .get("sid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 

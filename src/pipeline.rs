@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
-use crate::completion::{Assurance, Completer, CompletionError};
+use crate::completion::{Assurance, AuthEvent, Completer, CompletionError};
 use crate::config::{ActionMode, ContextConfig};
 use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
@@ -287,7 +287,8 @@ impl Pipeline {
         self.policy_outcome(id, &s.policy, input).await
     }
 
-    /// Allow (spending the grant the policy used), deny, or challenge.
+    /// Allow (spending the transaction's grant unless the policy declared it allowed without
+    /// it: `used_grant: false`), deny, or challenge.
     async fn act(
         &self,
         id: &str,
@@ -304,13 +305,15 @@ impl Pipeline {
                 used_grant,
                 ..
             } => {
+                // A grant found for this transaction is spent unless the policy says it allowed
+                // without it: an approval never leaves a single-use grant to approve again.
                 let spent = match (used_grant, grant) {
-                    (true, Some(g)) => {
+                    (Some(true) | None, Some(g)) => {
                         record_acr_achieved(&g.acr);
                         Some(stage(Stage::Consume, self.spend(id, g, now)).await?)
                     }
-                    (true, None) => return Err(fault("policy_used_missing_grant")),
-                    (false, _) => None,
+                    (Some(true), None) => return Err(fault("policy_used_missing_grant")),
+                    (Some(false), _) | (None, None) => None,
                 };
                 let mut d = Decision::new(id.into(), Verdict::Allow, &reason);
                 d.reasons = reasons;
@@ -396,6 +399,7 @@ impl Pipeline {
             auth_time,
             method: "rfc9470".into(),
             approver: None,
+            event: AuthEvent::sign_in(s.subject.binding_key(), auth_time, s.subject.sid.clone()),
         };
         if let Err(e) = self.completer.check(&open, &assurance, now) {
             tracing::info!(decision_id = id, challenge_id = %open.id, reason = e.reason(), "retry does not satisfy the open challenge");

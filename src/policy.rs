@@ -153,7 +153,11 @@ pub enum Outcome {
     Allow {
         reason: String,
         reasons: Vec<String>,
-        used_grant: bool,
+        /// `used_grant` as the policy declared it: `Some(true)`, the approval relies on the
+        /// transaction's grant; `Some(false)`, it does not (the session or a transaction token
+        /// alone); `None`, not declared — a grant found for the transaction is then spent all the
+        /// same (docs/policy.md, "Spending grants").
+        used_grant: Option<bool>,
         requirement: Option<Requirement>,
     },
     Deny {
@@ -203,10 +207,11 @@ impl Outcome {
             Some("allow") => Ok(Self::Allow {
                 reason,
                 reasons,
-                used_grant: obj
-                    .get("used_grant")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                used_grant: match obj.get("used_grant") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Bool(used)) => Some(*used),
+                    Some(_) => return Err(bad("`used_grant` must be true or false")),
+                },
                 requirement,
             }),
             Some("deny") => {

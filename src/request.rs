@@ -6,12 +6,13 @@
 //! `/` or `\`, `;` path parameters, dot segments, NUL, invalid UTF-8) or that is longer than the configured number of
 //! segments is a [`RequestError`], which the pipeline answers with 400 before classification.
 
-pub mod body;
 mod json;
 
 use std::collections::HashMap;
 
 use serde_json::Value;
+
+use crate::ijson::{self, JsonProblem};
 
 /// Client headers with this prefix are never identity: ignored, and removed before the upstream.
 pub const RESERVED_PREFIX: &str = "x-stepguard-";
@@ -67,13 +68,13 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     Empty,
-    /// A JSON body with one reading (see [`body`]).
+    /// A JSON body with one reading (see [`crate::ijson`]).
     Json(Value),
     Form(Vec<(String, String)>),
     /// A content type stepguard does not read (neither JSON nor a form).
     OtherType,
     /// A JSON body without one reading: a repeated member name, not UTF-8, not JSON.
-    Invalid(body::JsonProblem),
+    Invalid(JsonProblem),
     /// Larger than stepguard reads.
     TooLarge,
     /// Envoy sent only part of the body.
@@ -261,7 +262,7 @@ fn parse_body(raw: &RawRequest) -> (Body, Vec<Vec<String>>) {
         })
         .unwrap_or_default();
     if content_type == "application/json" || content_type.ends_with("+json") {
-        match body::read(&raw.body) {
+        match ijson::read(&raw.body, ijson::MAX_DEPTH) {
             Ok(json) => (Body::Json(json.value), json.inexact),
             Err(problem) => (Body::Invalid(problem), Vec::new()),
         }

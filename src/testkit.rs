@@ -20,12 +20,17 @@ pub fn config(edit: impl Fn(String) -> String) -> Config {
 
 /// Signs `claims` under `header` with the dev ES256 key.
 pub fn sign(header: Value, claims: Value) -> String {
+    sign_text(&header.to_string(), &claims.to_string())
+}
+
+/// Signs a header and claims given as JSON text, as written (e.g. with a duplicate member).
+pub fn sign_text(header: &str, claims: &str) -> String {
     let pem = std::fs::read(format!("{DIR}/dev-signing-key.DEV-ONLY.pem")).unwrap();
     let key = EncodingKey::from_ec_pem(&pem).unwrap();
     let message = format!(
         "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
     );
     let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::ES256).unwrap();
     format!("{message}.{sig}")

@@ -136,13 +136,23 @@ async fn complete(
     id: &str,
     acr: &str,
 ) -> Result<proto::CompleteChallengeResponse, tonic::Status> {
+    complete_at(sidecar, id, acr, now()).await
+}
+
+/// Completes with an approval made at `auth_time` (one approval completes one challenge).
+async fn complete_at(
+    sidecar: &Sidecar,
+    id: &str,
+    acr: &str,
+    auth_time: i64,
+) -> Result<proto::CompleteChallengeResponse, tonic::Status> {
     let req = proto::CompleteChallengeRequest {
         challenge_id: id.into(),
         assurance: Some(proto::Assurance {
             acr: acr.into(),
             amr: vec!["hwk".into()],
             method: "webauthn".into(),
-            auth_time: now(),
+            auth_time,
             approver: "bob@example.com".into(),
         }),
     };
@@ -214,7 +224,9 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
     assert_eq!(check(&sidecar, SECRET_KEY_NAME).await.0, 401, "single use");
 
     let other = challenged(&sidecar, "k2").await;
-    let second = complete(&sidecar, &other, "aal3").await.unwrap();
+    let second = complete_at(&sidecar, &other, "aal3", now() - 1)
+        .await
+        .unwrap();
     let revoked = grants(&sidecar)
         .await
         .revoke_grants(authorized(proto::RevokeGrantsRequest {

@@ -373,13 +373,14 @@ async fn an_approval_completes_a_challenge_and_the_export_passes_exactly_once() 
 async fn revoked_grants_no_longer_approve() {
     let sidecar = start(with_grant_api);
     let mut digests = Vec::new();
-    for key in ["k1", "k2", "k3"] {
+    for (i, key) in ["k1", "k2", "k3"].into_iter().enumerate() {
         let id = challenged(&sidecar, key).await;
         let shown = lookup(&sidecar, &id, Some(&approval_service()))
             .await
             .unwrap();
         digests.push(shown.transaction.unwrap().digest);
-        complete(&sidecar, &id, assurance("aal3", now()))
+        // Three approvals, each at its own time (one approval completes one challenge).
+        complete(&sidecar, &id, assurance("aal3", now() - i as i64))
             .await
             .unwrap();
     }

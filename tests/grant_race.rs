@@ -47,6 +47,10 @@ async fn sixty_four_requests_spend_one_single_use_grant_exactly_once() {
             statuses.iter().all(|s| [200, 302, 403, 429].contains(s)),
             "round {round}: every other request is refused or challenged: {statuses:?}"
         );
-        assert_eq!(stack.upstream.hits(), hits + 1, "round {round}: the upstream saw one");
+        assert_eq!(
+            stack.upstream.hits(),
+            hits + 1,
+            "round {round}: the upstream saw one"
+        );
     }
 }

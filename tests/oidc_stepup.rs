@@ -332,7 +332,13 @@ async fn the_user_only_ever_returns_to_a_path_on_the_challenged_origin() {
         ("javascript:alert(1)".to_string(), "/"),
         (format!("{base}/keys/K?tab=1"), "/keys/K?tab=1"),
     ];
+    let mut signed_in_at = 0;
     for (i, (referer, want)) in corpus.iter().enumerate() {
+        // One sign-in completes one challenge: each of these is its own (IdP `auth_time` is in
+        // seconds, and these ID tokens carry no `sid`).
+        while now() <= signed_in_at {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let browser = stack.browser();
         let r = stack
             .export(
@@ -348,6 +354,7 @@ async fn the_user_only_ever_returns_to_a_path_on_the_challenged_origin() {
         let location = header(&r, "location");
         stack.idp.set_next_login("alice", "aal3", &["hwk"], 0).await;
         let callback = stack.sign_in(&browser, &location).await;
+        signed_in_at = now();
         let r = browser.get(&callback).send().await.unwrap();
         assert_eq!(r.status(), 303, "{referer}");
         assert_eq!(header(&r, "location"), *want, "{referer}");

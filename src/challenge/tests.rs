@@ -9,6 +9,7 @@ fn config() -> ChallengeConfig {
         redirect_uri: "https://app.example.com/.stepguard/callback".into(),
         acr_ladder: vec!["aal1".into(), "aal2".into(), "aal3".into()],
         ttl_secs: 300,
+        completion_skew_secs: 5,
         scope: "openid".into(),
         limits: Default::default(),
     }

@@ -43,7 +43,15 @@ fn assurance(acr: &str, auth_time: i64) -> Assurance {
         auth_time,
         method: "oidc".into(),
         approver: None,
+        event: AuthEvent::sign_in("iss|alice".into(), auth_time, Some("sid-1".into())),
     }
+}
+
+/// `assurance` from a sign-in of its own (another IdP session).
+fn signed_in(acr: &str, auth_time: i64, sid: &str) -> Assurance {
+    let mut a = assurance(acr, auth_time);
+    a.event = AuthEvent::sign_in("iss|alice".into(), auth_time, Some(sid.into()));
+    a
 }
 
 fn completer() -> Completer {
@@ -134,7 +142,7 @@ async fn completing_mints_one_grant_and_closes_the_challenge_once() {
             .is_none()
     );
     assert_eq!(
-        c.complete(&ch, &assurance("aal3", NOW + 10), NOW + 20)
+        c.complete(&ch, &signed_in("aal3", NOW + 11, "sid-again"), NOW + 20)
             .await,
         Err(CompletionError::NotOpen),
         "a challenge is completed once"
@@ -293,7 +301,7 @@ async fn a_challenge_is_either_completed_or_expired_never_both() {
             .unwrap()
     );
     assert_eq!(
-        c.complete(&late, &assurance("aal3", NOW + 10), NOW + 20)
+        c.complete(&late, &signed_in("aal3", NOW + 10, "sid-late"), NOW + 20)
             .await,
         Err(CompletionError::NotOpen)
     );
@@ -338,7 +346,7 @@ async fn a_grant_never_spent_is_recorded_expired_unused_and_a_spent_one_is_not()
     for ch in [&unused, &spent] {
         store.put_challenge(ch.clone()).await.unwrap();
         grants.push(
-            c.complete(ch, &assurance("aal3", NOW + 10), NOW + 20)
+            c.complete(ch, &signed_in("aal3", NOW + 10, &ch.id), NOW + 20)
                 .await
                 .unwrap(),
         );
@@ -367,4 +375,65 @@ async fn a_grant_never_spent_is_recorded_expired_unused_and_a_spent_one_is_not()
     assert_eq!(expired[0]["result"]["grant_id"], grants[0].id.as_str());
     assert_eq!(expired[0]["result"]["satisfied_by"]["acr"], "aal3");
     assert_eq!(expired[0]["input"]["transaction"]["digest"], "dev1:txn");
+}
+
+#[tokio::test]
+async fn one_sign_in_completes_one_challenge_on_every_path() {
+    let c = completer();
+    let first = challenge(300, true);
+    let mut second = challenge(300, true);
+    second.id = "c2".into();
+    second.digest = "dev1:other-txn".into();
+    for ch in [&first, &second] {
+        c.grants().put_challenge(ch.clone()).await.unwrap();
+    }
+    // The OIDC callback and the grant API complete through `complete`: the sign-in is claimed.
+    c.complete(&first, &assurance("aal3", NOW + 2), NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.complete(&second, &assurance("aal3", NOW + 2), NOW + 4)
+            .await,
+        Err(CompletionError::AlreadyUsed),
+        "the same iss, sub, auth_time and sid never approve another transaction"
+    );
+    let mut via_rfc9470 = assurance("aal3", NOW + 2);
+    via_rfc9470.method = "rfc9470".into();
+    assert_eq!(
+        c.complete_once(&second, &via_rfc9470, NOW + 4, NOW + 600)
+            .await,
+        Err(CompletionError::AlreadyUsed),
+        "nor through another completion path"
+    );
+    assert!(c.grants().challenge("c2", NOW + 4).await.unwrap().is_some());
+    assert_eq!(
+        c.grants()
+            .find_grant("dev1:other-txn", NOW + 4)
+            .await
+            .unwrap(),
+        None
+    );
+    // Another sign-in (another IdP session at the same second) is another event.
+    c.complete(&second, &signed_in("aal3", NOW + 2, "sid-2"), NOW + 4)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_sign_in_stays_claimed_while_any_challenge_it_could_satisfy_is_open() {
+    let c = completer();
+    let ch = challenge(0, true);
+    c.grants().put_challenge(ch.clone()).await.unwrap();
+    let a = assurance("aal3", NOW + 2);
+    c.complete(&ch, &a, NOW + 3).await.unwrap();
+    // The latest challenge it could satisfy was issued at auth_time + skew and expires a
+    // challenge lifetime (300 s) later.
+    let last_open = NOW + 2 + 5 + 300;
+    assert!(
+        !c.grants()
+            .claim_once(&a.event.name(), last_open + 1, last_open)
+            .await
+            .unwrap(),
+        "still claimed"
+    );
 }

@@ -397,3 +397,25 @@ fn form_bodies_cannot_bind_nested_names() {
         );
     }
 }
+
+#[test]
+fn the_completion_skew_is_small_and_separate_from_the_token_leeway() {
+    let config = parse(&quickstart()).unwrap();
+    assert_eq!(
+        (
+            config.challenge.completion_skew_secs,
+            config.identity.leeway_secs
+        ),
+        (5, 30)
+    );
+    let with = |secs: u64| {
+        quickstart().replace(
+            "  ttl_secs: 300\n",
+            &format!("  ttl_secs: 300\n  completion_skew_secs: {secs}\n"),
+        )
+    };
+    assert_eq!(parse(&with(30)).unwrap().challenge.completion_skew_secs, 30);
+    let e = error_of(&with(31));
+    assert!(e.contains("challenge.completion_skew_secs"), "{e}");
+    assert!(e.contains("at most 30"), "{e}");
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Approver, GrantApiError, METHOD};
-use crate::completion::Assurance;
+use crate::completion::{Assurance, AuthEvent};
 use crate::grant::Challenge;
 use crate::proto;
 
@@ -42,7 +42,9 @@ pub fn key_id(digest: &str) -> &str {
 }
 
 /// What the approval system achieved, as a completion judges it: for the challenge's subject
-/// (the approval system vouches for the user it approved for), `method` = [`METHOD`].
+/// (the approval system vouches for the user it approved for), `method` = [`METHOD`]. Its
+/// authentication event is the approval ([`AuthEvent::Approval`]: caller, reported approver,
+/// subject, `auth_time`), which completes one challenge at most.
 pub fn assurance_for(
     challenge: &Challenge,
     reported: &proto::Assurance,
@@ -55,6 +57,12 @@ pub fn assurance_for(
         auth_time: reported.auth_time,
         method: METHOD.to_string(),
         approver: Some(approver_of(approver, &reported.approver)),
+        event: AuthEvent::Approval {
+            caller: approver.identity.clone(),
+            approver: reported.approver.clone(),
+            subject: challenge.subject.clone(),
+            auth_time: reported.auth_time,
+        },
     }
 }
 

@@ -32,7 +32,7 @@ async fn fixture(allowed: &str) -> Fixture {
         store.clone(),
         Arc::new(crate::evidence::LogEvidence::default()),
         config.challenge.acr_ladder.clone(),
-        config.identity.leeway_secs as i64,
+        config.challenge.completion_skew_secs as i64,
     );
     let api = GrantApi::new(
         config.grant_api.as_ref().unwrap(),
@@ -112,9 +112,17 @@ fn reported(acr: &str, auth_time: i64) -> proto::Assurance {
 }
 
 async fn complete(f: &Fixture, acr: &str, auth_time: i64) -> Result<(String, i64), Status> {
+    complete_as(f, "ch1", reported(acr, auth_time)).await
+}
+
+async fn complete_as(
+    f: &Fixture,
+    challenge_id: &str,
+    assurance: proto::Assurance,
+) -> Result<(String, i64), Status> {
     let req = proto::CompleteChallengeRequest {
-        challenge_id: "ch1".into(),
-        assurance: Some(reported(acr, auth_time)),
+        challenge_id: challenge_id.into(),
+        assurance: Some(assurance),
     };
     let r = f
         .api
@@ -460,9 +468,10 @@ async fn grants_are_revoked_by_transaction_or_subject() {
         .complete(&again, &assurance, NOW)
         .await
         .unwrap();
+    // Another approval (at its own time): one approval completes one challenge.
     let assurance = assurance_for(
         &second,
-        &reported("aal3", NOW),
+        &reported("aal3", NOW - 1),
         &Approver {
             identity: "x|y".into(),
         },
@@ -547,4 +556,45 @@ fn evidence_records_the_challenge_the_assurance_and_the_outcome() {
     for secret in ["nonce", "verifier"] {
         assert!(!text.contains(secret), "{text}");
     }
+}
+
+#[tokio::test]
+async fn one_approval_completes_one_challenge() {
+    let f = approval_service().await;
+    let mut other = challenge();
+    other.id = "ch2".into();
+    other.digest = "dev1:other-transaction".into();
+    f.store.put_challenge(other).await.unwrap();
+    f.clock.advance(20);
+    complete_as(&f, "ch1", reported("aal3", NOW + 10))
+        .await
+        .unwrap();
+    // The same approval (same approval system, approver, user and auth_time) reported again
+    // for another of the user's transactions: refused, nothing minted, the challenge open.
+    let status = complete_as(&f, "ch2", reported("aal3", NOW + 10))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status)),
+        (Code::FailedPrecondition, "authentication_already_used")
+    );
+    let mut method = reported("aal3", NOW + 10);
+    method.method = "push".into();
+    method.amr = vec!["swk".into()];
+    assert_eq!(
+        reason(&complete_as(&f, "ch2", method).await.unwrap_err()),
+        "authentication_already_used",
+        "another method or amr is not another approval"
+    );
+    assert!(
+        f.store
+            .find_grant("dev1:other-transaction", NOW + 20)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A second approval, at its own time, completes it.
+    complete_as(&f, "ch2", reported("aal3", NOW + 12))
+        .await
+        .unwrap();
 }

@@ -325,3 +325,145 @@ fn the_verified_cache_is_bounded() {
     }
     assert!(cache.get(&cache::key("t4")).is_some());
 }
+
+/// `claims()` as JSON text with `extra` spliced in before its last `}`.
+fn claims_with(extra: &str) -> String {
+    let text = claims().to_string();
+    format!("{},{extra}}}", &text[..text.len() - 1])
+}
+
+#[tokio::test]
+async fn a_duplicate_header_member_makes_the_token_invalid() {
+    let id = identity("").await;
+    let claims = claims().to_string();
+    let good = crate::testkit::sign_text(&header().to_string(), &claims);
+    assert!(resolve(&id, &good).await.is_ok());
+    for header in [
+        r#"{"alg":"ES256","kid":"dev-es256-1","kid":"dev-es256-1"}"#,
+        r#"{"alg":"ES256","kid":"other","kid":"dev-es256-1"}"#,
+        r#"{"alg":"ES256","kid":"dev-es256-1","typ":"JWT","t\u0079p":"at+jwt"}"#,
+    ] {
+        let token = crate::testkit::sign_text(header, &claims);
+        assert_eq!(
+            resolve(&id, &token).await.unwrap_err(),
+            IdentityError::InvalidToken("duplicate JSON member name"),
+            "{header}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_payload_member_makes_the_token_invalid() {
+    let id = identity("").await;
+    let header = header().to_string();
+    for extra in [
+        r#""sub":"admin""#,
+        r#""s\u0075b":"admin""#,
+        r#""acr":"aal3""#,
+        r#""act":{"sub":"agent-7","sub":"admin"}"#,
+        r#""realm_access":{"roles":["user"],"roles":["admin"]}"#,
+    ] {
+        let token = crate::testkit::sign_text(&header, &claims_with(extra));
+        assert_eq!(
+            resolve(&id, &token).await.unwrap_err(),
+            IdentityError::InvalidToken("duplicate JSON member name"),
+            "{extra}"
+        );
+    }
+    let deep = format!(r#""nested":{}1{}"#, r#"{"a":"#.repeat(40), "}".repeat(40));
+    let token = crate::testkit::sign_text(&header, &claims_with(&deep));
+    assert_eq!(
+        resolve(&id, &token).await.unwrap_err(),
+        IdentityError::InvalidToken("JSON nested too deeply")
+    );
+}
+
+#[tokio::test]
+async fn a_human_token_without_sub_is_invalid() {
+    let id = identity("").await;
+    for sub in [None, Some(json!("")), Some(json!(42))] {
+        let mut c = claims();
+        match &sub {
+            None => {
+                c.as_object_mut().unwrap().remove("sub");
+            }
+            Some(v) => c["sub"] = v.clone(),
+        }
+        let token = sign(header(), c);
+        assert_eq!(
+            resolve(&id, &token).await.unwrap_err(),
+            IdentityError::InvalidToken("missing sub"),
+            "{sub:?}"
+        );
+        assert_eq!(
+            id.verify_bearer(&format!("Bearer {token}"), NOW)
+                .await
+                .unwrap_err(),
+            IdentityError::InvalidToken("missing sub"),
+            "{sub:?}"
+        );
+    }
+    // Nor does a token without `sub` from a SPIFFE peer become that workload, or a human.
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("sub");
+    c["client_id"] = json!("billing-svc");
+    c.as_object_mut().unwrap().remove("auth_time");
+    let mut req = request(Some(&format!("Bearer {}", sign(header(), c))));
+    req.raw.source_principal = Some("spiffe://stepguard.local/ns/pay/sa/batch".into());
+    assert_eq!(
+        id.resolve(&req, NOW).await.unwrap_err(),
+        IdentityError::InvalidToken("missing sub")
+    );
+}
+
+#[tokio::test]
+async fn a_jwt_authn_payload_without_sub_is_invalid() {
+    let trusted = identity(
+        "  jwt_authn:\n    payload_key: jwt_payload\n    issuers: [https://idp.stepguard.local]\n",
+    )
+    .await;
+    let mut payload = claims();
+    payload.as_object_mut().unwrap().remove("sub");
+    let mut raw = RawRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    raw.filter_metadata.insert(
+        "envoy.filters.http.jwt_authn".into(),
+        json!({"jwt_payload": payload}),
+    );
+    let req = AuthzRequest::new(raw, 8).unwrap();
+    assert_eq!(
+        trusted.resolve(&req, NOW).await.unwrap_err(),
+        IdentityError::InvalidToken("missing sub")
+    );
+}
+
+#[tokio::test]
+async fn workloads_are_still_known_by_their_sub_or_their_mtls_peer() {
+    let id = identity("").await;
+    let mut c = claims();
+    c["sub"] = json!("spiffe://stepguard.local/ns/pay/sa/batch");
+    assert_eq!(
+        resolve(&id, &sign(header(), c)).await.unwrap().kind,
+        SubjectKind::Workload
+    );
+    let mut raw = RawRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    raw.source_principal = Some("spiffe://stepguard.local/ns/pay/sa/batch".into());
+    let s = id
+        .resolve(&AuthzRequest::new(raw, 8).unwrap(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.kind, s.id.as_deref()),
+        (
+            SubjectKind::Workload,
+            Some("spiffe://stepguard.local/ns/pay/sa/batch")
+        )
+    );
+}

@@ -1,4 +1,5 @@
-//! Strict JWT verification: compact form only, allow-listed algorithms per issuer (`none` and
+//! Strict JWT verification: compact form only, header and payload JSON read once (a duplicate
+//! member name is invalid: [`crate::jose`]), allow-listed algorithms per issuer (`none` and
 //! symmetric algorithms never), `crit` rejected, signature by the issuer's JWKS `kid`, exact
 //! `iss`, `aud` against the configured audiences, numeric `exp`/`nbf`/`iat`/`auth_time` with a
 //! small leeway against the injected clock.
@@ -6,8 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::Value;
 
@@ -114,16 +113,9 @@ fn numeric(claims: &Value, name: &'static str) -> Result<Option<i64>, IdentityEr
     }
 }
 
+/// One header or payload part, read once and unambiguously (no duplicate member names).
 fn decode_json(part: &str) -> Result<Value, IdentityError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| invalid("bad base64url"))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid("bad JSON"))?;
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err(invalid("not a JSON object"))
-    }
+    crate::jose::decode_part(part).map_err(|e| invalid(e.reason()))
 }
 
 /// Verifies a compact JWS and returns its claims; a token whose signature was already verified

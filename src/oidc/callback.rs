@@ -9,8 +9,9 @@
 //! 5. the code is exchanged with the PKCE verifier → a refused (e.g. replayed) code is a 400;
 //! 6. the ID token is verified (signature, `iss`, `aud`, `azp`, `exp`, `nonce`);
 //! 7. [`Completer::complete`]: the challenged subject, `acr` on the ladder, `auth_time` after
-//!    the challenge and within `max_age` → else 403; then the challenge is closed once and the
-//!    grant minted for the challenged transaction;
+//!    the challenge and within `max_age` → else 403; the sign-in (`iss`, `sub`, `auth_time`,
+//!    `sid`) not already used for another challenge → else 403; then the challenge is closed
+//!    once and the grant minted for the challenged transaction;
 //! 8. 303 to the challenge's `return_to` — a same-origin path, else the configured default —
 //!    clearing the cookie.
 //!
@@ -28,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use super::Oidc;
 use crate::challenge::{authorization_params, browser_binding, cookie_name, safe_path};
 use crate::clock::Clock;
-use crate::completion::{Assurance, Completer};
+use crate::completion::{Assurance, AuthEvent, Completer};
 use crate::config::ChallengeConfig;
 use crate::grant::Challenge;
 
@@ -239,14 +240,21 @@ async fn complete(
     } else {
         keys[0].clone()
     };
+    // Without auth_time nothing shows the sign-in happened after the challenge.
+    let auth_time = verified.auth_time.unwrap_or(i64::MIN);
     let assurance = Assurance {
         subject,
         acr: verified.acr.unwrap_or_default(),
         amr: verified.amr,
-        // Without auth_time nothing shows the sign-in happened after the challenge.
-        auth_time: verified.auth_time.unwrap_or(i64::MIN),
+        auth_time,
         method: "oidc".into(),
         approver: None,
+        // The IdP's own `iss|sub`: one sign-in, whichever access-token issuer it stands for.
+        event: AuthEvent::sign_in(
+            format!("{}|{}", verified.issuer, verified.subject),
+            auth_time,
+            verified.sid,
+        ),
     };
     state
         .completer
@@ -267,6 +275,9 @@ async fn complete(
                 }
                 crate::completion::CompletionError::NotOpen => {
                     "This sign-in link was already used or has expired. Go back and try again."
+                }
+                crate::completion::CompletionError::AlreadyUsed => {
+                    "This sign-in already approved another transaction. Go back and sign in again for this one."
                 }
                 _ => "The sign-in was not strong or recent enough for this transaction. Go back and try again.",
             };

@@ -18,7 +18,7 @@ fn allow_deny_and_step_up_are_read() {
     assert!(matches!(
         allow,
         Outcome::Allow {
-            used_grant: true,
+            used_grant: Some(true),
             ..
         }
     ));
@@ -58,6 +58,7 @@ fn outputs_outside_the_contract_are_errors() {
         json!({"result": "step_up", "reason": "x", "requirement": {"acr_values": [], "max_age": 0}}),
         json!({"result": "step_up", "reason": "x", "requirement": {"acr_values": ["aal2"], "max_age": -1}}),
         json!({"result": "step_up", "reason": "x", "requirement": {"acr_values": ["aal2"], "max_age": 0}, "grant": {"ttl": 0}}),
+        json!({"result": "allow", "reason": "x", "used_grant": "false"}),
     ];
     for v in bad {
         assert!(
@@ -65,4 +66,21 @@ fn outputs_outside_the_contract_are_errors() {
             "{v}"
         );
     }
+}
+
+#[test]
+fn an_allow_says_whether_it_used_the_grant_or_leaves_it_undeclared() {
+    let used = |v: serde_json::Value| match outcome(v).unwrap() {
+        Outcome::Allow { used_grant, .. } => used_grant,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        used(json!({"result": "allow", "reason": "x", "used_grant": false})),
+        Some(false)
+    );
+    assert_eq!(used(json!({"result": "allow", "reason": "x"})), None);
+    assert_eq!(
+        used(json!({"result": "allow", "reason": "x", "used_grant": null})),
+        None
+    );
 }

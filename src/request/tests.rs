@@ -89,7 +89,7 @@ fn bodies_parse_by_content_type() {
     r.body = b"{not json".to_vec();
     assert!(matches!(
         AuthzRequest::new(r.clone(), 8).unwrap().body,
-        Body::Invalid(body::JsonProblem::Syntax(_))
+        Body::Invalid(JsonProblem::Syntax(_))
     ));
     r.headers.insert(
         "content-type".into(),

@@ -214,6 +214,11 @@ async fn completions_work_when_every_other_map_is_full() {
         auth_time: now + 1,
         method: "rfc9470".into(),
         approver: None,
+        event: crate::completion::AuthEvent::SignIn {
+            subject: "iss|alice".into(),
+            auth_time: now + 1,
+            sid: None,
+        },
     };
     let grant = completer
         .complete_once(&mine, &assurance, now + 2, now + 300)

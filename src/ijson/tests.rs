@@ -1,5 +1,10 @@
 use super::*;
 
+/// Reads with serde_json's own depth limit.
+fn read(bytes: &[u8]) -> Result<StrictJson, JsonProblem> {
+    super::read(bytes, MAX_DEPTH)
+}
+
 #[test]
 fn repeated_member_names_are_refused_at_any_depth() {
     assert_eq!(
@@ -71,4 +76,26 @@ fn fractions_are_read_correctly_rounded() {
     let json = read(br#"{"x": 0.30000000000000004}"#).unwrap();
     assert_eq!(json.value["x"].as_f64(), Some(0.30000000000000004));
     assert!(json.inexact.is_empty());
+}
+
+#[test]
+fn nesting_is_bounded_by_the_caller() {
+    assert!(super::read(br#"{"a": {"b": [1]}}"#, 3).is_ok());
+    assert_eq!(
+        super::read(br#"{"a": {"b": [1]}}"#, 2).unwrap_err(),
+        JsonProblem::TooDeep(2)
+    );
+    assert!(super::read(b"[[[[1]]]]", 4).is_ok());
+    assert_eq!(
+        super::read(b"[[[[1]]]]", 3).unwrap_err(),
+        JsonProblem::TooDeep(3)
+    );
+}
+
+#[test]
+fn member_names_are_compared_after_unescaping() {
+    assert_eq!(
+        read(br#"{"sub": "alice", "s\u0075b": "admin"}"#).unwrap_err(),
+        JsonProblem::DuplicateMember("sub".into())
+    );
 }

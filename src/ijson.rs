@@ -1,13 +1,16 @@
-//! One reading of a JSON body: the reading every conforming parser gives, or none. A body whose
-//! objects repeat a member name (RFC 8259 leaves the meaning to each parser: first wins, last
-//! wins, error) or that is not UTF-8 is refused outright; numbers that an IEEE 754 double cannot
-//! hold exactly (`1e400`, `12345678901234567890`, `0.1000000000000000000001`) are noted by
-//! their location, so a transaction that binds one is refused — other parsers (JavaScript's, a
+//! One reading of JSON: the reading every conforming parser gives, or none — for request bodies
+//! (see `request`) and for the JSON inside tokens (see `jose`). A document whose objects repeat a
+//! member name at any depth (compared after unescaping: `"s\u0075b"` is `"sub"`; RFC 8259 leaves
+//! the meaning to each parser: first wins, last wins, error), that is not UTF-8, or that nests
+//! deeper than the caller allows is refused outright; numbers that an IEEE 754 double cannot
+//! hold exactly (`12345678901234567890`, `0.1000000000000000000001`) are noted by their
+//! location, so a transaction that binds one is refused — other parsers (JavaScript's, a
 //! double-based one) would act on a different amount. These are I-JSON's rules (RFC 7493
-//! §2.1–2.3).
+//! §2.1–2.3); `1e400` is not JSON to serde_json at all.
 //!
-//! serde_json reads the document; a visitor over it refuses repeated names, and a pre-scan of
-//! the text gives each number's literal, in document order, to decide its exactness.
+//! serde_json reads the document; a visitor over it refuses repeated names and deep nesting,
+//! and a pre-scan of the text gives each number's literal, in document order, to decide its
+//! exactness.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -22,11 +25,16 @@ pub enum JsonProblem {
     NotUtf8,
     #[error("member `{0}` appears twice in one object")]
     DuplicateMember(String),
+    #[error("nested deeper than {0} levels")]
+    TooDeep(usize),
     #[error("the body is not JSON: {0}")]
     Syntax(String),
 }
 
-/// A JSON body read once, and the members whose numbers a double cannot hold exactly.
+/// Nesting serde_json itself allows; the most a caller may ask for.
+pub const MAX_DEPTH: usize = 128;
+
+/// A JSON document read once, and the members whose numbers a double cannot hold exactly.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StrictJson {
     pub value: Value,
@@ -34,14 +42,17 @@ pub struct StrictJson {
     pub inexact: Vec<Vec<String>>,
 }
 
-/// Reads `bytes` as I-JSON: UTF-8, unique member names; inexact numbers located.
-pub fn read(bytes: &[u8]) -> Result<StrictJson, JsonProblem> {
+/// Reads `bytes` as I-JSON: UTF-8, unique member names, objects and arrays nested at most
+/// `max_depth` deep (the top level is depth 1); inexact numbers located.
+pub fn read(bytes: &[u8], max_depth: usize) -> Result<StrictJson, JsonProblem> {
     let text = std::str::from_utf8(bytes).map_err(|_| JsonProblem::NotUtf8)?;
     let state = RefCell::new(State {
+        text,
         literals: number_literals(text).into_iter(),
         path: Vec::new(),
         inexact: Vec::new(),
-        duplicate: None,
+        max_depth,
+        refused: None,
     });
     let mut de = serde_json::Deserializer::from_str(text);
     let value = Node(&state).deserialize(&mut de).and_then(|v| {
@@ -49,8 +60,8 @@ pub fn read(bytes: &[u8]) -> Result<StrictJson, JsonProblem> {
         Ok(v)
     });
     let state = state.into_inner();
-    if let Some(name) = state.duplicate {
-        return Err(JsonProblem::DuplicateMember(name));
+    if let Some(problem) = state.refused {
+        return Err(problem);
     }
     let value = value.map_err(|e| JsonProblem::Syntax(e.to_string()))?;
     Ok(StrictJson {
@@ -59,23 +70,18 @@ pub fn read(bytes: &[u8]) -> Result<StrictJson, JsonProblem> {
     })
 }
 
-/// Reads `bytes` as JSON with unique member names at every depth (for tokens: one reading,
-/// the same as every other reader's).
-pub fn read_unique(bytes: &[u8]) -> Result<Value, JsonProblem> {
-    read(bytes).map(|j| j.value)
-}
-
-struct State<I> {
-    literals: I,
+struct State<'t> {
+    text: &'t str,
+    /// Byte ranges of the number literals, in document order.
+    literals: std::vec::IntoIter<(usize, usize)>,
     path: Vec<String>,
     inexact: Vec<Vec<String>>,
-    duplicate: Option<String>,
+    max_depth: usize,
+    refused: Option<JsonProblem>,
 }
 
-type Literals = std::vec::IntoIter<String>;
-
-/// The number literals of a (syntactically valid) JSON text, in document order.
-fn number_literals(text: &str) -> Vec<String> {
+/// The byte ranges of a (syntactically valid) JSON text's number literals, in document order.
+fn number_literals(text: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let (mut i, mut in_string) = (0, false);
@@ -96,7 +102,7 @@ fn number_literals(text: &str) -> Vec<String> {
             {
                 i += 1;
             }
-            out.push(text[start..i].to_string());
+            out.push((start, i));
             continue;
         }
         i += 1;
@@ -136,9 +142,9 @@ fn decimal(literal: &str) -> Option<(bool, String, i64)> {
 }
 
 /// A value at the current path.
-struct Node<'s>(&'s RefCell<State<Literals>>);
+struct Node<'s, 't>(&'s RefCell<State<'t>>);
 
-impl<'de> DeserializeSeed<'de> for Node<'_> {
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
@@ -146,13 +152,14 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     }
 }
 
-impl Node<'_> {
+impl Node<'_, '_> {
     /// A number: an integer as read; a fraction by its literal, correctly rounded (the double
     /// every conforming reader gets), or, when no double holds it exactly, located as inexact.
     fn number(&self, read: Option<Number>, integer: bool) -> Value {
         let mut state = self.0.borrow_mut();
-        let literal = state.literals.next();
-        let number = match literal.as_deref().filter(|l| exact(l)) {
+        let text = state.text;
+        let literal = state.literals.next().map(|(start, end)| &text[start..end]);
+        let number = match literal.filter(|l| exact(l)) {
             Some(_) if integer => read,
             Some(l) => l.parse::<f64>().ok().and_then(Number::from_f64),
             None => {
@@ -164,10 +171,28 @@ impl Node<'_> {
         number.map_or(Value::Null, Value::Number)
     }
 
+    /// Refuses an object or array nested past the limit (its path has `max_depth` parts).
+    fn deeper<E: serde::de::Error>(&self) -> Result<(), E> {
+        let (depth, max) = {
+            let state = self.0.borrow();
+            (state.path.len() + 1, state.max_depth)
+        };
+        if depth > max {
+            return Err(self.refuse(JsonProblem::TooDeep(max)));
+        }
+        Ok(())
+    }
+
+    fn refuse<E: serde::de::Error>(&self, problem: JsonProblem) -> E {
+        let error = E::custom(&problem);
+        self.0.borrow_mut().refused = Some(problem);
+        error
+    }
+
     fn child<E>(
         &self,
         segment: String,
-        read: impl FnOnce(Node<'_>) -> Result<Option<Value>, E>,
+        read: impl FnOnce(Node<'_, '_>) -> Result<Option<Value>, E>,
     ) -> Result<Option<Value>, E> {
         self.0.borrow_mut().path.push(segment);
         let value = read(Node(self.0));
@@ -176,7 +201,7 @@ impl Node<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Node<'_> {
+impl<'de> Visitor<'de> for Node<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -212,6 +237,7 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.deeper()?;
         let mut list = Vec::new();
         loop {
             let index = list.len().to_string();
@@ -223,12 +249,12 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.deeper()?;
         let mut object = Map::new();
         while let Some(name) = map.next_key::<String>()? {
             let value = self.child(name.clone(), |n| map.next_value_seed(n).map(Some))?;
             if object.contains_key(&name) {
-                self.0.borrow_mut().duplicate = Some(name);
-                return Err(serde::de::Error::custom("duplicate member"));
+                return Err(self.refuse(JsonProblem::DuplicateMember(name)));
             }
             object.insert(name, value.unwrap_or(Value::Null));
         }
