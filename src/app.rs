@@ -1,5 +1,5 @@
-//! Wiring and serving: config → pipeline → gRPC (Authorization + Health) and HTTP servers on the
-//! given listeners → wait for shutdown → mark not serving → drain in-flight work within the
+//! Wiring and serving: config → pipeline → gRPC (Authorization + Health) and HTTP servers (the
+//! callback port, and the admin port when `listen.admin` is set) on the given listeners → wait for shutdown → mark not serving → drain in-flight work within the
 //! deadline. Integration tests call the same [`App::serve`] on port-0 listeners.
 
 use std::future::Future;
@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
@@ -20,6 +21,7 @@ use crate::evidence::ship::{ShipSettings, Shipper};
 use crate::grant::{GrantStore, MemoryStore, RedisConnection};
 use crate::grant_api::GrantApi;
 use crate::grpc::CheckService;
+use crate::http::Endpoints;
 use crate::identity::{Identity, JwksError};
 use crate::oidc::callback::CallbackState;
 use crate::oidc::{Oidc, OidcError};
@@ -130,26 +132,36 @@ impl App {
         self.pipeline
     }
 
-    /// Serves until `shutdown` resolves, then drains within the configured deadline.
+    /// Serves until `shutdown` resolves, then drains within the configured deadline. The HTTP
+    /// listener serves the callback and the admin endpoints.
     pub async fn serve(
         self,
         grpc: TcpListener,
         http: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AppError> {
+        self.serve_with_admin(grpc, http, None, shutdown).await
+    }
+
+    /// [`App::serve`], with the admin endpoints (`/healthz`, `/readyz`, `/metrics`) on a
+    /// listener of their own when `admin` is given (`listen.admin`).
+    pub async fn serve_with_admin(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
         // Not serving until a policy is active (a bundle server's first bundle), as OPA
-        // reports not-ready until its bundles activate.
+        // reports not-ready until its bundles activate. The overall service ("") says the
+        // same as Authorization: a health check that asks about "" is not misled either.
         if self.pipeline.policy.is_active() {
-            health
-                .set_serving::<AuthorizationServer<CheckService>>()
-                .await;
+            set_authz_health(&health, ServingStatus::Serving).await;
         } else {
-            health
-                .set_not_serving::<AuthorizationServer<CheckService>>()
-                .await;
+            set_authz_health(&health, ServingStatus::NotServing).await;
             spawn_serving_once_active(&self.pipeline, health.clone(), stop_rx.clone());
         }
         tokio::spawn(self.reloader.run(stop_rx.clone()));
@@ -186,14 +198,29 @@ impl App {
                 )
             }),
         };
-        let http_task = tokio::spawn(crate::http::serve(http, http_state, stopped(stop_rx)));
+        let (http_endpoints, admin_task) = match admin {
+            Some(admin) => (
+                Endpoints::Callback,
+                Some(tokio::spawn(crate::http::serve(
+                    admin,
+                    http_state.clone(),
+                    Endpoints::Admin,
+                    stopped(stop_rx.clone()),
+                ))),
+            ),
+            None => (Endpoints::All, None),
+        };
+        let http_task = tokio::spawn(crate::http::serve(
+            http,
+            http_state,
+            http_endpoints,
+            stopped(stop_rx),
+        ));
         tracing::info!("stepguard serving");
         shutdown.await;
         tracing::info!(drain_ms = self.drain.as_millis() as u64, "shutting down");
         ready.store(false, Ordering::SeqCst);
-        health
-            .set_not_serving::<AuthorizationServer<CheckService>>()
-            .await;
+        set_authz_health(&health, ServingStatus::NotServing).await;
         if self.grant_api.is_some() {
             health
                 .set_not_serving::<GrantServiceServer<GrantApi>>()
@@ -203,13 +230,18 @@ impl App {
         let drained = tokio::time::timeout(self.drain, async {
             let grpc = grpc_task.await;
             let http = http_task.await;
-            (grpc, http)
+            let admin = match admin_task {
+                Some(task) => task.await,
+                None => Ok(Ok(())),
+            };
+            (grpc, http, admin)
         })
         .await;
         match drained {
-            Ok((Ok(grpc), Ok(http))) => {
+            Ok((Ok(grpc), Ok(http), Ok(admin))) => {
                 grpc?;
                 http?;
+                admin?;
             }
             Ok(_) => tracing::error!("a server task failed while draining"),
             Err(_) => tracing::warn!("drain deadline passed; closing remaining connections"),
@@ -365,12 +397,21 @@ fn spawn_serving_once_active(
     let policy = pipeline.policy.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = policy.activated() => {
-                health.set_serving::<AuthorizationServer<CheckService>>().await;
-            }
+            _ = policy.activated() => set_authz_health(&health, ServingStatus::Serving).await,
             _ = stop.changed() => {}
         }
     });
+}
+
+/// Sets the Authorization service's health, and the overall service's ("") with it.
+async fn set_authz_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health
+        .set_service_status(
+            <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
 }
 
 /// Resolves when the stop flag is raised.
