@@ -66,8 +66,11 @@ pub async fn serve(
             .route("/readyz", get(readyz))
             .route("/metrics", get(render_metrics));
     }
-    let callback = state.callback.clone().filter(|_| endpoints != Endpoints::Admin);
-    if let Some((path, callback_state)) = callback {
+    let served_callback = state
+        .callback
+        .clone()
+        .filter(|_| endpoints != Endpoints::Admin);
+    if let Some((path, callback_state)) = served_callback {
         let start_path = callback_state.oidc.start_path();
         app = app.merge(
             Router::new()

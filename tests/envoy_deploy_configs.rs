@@ -305,7 +305,9 @@ fn security_problems(doc: &Value) -> Vec<String> {
         if !health["grpc_health_check"].is_null() {
             check(
                 health["grpc_health_check"]["service_name"] == AUTHZ_SERVICE,
-                format!("cluster stepguard: grpc_health_check.service_name must be {AUTHZ_SERVICE}"),
+                format!(
+                    "cluster stepguard: grpc_health_check.service_name must be {AUTHZ_SERVICE}"
+                ),
             );
         }
     }
@@ -322,10 +324,15 @@ fn health_check_must_name_the_authorization_service() {
     let named = format!("service_name: {AUTHZ_SERVICE}");
     assert!(text.contains(&named), "sidecar.yaml health check drifted");
     assert!(security_problems(&parse(&text)).is_empty());
-    for weakened in [text.replace(&named, "service_name: \"\""), text.replace(&named, "{}")] {
+    for weakened in [
+        text.replace(&named, "service_name: \"\""),
+        text.replace(&named, "{}"),
+    ] {
         let problems = security_problems(&parse(&weakened));
         assert!(
-            problems.iter().any(|p| p.contains("grpc_health_check.service_name")),
+            problems
+                .iter()
+                .any(|p| p.contains("grpc_health_check.service_name")),
             "a health check of service \"\" not reported: {problems:?}"
         );
     }
@@ -652,11 +659,21 @@ async fn harness_envoy_fails_closed_without_stepguard() {
         })
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(errors >= Some(4), "{exposition}");
-    let rules =
-        std::fs::read_to_string(manifest_dir().join("deploy/prometheus/stepguard-rules.yaml"))
-            .unwrap();
-    let used: std::collections::BTreeSet<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+    let rules: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(manifest_dir().join("deploy/prometheus/stepguard-rules.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<&str> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter_map(|r| r["expr"].as_str())
+        .collect();
+    let used: std::collections::BTreeSet<&str> = exprs
+        .iter()
+        .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|w| w.starts_with("envoy_"))
         .collect();
     assert!(used.len() >= 4, "{used:?}");

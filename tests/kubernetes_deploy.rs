@@ -75,7 +75,9 @@ fn render(overlay: &str) -> Vec<Value> {
     let root = dir.path().join("kubernetes");
     copy_dir(&manifest_dir().join("deploy/kubernetes"), &root);
     if overlay == "dev" {
-        run(&mut Command::new(root.join("overlays/dev/gen-dev-secrets.sh")));
+        run(&mut Command::new(
+            root.join("overlays/dev/gen-dev-secrets.sh"),
+        ));
     }
     let text = run(Command::new(kubectl())
         .arg("kustomize")
@@ -125,22 +127,63 @@ fn pod_problems(docs: &[Value]) -> Vec<String> {
     let pod = &d["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     let text = serde_json::to_string(docs).unwrap();
-    check(!text.contains("\"subPath\""), "a volume is mounted with subPath (never updated by the kubelet)");
-    check(pod["securityContext"]["runAsNonRoot"] == true, "pod runAsNonRoot");
-    check(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", "pod seccomp RuntimeDefault");
+    check(
+        !text.contains("\"subPath\""),
+        "a volume is mounted with subPath (never updated by the kubelet)",
+    );
+    check(
+        pod["securityContext"]["runAsNonRoot"] == true,
+        "pod runAsNonRoot",
+    );
+    check(
+        pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault",
+        "pod seccomp RuntimeDefault",
+    );
     let sc = &c["securityContext"];
-    check(sc["allowPrivilegeEscalation"] == false, "allowPrivilegeEscalation: false");
-    check(sc["readOnlyRootFilesystem"] == true, "readOnlyRootFilesystem: true");
-    check(sc["capabilities"]["drop"] == serde_json::json!(["ALL"]), "capabilities drop ALL");
-    check(pod["automountServiceAccountToken"] == false, "no service account token");
+    check(
+        sc["allowPrivilegeEscalation"] == false,
+        "allowPrivilegeEscalation: false",
+    );
+    check(
+        sc["readOnlyRootFilesystem"] == true,
+        "readOnlyRootFilesystem: true",
+    );
+    check(
+        sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+        "capabilities drop ALL",
+    );
+    check(
+        pod["automountServiceAccountToken"] == false,
+        "no service account token",
+    );
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        check(c[probe]["httpGet"]["port"] == "http-admin", &format!("{probe} on the admin port"));
+        check(
+            c[probe]["httpGet"]["port"] == "http-admin",
+            &format!("{probe} on the admin port"),
+        );
     }
-    check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readinessProbe /readyz");
-    check(c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().is_some(), "preStop sleep");
-    check(c["resources"]["requests"]["cpu"].is_string(), "a CPU request (HPA, scheduling)");
-    check(c["resources"]["limits"]["memory"].is_string(), "a memory limit");
-    check(c["resources"]["limits"]["cpu"].is_null(), "no CPU limit (throttling becomes 503s)");
+    check(
+        c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+        "readinessProbe /readyz",
+    );
+    check(
+        c["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .is_some(),
+        "preStop sleep",
+    );
+    check(
+        c["resources"]["requests"]["cpu"].is_string(),
+        "a CPU request (HPA, scheduling)",
+    );
+    check(
+        c["resources"]["limits"]["memory"].is_string(),
+        "a memory limit",
+    );
+    check(
+        c["resources"]["limits"]["cpu"].is_null(),
+        "no CPU limit (throttling becomes 503s)",
+    );
 
     // The config agrees with the pod: ports, mounts, the writable spool.
     let config: Value = yaml_serde::from_str(&stepguard_config(docs)).unwrap();
@@ -150,9 +193,18 @@ fn pod_problems(docs: &[Value]) -> Vec<String> {
             .and_then(|a| a.rsplit_once(':'))
             .and_then(|(_, p)| p.parse::<u64>().ok())
     };
-    check(port("grpc") == container_port(d, "grpc-authz"), "listen.grpc is the grpc-authz port");
-    check(port("http") == container_port(d, "http-callback"), "listen.http is the http-callback port");
-    check(port("admin").is_some() && port("admin") == container_port(d, "http-admin"), "listen.admin is the http-admin port");
+    check(
+        port("grpc") == container_port(d, "grpc-authz"),
+        "listen.grpc is the grpc-authz port",
+    );
+    check(
+        port("http") == container_port(d, "http-callback"),
+        "listen.http is the http-callback port",
+    );
+    check(
+        port("admin").is_some() && port("admin") == container_port(d, "http-admin"),
+        "listen.admin is the http-admin port",
+    );
     let mounts: Vec<(&str, bool)> = c["volumeMounts"]
         .as_array()
         .unwrap()
@@ -162,26 +214,35 @@ fn pod_problems(docs: &[Value]) -> Vec<String> {
     let mounted_rw = |path: &str| mounts.iter().any(|(m, ro)| !ro && path.starts_with(m));
     let mounted = |path: &str| mounts.iter().any(|(m, _)| path.starts_with(m));
     let spool = config["evidence"]["spool"]["dir"].as_str().unwrap_or("");
-    check(!spool.is_empty() && mounted_rw(spool), "the evidence spool is on a writable volume");
+    check(
+        !spool.is_empty() && mounted_rw(spool),
+        "the evidence spool is on a writable volume",
+    );
     for file in [
         config["policy"]["source"].as_str(),
         config["transaction"]["keys"][0]["secret_file"].as_str(),
         config["evidence"]["signing_key_file"].as_str(),
         config["challenge"]["oidc"]["client_secret_file"].as_str(),
     ] {
-        check(file.is_some_and(|f| f.starts_with('/') && mounted(f)), &format!("{file:?} is mounted"));
+        check(
+            file.is_some_and(|f| f.starts_with('/') && mounted(f)),
+            &format!("{file:?} is mounted"),
+        );
     }
     let args = c["args"].as_array().unwrap();
     check(
         args.iter().any(|a| a == "--config")
-            && args.last().and_then(Value::as_str).is_some_and(|p| mounted(p)),
+            && args.last().and_then(Value::as_str).is_some_and(mounted),
         "serve --config names the mounted config",
     );
     // Every port the Service exposes is a named container port.
     let service = find(docs, "Service").expect("a Service");
     for p in service["spec"]["ports"].as_array().unwrap() {
         let target = p["targetPort"].as_str().unwrap_or("");
-        check(container_port(d, target).is_some(), &format!("Service targetPort {target}"));
+        check(
+            container_port(d, target).is_some(),
+            &format!("Service targetPort {target}"),
+        );
     }
     problems
 }
@@ -199,52 +260,95 @@ fn ha_problems(docs: &[Value]) -> Vec<String> {
     check(d["spec"]["replicas"].as_u64() >= Some(3), "replicas >= 3");
     let strategy = &d["spec"]["strategy"];
     check(strategy["type"] == "RollingUpdate", "RollingUpdate");
-    check(strategy["rollingUpdate"]["maxUnavailable"] == 0, "maxUnavailable: 0");
-    check(strategy["rollingUpdate"]["maxSurge"].as_u64() >= Some(1), "maxSurge >= 1");
+    check(
+        strategy["rollingUpdate"]["maxUnavailable"] == 0,
+        "maxUnavailable: 0",
+    );
+    check(
+        strategy["rollingUpdate"]["maxSurge"].as_u64() >= Some(1),
+        "maxSurge >= 1",
+    );
     let spread = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     for key in ["topology.kubernetes.io/zone", "kubernetes.io/hostname"] {
         check(
-            spread.iter().any(|s| s["topologyKey"] == key && s["labelSelector"]["matchLabels"] == *labels),
+            spread
+                .iter()
+                .any(|s| s["topologyKey"] == key && s["labelSelector"]["matchLabels"] == *labels),
             &format!("topology spread over {key}"),
         );
     }
     match find(docs, "PodDisruptionBudget") {
         Some(pdb) => {
-            check(pdb["spec"]["selector"]["matchLabels"] == *labels, "PDB selects the pods");
-            check(pdb["spec"]["maxUnavailable"] == 1 || pdb["spec"]["minAvailable"].as_u64() >= Some(2), "PDB keeps >= 2");
+            check(
+                pdb["spec"]["selector"]["matchLabels"] == *labels,
+                "PDB selects the pods",
+            );
+            check(
+                pdb["spec"]["maxUnavailable"] == 1
+                    || pdb["spec"]["minAvailable"].as_u64() >= Some(2),
+                "PDB keeps >= 2",
+            );
         }
         None => check(false, "a PodDisruptionBudget"),
     }
     match find(docs, "HorizontalPodAutoscaler") {
         Some(hpa) => {
-            check(hpa["spec"]["scaleTargetRef"]["name"] == d["metadata"]["name"], "HPA scales the Deployment");
-            check(hpa["spec"]["minReplicas"].as_u64() >= Some(3), "HPA minReplicas >= 3");
-            check(hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu", "HPA on CPU");
+            check(
+                hpa["spec"]["scaleTargetRef"]["name"] == d["metadata"]["name"],
+                "HPA scales the Deployment",
+            );
+            check(
+                hpa["spec"]["minReplicas"].as_u64() >= Some(3),
+                "HPA minReplicas >= 3",
+            );
+            check(
+                hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu",
+                "HPA on CPU",
+            );
         }
         None => check(false, "a HorizontalPodAutoscaler"),
     }
     match find(docs, "NetworkPolicy") {
         Some(np) => {
-            check(np["spec"]["podSelector"]["matchLabels"] == *labels, "NetworkPolicy selects the pods");
+            check(
+                np["spec"]["podSelector"]["matchLabels"] == *labels,
+                "NetworkPolicy selects the pods",
+            );
             let types = &np["spec"]["policyTypes"];
-            check(*types == serde_json::json!(["Ingress", "Egress"]), "NetworkPolicy restricts ingress and egress");
-            let rules = np["spec"]["ingress"].as_array().cloned().unwrap_or_default();
+            check(
+                *types == serde_json::json!(["Ingress", "Egress"]),
+                "NetworkPolicy restricts ingress and egress",
+            );
+            let rules = np["spec"]["ingress"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for port in [9191, 9192, 9193] {
                 let for_port: Vec<&Value> = rules
                     .iter()
-                    .filter(|r| r["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["port"] == port)))
+                    .filter(|r| {
+                        r["ports"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().any(|p| p["port"] == port))
+                    })
                     .collect();
                 check(
-                    !for_port.is_empty() && for_port.iter().all(|r| r["from"].as_array().is_some_and(|f| !f.is_empty())),
+                    !for_port.is_empty()
+                        && for_port
+                            .iter()
+                            .all(|r| r["from"].as_array().is_some_and(|f| !f.is_empty())),
                     &format!("port {port}: only named sources"),
                 );
             }
             let egress = serde_json::to_string(&np["spec"]["egress"]).unwrap();
             for port in ["53", "6379", "26379", "4317", "443"] {
-                check(egress.contains(&format!("\"port\":{port}")), &format!("egress to port {port}"));
+                check(
+                    egress.contains(&format!("\"port\":{port}")),
+                    &format!("egress to port {port}"),
+                );
             }
         }
         None => check(false, "a NetworkPolicy"),
@@ -253,16 +357,27 @@ fn ha_problems(docs: &[Value]) -> Vec<String> {
     let store = config["grants"]["store"].as_str().unwrap_or("memory");
     check(store != "memory", "a grant store shared by the replicas");
     if store == "redis_sentinel" {
-        check(config["grants"]["replica_acks"].as_u64() >= Some(1), "replica_acks >= 1");
+        check(
+            config["grants"]["replica_acks"].as_u64() >= Some(1),
+            "replica_acks >= 1",
+        );
     }
-    check(config["evidence"]["stream"].is_object(), "evidence shipped to Redis Streams");
+    check(
+        config["evidence"]["stream"].is_object(),
+        "evidence shipped to Redis Streams",
+    );
     for kind in ["ServiceMonitor", "PrometheusRule"] {
         check(find(docs, kind).is_some(), kind);
     }
     if let (Some(sm), Some(svc)) = (find(docs, "ServiceMonitor"), find(docs, "Service")) {
         let port = &sm["spec"]["endpoints"][0]["port"];
         check(
-            svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == *port) && *port == "http-admin",
+            svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == *port)
+                && *port == "http-admin",
             "ServiceMonitor scrapes the admin port",
         );
     }
@@ -274,8 +389,15 @@ fn ha_overlay_is_highly_available_and_locked_down() {
     let docs = render("ha");
     let mut problems = pod_problems(&docs);
     problems.extend(ha_problems(&docs));
-    assert!(problems.is_empty(), "overlays/ha:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "overlays/ha:\n  {}",
+        problems.join("\n  ")
+    );
 }
+
+/// An edit of a rendered overlay that breaks one of its promises.
+type Weakening = Box<dyn Fn(&mut Vec<Value>)>;
 
 #[test]
 fn ha_checks_catch_a_weakened_overlay() {
@@ -287,46 +409,78 @@ fn ha_checks_catch_a_weakened_overlay() {
         problems.extend(ha_problems(&docs));
         problems
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Value>)>)> = vec![
-        ("maxUnavailable: 0", Box::new(|docs| {
-            let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
-            d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 1.into();
-        })),
-        ("replicas >= 3", Box::new(|docs| {
-            let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
-            d["spec"]["replicas"] = 1.into();
-        })),
-        ("a PodDisruptionBudget", Box::new(|docs| docs.retain(|d| d["kind"] != "PodDisruptionBudget"))),
-        ("subPath", Box::new(|docs| {
-            let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
-            d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["subPath"] = "config.yaml".into();
-        })),
-        ("startupProbe", Box::new(|docs| {
-            let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
-            d["spec"]["template"]["spec"]["containers"][0]["startupProbe"] = Value::Null;
-        })),
-        ("topology spread over topology.kubernetes.io/zone", Box::new(|docs| {
-            let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
-            d["spec"]["template"]["spec"]["topologySpreadConstraints"]
-                .as_array_mut()
-                .unwrap()
-                .retain(|s| s["topologyKey"] != "topology.kubernetes.io/zone");
-        })),
-        ("port 9193: only named sources", Box::new(|docs| {
-            let np = docs.iter_mut().find(|d| d["kind"] == "NetworkPolicy").unwrap();
-            np["spec"]["ingress"][2]["from"] = serde_json::json!([]);
-        })),
-        ("a grant store shared by the replicas", Box::new(|docs| {
-            let cm = docs
-                .iter_mut()
-                .find(|d| d["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("stepguard-config")))
-                .unwrap();
-            let text = cm["data"]["config.yaml"].as_str().unwrap();
-            let start = text.find("grants:").unwrap();
-            let end = start + text[start..].find("\nevidence:").unwrap();
-            let text = format!("{}grants:\n  store: memory{}", &text[..start], &text[end..]);
-            cm["data"]["config.yaml"] = text.into();
-        })),
+    let cases: Vec<(&str, Weakening)> = vec![
+        (
+            "maxUnavailable: 0",
+            Box::new(|docs| {
+                let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
+                d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 1.into();
+            }),
+        ),
+        (
+            "replicas >= 3",
+            Box::new(|docs| {
+                let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
+                d["spec"]["replicas"] = 1.into();
+            }),
+        ),
+        (
+            "a PodDisruptionBudget",
+            Box::new(|docs| docs.retain(|d| d["kind"] != "PodDisruptionBudget")),
+        ),
+        (
+            "subPath",
+            Box::new(|docs| {
+                let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
+                d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["subPath"] =
+                    "config.yaml".into();
+            }),
+        ),
+        (
+            "startupProbe",
+            Box::new(|docs| {
+                let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
+                d["spec"]["template"]["spec"]["containers"][0]["startupProbe"] = Value::Null;
+            }),
+        ),
+        (
+            "topology spread over topology.kubernetes.io/zone",
+            Box::new(|docs| {
+                let d = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
+                d["spec"]["template"]["spec"]["topologySpreadConstraints"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|s| s["topologyKey"] != "topology.kubernetes.io/zone");
+            }),
+        ),
+        (
+            "port 9193: only named sources",
+            Box::new(|docs| {
+                let np = docs
+                    .iter_mut()
+                    .find(|d| d["kind"] == "NetworkPolicy")
+                    .unwrap();
+                np["spec"]["ingress"][2]["from"] = serde_json::json!([]);
+            }),
+        ),
+        (
+            "a grant store shared by the replicas",
+            Box::new(|docs| {
+                let cm = docs
+                    .iter_mut()
+                    .find(|d| {
+                        d["metadata"]["name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("stepguard-config"))
+                    })
+                    .unwrap();
+                let text = cm["data"]["config.yaml"].as_str().unwrap();
+                let start = text.find("grants:").unwrap();
+                let end = start + text[start..].find("\nevidence:").unwrap();
+                let text = format!("{}grants:\n  store: memory{}", &text[..start], &text[end..]);
+                cm["data"]["config.yaml"] = text.into();
+            }),
+        ),
     ];
     for (want, f) in cases {
         let problems = weaken(&*f);
@@ -341,7 +495,11 @@ fn ha_checks_catch_a_weakened_overlay() {
 fn dev_overlay_is_one_replica_with_the_memory_store() {
     let docs = render("dev");
     let problems = pod_problems(&docs);
-    assert!(problems.is_empty(), "overlays/dev:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "overlays/dev:\n  {}",
+        problems.join("\n  ")
+    );
     let d = deployment(&docs);
     assert_eq!(d["spec"]["replicas"], 1);
     assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
@@ -352,7 +510,8 @@ fn dev_overlay_is_one_replica_with_the_memory_store() {
     for volume in pod["volumes"].as_array().unwrap() {
         if let Some(secret) = volume["secret"]["secretName"].as_str() {
             assert!(
-                docs.iter().any(|s| s["kind"] == "Secret" && s["metadata"]["name"] == secret),
+                docs.iter()
+                    .any(|s| s["kind"] == "Secret" && s["metadata"]["name"] == secret),
                 "dev does not generate Secret {secret}"
             );
         }
@@ -426,8 +585,10 @@ fn prometheus_rule_is_the_plain_rules_file() {
 #[test]
 fn every_alert_has_a_firing_test_and_a_runbook_section() {
     let tests: Value = yaml_serde::from_str(
-        &std::fs::read_to_string(manifest_dir().join("deploy/prometheus/stepguard-rules.test.yaml"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            manifest_dir().join("deploy/prometheus/stepguard-rules.test.yaml"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let firing: Vec<&str> = tests["tests"]
@@ -445,8 +606,8 @@ fn every_alert_has_a_firing_test_and_a_runbook_section() {
     for name in &names {
         assert!(firing.contains(&name.as_str()), "no unit test fires {name}");
         let anchor = format!("docs/runbook.md#{}", name.to_lowercase());
-        let mentioned = runbook.contains(&format!("### {name}\n"))
-            || runbook.contains(&format!("**{name}**"));
+        let mentioned =
+            runbook.contains(&format!("### {name}\n")) || runbook.contains(&format!("**{name}**"));
         assert!(mentioned, "docs/runbook.md has no section for {name}");
         let rule = rules["groups"]
             .as_array()
@@ -458,10 +619,14 @@ fn every_alert_has_a_firing_test_and_a_runbook_section() {
         let url = rule["annotations"]["runbook_url"].as_str().unwrap_or("");
         let target = url.split_once('#').map(|(_, a)| a).unwrap_or("");
         assert!(
-            url.starts_with("docs/runbook.md#") && runbook.to_lowercase().contains(&format!("### {target}\n")),
+            url.starts_with("docs/runbook.md#")
+                && runbook.to_lowercase().contains(&format!("### {target}\n")),
             "{name}: runbook_url {url:?} names no section (expected like {anchor})"
         );
-        assert!(rule["labels"]["severity"].is_string(), "{name}: no severity label");
+        assert!(
+            rule["labels"]["severity"].is_string(),
+            "{name}: no severity label"
+        );
     }
 }
 
@@ -485,7 +650,9 @@ fn istio_callers_policy_admits_the_gateway_and_the_waypoint() {
     assert_eq!(gateway["spec"]["action"], "CUSTOM");
     let gateway_ns = gateway["metadata"]["namespace"].as_str().unwrap();
     assert!(
-        sources.contains(&format!("cluster.local/ns/{gateway_ns}/sa/istio-ingressgateway-service-account")),
+        sources.contains(&format!(
+            "cluster.local/ns/{gateway_ns}/sa/istio-ingressgateway-service-account"
+        )),
         "stepguard-callers does not admit the ingress gateway of {gateway_ns}: {sources}"
     );
     // Ambient mode: the caller is the waypoint the CUSTOM policy attaches to.
@@ -494,21 +661,33 @@ fn istio_callers_policy_admits_the_gateway_and_the_waypoint() {
     assert_eq!(waypoint["spec"]["gatewayClassName"], "istio-waypoint");
     let policy = find(&ambient, "AuthorizationPolicy").unwrap();
     assert_eq!(policy["spec"]["action"], "CUSTOM");
-    assert_eq!(policy["spec"]["targetRefs"][0]["name"], waypoint["metadata"]["name"]);
-    assert!(policy["spec"]["selector"].is_null(), "a selector would target ztunnel");
+    assert_eq!(
+        policy["spec"]["targetRefs"][0]["name"],
+        waypoint["metadata"]["name"]
+    );
+    assert!(
+        policy["spec"]["selector"].is_null(),
+        "a selector would target ztunnel"
+    );
     let principal = format!(
         "cluster.local/ns/{}/sa/{}",
         waypoint["metadata"]["namespace"].as_str().unwrap(),
         waypoint["metadata"]["name"].as_str().unwrap()
     );
-    assert!(sources.contains(&principal), "stepguard-callers does not admit {principal}");
+    assert!(
+        sources.contains(&principal),
+        "stepguard-callers does not admit {principal}"
+    );
     // Sidecar mode: the protected namespace of authorization-policy.yaml.
     let sidecar = docs("authorization-policy.yaml");
     let ns = find(&sidecar, "AuthorizationPolicy").unwrap()["metadata"]["namespace"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(sources.contains(&format!("\"{ns}\"")), "stepguard-callers does not admit {ns}");
+    assert!(
+        sources.contains(&format!("\"{ns}\"")),
+        "stepguard-callers does not admit {ns}"
+    );
 }
 
 /// The docs/deployment.md walkthrough, run in a scratch copy of the repository. Commands that
@@ -574,17 +753,32 @@ fn deployment_walkthrough_runs() {
     assert!(repo.join("stepguard-dev.yaml").is_file());
     assert!(repo.join("evidence-signing.pub").is_file());
     for secret in ["k1", "signing.pem", "client-secret"] {
-        assert!(!repo.join(secret).exists(), "the walkthrough leaves {secret} behind");
+        assert!(
+            !repo.join(secret).exists(),
+            "the walkthrough leaves {secret} behind"
+        );
     }
-    for expected in ["apply -k deploy/kubernetes/overlays/ha", "label namespace payments", "rollout status", "docker build"] {
-        assert!(logged.contains(expected), "{expected:?} not reached:\n{logged}");
+    for expected in [
+        "apply -k deploy/kubernetes/overlays/ha",
+        "label namespace payments",
+        "rollout status",
+        "docker build",
+    ] {
+        assert!(
+            logged.contains(expected),
+            "{expected:?} not reached:\n{logged}"
+        );
     }
 }
 
 fn shim(bin: &Path, name: &str, body: &str) {
     use std::os::unix::fs::PermissionsExt as _;
     let path = bin.join(name);
-    std::fs::write(&path, format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 

@@ -37,7 +37,10 @@ fn serve_with_admin(grpc: u16, http: u16, admin: u16) -> Served {
     let dir = TempDir::new("admin-port");
     let local = manifest_dir().join("deploy/local");
     let text = std::fs::read_to_string(local.join("stepguard.yaml")).unwrap();
-    assert!(text.contains(QUICKSTART_LISTEN), "quickstart listen section changed");
+    assert!(
+        text.contains(QUICKSTART_LISTEN),
+        "quickstart listen section changed"
+    );
     let text = text
         .replace(
             QUICKSTART_LISTEN,
@@ -98,7 +101,12 @@ async fn admin_endpoints_leave_the_callback_port() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(http_get(admin, "/healthz", Duration::from_secs(2)).unwrap().0, 200);
+    assert_eq!(
+        http_get(admin, "/healthz", Duration::from_secs(2))
+            .unwrap()
+            .0,
+        200
+    );
     let (code, metrics) = http_get(admin, "/metrics", Duration::from_secs(2)).unwrap();
     assert_eq!(code, 200);
     for family in [
@@ -112,7 +120,10 @@ async fn admin_endpoints_leave_the_callback_port() {
         );
     }
     assert!(
-        metrics.contains(&format!("stepguard_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+        metrics.contains(&format!(
+            "stepguard_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{metrics}"
     );
     // The callback port serves none of them.
@@ -138,7 +149,11 @@ async fn health_is_not_serving_for_any_name_until_a_policy_is_active() {
         )
     });
     let grpc = sidecar.grpc.port();
-    assert_eq!(health(grpc, "envoy.service.auth.v3.Authorization").await, 2, "NOT_SERVING");
+    assert_eq!(
+        health(grpc, "envoy.service.auth.v3.Authorization").await,
+        2,
+        "NOT_SERVING"
+    );
     assert_eq!(
         health(grpc, "").await,
         2,

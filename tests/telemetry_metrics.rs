@@ -420,7 +420,7 @@ fn metric_names(exprs: &[String], prefixes: &[&str]) -> BTreeSet<String> {
     names
 }
 
-/// Every `stepguard_*` name in the dashboard's queries.
+/// Every `stepguard_*` and `process_*` name in the dashboard's queries.
 fn dashboard_metrics() -> BTreeSet<String> {
     fn exprs(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -443,25 +443,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
     let mut all = Vec::new();
     exprs(&dashboard, &mut all);
     assert!(all.len() > 10, "dashboard has few queries: {all:?}");
-    let mut names = BTreeSet::new();
-    for e in all {
-        let bytes = e.as_bytes();
-        let mut i = 0;
-        while let Some(at) = e[i..].find("stepguard_") {
-            let start = i + at;
-            let end = start
-                + e[start..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(e.len() - start);
-            // Not part of a longer identifier.
-            if start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_')
-            {
-                names.insert(e[start..end].to_string());
-            }
-            i = end;
-        }
-    }
-    names
+    metric_names(&all, &["stepguard_", "process_"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,7 +518,10 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         &[("result", "failure")],
     ) < 1.0
     {
-        assert!(std::time::Instant::now() < deadline, "no discovery failure counted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no discovery failure counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -610,7 +595,10 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
 
     let (text, after) = scrape(&main).await;
     let d = |labels: &[(&str, &str)]| value(&after, "stepguard_decisions_total", labels);
-    assert!(d(&[("outcome", "deny"), ("reason", "other")]) >= 1.0, "{text}");
+    assert!(
+        d(&[("outcome", "deny"), ("reason", "other")]) >= 1.0,
+        "{text}"
+    );
     let reasons: BTreeSet<&str> = after["stepguard_decisions_total"]
         .samples
         .iter()
@@ -622,10 +610,16 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
     );
     let v = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels);
     assert_eq!(
-        v("stepguard_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        v(
+            "stepguard_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
         1.0
     );
-    assert!(v("stepguard_jwks_refresh_total", &[("result", "success")]) >= 1.0, "{text}");
+    assert!(
+        v("stepguard_jwks_refresh_total", &[("result", "success")]) >= 1.0,
+        "{text}"
+    );
     assert_eq!(
         v("stepguard_store_connected", &[("store", "redis")]),
         0.0,
@@ -762,7 +756,10 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         "envoy_http_ext_authz_failure_mode_allowed",
         "up{",
     ] {
-        assert!(dashboard.contains(needle), "the dashboard never queries {needle}");
+        assert!(
+            dashboard.contains(needle),
+            "the dashboard never queries {needle}"
+        );
     }
 
     // Every stepguard (and process) metric an alert rule uses exists.

@@ -42,7 +42,10 @@ fn listeners_on_one_address_are_refused_by_name() {
     let e = quickstart_with("listen:\n  grpc: 127.0.0.1:9191\n  http: 127.0.0.1:9191\n")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("listen.http") && e.contains("listen.grpc"), "{e}");
+    assert!(
+        e.contains("listen.http") && e.contains("listen.grpc"),
+        "{e}"
+    );
     // Port 0 is "any free port": never a clash.
     quickstart_with("listen:\n  grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\n")
         .unwrap();

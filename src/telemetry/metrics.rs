@@ -158,16 +158,13 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 /// The Prometheus text exposition of every metric (the `process_*` families last), if the
 /// recorder is installed.
 pub fn render() -> Option<String> {
-    HANDLE
-        .get()
-        .and_then(Option::as_ref)
-        .map(|h| {
-            let mut text = h.render();
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text + &super::process::exposition()
-        })
+    HANDLE.get().and_then(Option::as_ref).map(|h| {
+        let mut text = h.render();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text + &super::process::exposition()
+    })
 }
 
 fn describe() {
@@ -339,7 +336,10 @@ mod tests {
 
     #[test]
     fn reasons_outside_the_documented_set_are_other() {
-        assert_eq!(reason_label("grant_store_unavailable"), "grant_store_unavailable");
+        assert_eq!(
+            reason_label("grant_store_unavailable"),
+            "grant_store_unavailable"
+        );
         assert_eq!(reason_label("acr_too_low"), "acr_too_low");
         assert_eq!(reason_label("user-42-is-suspicious"), OTHER_REASON);
         assert_eq!(reason_label(""), OTHER_REASON);
@@ -350,7 +350,10 @@ mod tests {
         let logged = LOGGED_REASONS.lock().unwrap();
         assert!(logged.len() <= LOGGED_REASONS_MAX);
         assert_eq!(
-            logged.iter().filter(|r| *r == "user-42-is-suspicious").count(),
+            logged
+                .iter()
+                .filter(|r| *r == "user-42-is-suspicious")
+                .count(),
             1
         );
     }

@@ -170,7 +170,10 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1048576              1048576              files\n";
         assert_eq!(max_open_files(limits), Some(1_048_576));
-        assert_eq!(boot_time("cpu 1 2 3\nbtime 1700000000\n"), Some(1_700_000_000));
+        assert_eq!(
+            boot_time("cpu 1 2 3\nbtime 1700000000\n"),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse_stat("garbage", 0), None);
     }
 
