@@ -62,7 +62,13 @@ pub struct App {
     oidc: Option<(String, Arc<Oidc>)>,
     /// Keeps the pipeline's policy current (started by `serve`).
     reloader: Reloader,
+    /// With `evidence.stream`: where to ship the spool's last records after it closes.
+    final_ship: Option<(ShipSettings, RedisConnection)>,
 }
+
+/// The longest shutdown waits to ship the spool's last records (within the grace period the
+/// Kubernetes manifests give: preStop 5 s + drain 5 s + this < 20 s).
+const FINAL_SHIP: Duration = Duration::from_secs(5);
 
 impl App {
     /// Builds every component from validated config, with the system clock.
@@ -78,7 +84,8 @@ impl App {
         // Once per process (tests build many apps): metrics are process-wide.
         crate::telemetry::metrics::install();
         let reloader = Reloader::new(config, Trial::for_config(config, clock.clone())?).await?;
-        let pipeline = Arc::new(pipeline(config, clock, &reloader).await?);
+        let (pipeline, final_ship) = pipeline(config, clock, &reloader).await?;
+        let pipeline = Arc::new(pipeline);
         let oidc = match &config.challenge.oidc {
             Some(oidc_config) => {
                 let oidc = Arc::new(Oidc::new(
@@ -103,6 +110,7 @@ impl App {
             grant_api,
             oidc,
             reloader,
+            final_ship,
         })
     }
 
@@ -246,17 +254,24 @@ impl App {
             Ok(_) => tracing::error!("a server task failed while draining"),
             Err(_) => tracing::warn!("drain deadline passed; closing remaining connections"),
         }
-        // Pending records are written and a shutdown checkpoint closes the chain.
+        // Pending records are written and a shutdown checkpoint closes the chain; then what is
+        // not in the Redis Stream yet is shipped, so the spool can go with the pod.
         self.pipeline.evidence.close().await;
+        if let Some((settings, conn)) = self.final_ship {
+            crate::evidence::ship::drain(settings, conn, &self.pipeline.evidence, FINAL_SHIP).await;
+        }
         Ok(())
     }
 }
+
+/// The pipeline, and what shutdown needs to ship the spool's last records (with shipping).
+type Built = (Pipeline, Option<(ShipSettings, RedisConnection)>);
 
 async fn pipeline(
     config: &Config,
     clock: Arc<dyn Clock>,
     reloader: &Reloader,
-) -> Result<Pipeline, AppError> {
+) -> Result<Built, AppError> {
     let shipping = config.evidence.as_ref().and_then(|e| e.stream.as_ref());
     // The evidence shipper's own connection to the store's Redis, when it ships.
     let side = |store: &crate::grant::RedisStore| match shipping {
@@ -313,6 +328,7 @@ async fn pipeline(
         }
     };
     let evidence = crate::evidence::from_config(config)?;
+    let mut final_ship = None;
     if let (Some(stream), Some(conn), Some(spool)) = (
         shipping,
         redis,
@@ -320,6 +336,7 @@ async fn pipeline(
     ) {
         let settings = ShipSettings::new(config.resolve(&spool.dir), stream);
         tracing::info!(key = %settings.key, "evidence records are shipped to Redis Streams");
+        final_ship = Some((settings.clone(), conn.clone()));
         Shipper::new(settings, conn, &evidence).spawn();
     }
     let completer = crate::completion::Completer::new(
@@ -330,7 +347,7 @@ async fn pipeline(
     );
     // Records the challenges issued here that expire unused; stops with the last completer.
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
-    Ok(Pipeline {
+    let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
         identity: Identity::new(&config.identity, config).await?,
         binder: Binder::from_config(config)?,
@@ -344,7 +361,8 @@ async fn pipeline(
         budget: Duration::from_millis(config.decision.budget_ms),
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
-    })
+    };
+    Ok((pipeline, final_ship))
 }
 
 /// The grant API, when configured: its own caller identity over the pipeline's store and clock.
