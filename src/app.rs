@@ -1,6 +1,8 @@
 //! Wiring and serving: config → pipeline → gRPC (Authorization + Health) and HTTP servers (the
-//! callback port, and the admin port when `listen.admin` is set) on the given listeners → wait for shutdown → mark not serving → drain in-flight work within the
-//! deadline. Integration tests call the same [`App::serve`] on port-0 listeners.
+//! callback port, and the admin port when `listen.admin` is set) on the given listeners → wait
+//! for shutdown → mark not serving → drain in-flight work within the deadline → close the
+//! evidence spool and ship what is left of it. Integration tests call the same [`App::serve`]
+//! on port-0 listeners.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -235,7 +235,8 @@ pub fn reason_label(reason: &str) -> &'static str {
         logged.push(reason.to_string());
         tracing::warn!(
             reason,
-            "a reason code outside the documented set is counted as reason=\"other\" in stepguard_decisions_total"
+            "a reason code outside the documented set: counted as reason=\"other\" in \
+             stepguard_decisions_total"
         );
     }
     OTHER_REASON

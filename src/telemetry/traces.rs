@@ -3,9 +3,10 @@
 //!
 //! A check's span (kind server, with the OpenTelemetry `rpc.*` attributes of a gRPC call:
 //! `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) is a child of the
-//! `traceparent`/`tracestate` Envoy sends in the CheckRequest's headers; its trace id goes to the upstream (`x-stepguard-trace-id`), into the
-//! evidence record and into every log line of the check. Stage spans exist only while spans are
-//! exported; every stage is timed for the `stepguard_stage_duration_seconds` histogram either way.
+//! `traceparent`/`tracestate` Envoy sends in the CheckRequest's headers; its trace id goes to
+//! the upstream (`x-stepguard-trace-id`), into the evidence record and into every log line of
+//! the check. Stage spans exist only while spans are exported; every stage is timed for the
+//! `stepguard_stage_duration_seconds` histogram either way.
 
 use std::collections::HashMap;
 use std::future::Future;
