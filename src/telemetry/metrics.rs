@@ -359,6 +359,42 @@ mod tests {
         );
     }
 
+    /// The set follows the docs: every primary reason of the shipped policy's table
+    /// (docs/policy.md, "Reason codes") is reported as itself, and every code reported as itself
+    /// is documented there or in docs/observability.md.
+    #[test]
+    fn the_reason_set_is_the_documented_one() {
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("{}/docs/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        };
+        let policy = read("policy.md");
+        let table = policy
+            .split_once("## Reason codes")
+            .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+            .unwrap();
+        let mut primary = 0;
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let code = cells[1].trim_matches('`');
+            if ["deny", "allow", "step_up"].contains(&cells[2]) {
+                primary += 1;
+                assert!(
+                    REASONS.contains(&code),
+                    "{code} (docs/policy.md) would be `other`"
+                );
+            }
+        }
+        assert!(primary >= 15, "docs/policy.md reason table not found");
+        let observability = read("observability.md");
+        for code in REASONS {
+            let quoted = format!("`{code}`");
+            assert!(
+                table.contains(&quoted) || observability.contains(&quoted),
+                "{code} is reported as itself but documented nowhere"
+            );
+        }
+    }
+
     #[test]
     fn documented_reasons_are_distinct_label_values() {
         let mut seen = std::collections::HashSet::new();
