@@ -1,6 +1,8 @@
-//! Wiring and serving: config → pipeline → gRPC (Authorization + Health) and HTTP servers on the
-//! given listeners → wait for shutdown → mark not serving → drain in-flight work within the
-//! deadline. Integration tests call the same [`App::serve`] on port-0 listeners.
+//! Wiring and serving: config → pipeline → gRPC (Authorization + Health) and HTTP servers (the
+//! callback port, and the admin port when `listen.admin` is set) on the given listeners → wait
+//! for shutdown → mark not serving → drain in-flight work within the deadline → close the
+//! evidence spool and ship what is left of it. Integration tests call the same [`App::serve`]
+//! on port-0 listeners.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
@@ -20,6 +23,7 @@ use crate::evidence::ship::{ShipSettings, Shipper};
 use crate::grant::{GrantStore, MemoryStore, RedisConnection};
 use crate::grant_api::GrantApi;
 use crate::grpc::CheckService;
+use crate::http::Endpoints;
 use crate::identity::{Identity, JwksError};
 use crate::oidc::callback::CallbackState;
 use crate::oidc::{Oidc, OidcError};
@@ -60,7 +64,13 @@ pub struct App {
     oidc: Option<(String, Arc<Oidc>)>,
     /// Keeps the pipeline's policy current (started by `serve`).
     reloader: Reloader,
+    /// With `evidence.stream`: where to ship the spool's last records after it closes.
+    final_ship: Option<(ShipSettings, RedisConnection)>,
 }
+
+/// The longest shutdown waits to ship the spool's last records (within the grace period the
+/// Kubernetes manifests give: preStop 5 s + drain 5 s + this < 20 s).
+const FINAL_SHIP: Duration = Duration::from_secs(5);
 
 impl App {
     /// Builds every component from validated config, with the system clock.
@@ -76,7 +86,8 @@ impl App {
         // Once per process (tests build many apps): metrics are process-wide.
         crate::telemetry::metrics::install();
         let reloader = Reloader::new(config, Trial::for_config(config, clock.clone())?).await?;
-        let pipeline = Arc::new(pipeline(config, clock, &reloader).await?);
+        let (pipeline, final_ship) = pipeline(config, clock, &reloader).await?;
+        let pipeline = Arc::new(pipeline);
         let oidc = match &config.challenge.oidc {
             Some(oidc_config) => {
                 let oidc = Arc::new(Oidc::new(
@@ -101,6 +112,7 @@ impl App {
             grant_api,
             oidc,
             reloader,
+            final_ship,
         })
     }
 
@@ -130,26 +142,36 @@ impl App {
         self.pipeline
     }
 
-    /// Serves until `shutdown` resolves, then drains within the configured deadline.
+    /// Serves until `shutdown` resolves, then drains within the configured deadline. The HTTP
+    /// listener serves the callback and the admin endpoints.
     pub async fn serve(
         self,
         grpc: TcpListener,
         http: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AppError> {
+        self.serve_with_admin(grpc, http, None, shutdown).await
+    }
+
+    /// [`App::serve`], with the admin endpoints (`/healthz`, `/readyz`, `/metrics`) on a
+    /// listener of their own when `admin` is given (`listen.admin`).
+    pub async fn serve_with_admin(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
         // Not serving until a policy is active (a bundle server's first bundle), as OPA
-        // reports not-ready until its bundles activate.
+        // reports not-ready until its bundles activate. The overall service ("") says the
+        // same as Authorization: a health check that asks about "" is not misled either.
         if self.pipeline.policy.is_active() {
-            health
-                .set_serving::<AuthorizationServer<CheckService>>()
-                .await;
+            set_authz_health(&health, ServingStatus::Serving).await;
         } else {
-            health
-                .set_not_serving::<AuthorizationServer<CheckService>>()
-                .await;
+            set_authz_health(&health, ServingStatus::NotServing).await;
             spawn_serving_once_active(&self.pipeline, health.clone(), stop_rx.clone());
         }
         tokio::spawn(self.reloader.run(stop_rx.clone()));
@@ -186,14 +208,29 @@ impl App {
                 )
             }),
         };
-        let http_task = tokio::spawn(crate::http::serve(http, http_state, stopped(stop_rx)));
+        let (http_endpoints, admin_task) = match admin {
+            Some(admin) => (
+                Endpoints::Callback,
+                Some(tokio::spawn(crate::http::serve(
+                    admin,
+                    http_state.clone(),
+                    Endpoints::Admin,
+                    stopped(stop_rx.clone()),
+                ))),
+            ),
+            None => (Endpoints::All, None),
+        };
+        let http_task = tokio::spawn(crate::http::serve(
+            http,
+            http_state,
+            http_endpoints,
+            stopped(stop_rx),
+        ));
         tracing::info!("stepguard serving");
         shutdown.await;
         tracing::info!(drain_ms = self.drain.as_millis() as u64, "shutting down");
         ready.store(false, Ordering::SeqCst);
-        health
-            .set_not_serving::<AuthorizationServer<CheckService>>()
-            .await;
+        set_authz_health(&health, ServingStatus::NotServing).await;
         if self.grant_api.is_some() {
             health
                 .set_not_serving::<GrantServiceServer<GrantApi>>()
@@ -203,28 +240,40 @@ impl App {
         let drained = tokio::time::timeout(self.drain, async {
             let grpc = grpc_task.await;
             let http = http_task.await;
-            (grpc, http)
+            let admin = match admin_task {
+                Some(task) => task.await,
+                None => Ok(Ok(())),
+            };
+            (grpc, http, admin)
         })
         .await;
         match drained {
-            Ok((Ok(grpc), Ok(http))) => {
+            Ok((Ok(grpc), Ok(http), Ok(admin))) => {
                 grpc?;
                 http?;
+                admin?;
             }
             Ok(_) => tracing::error!("a server task failed while draining"),
             Err(_) => tracing::warn!("drain deadline passed; closing remaining connections"),
         }
-        // Pending records are written and a shutdown checkpoint closes the chain.
+        // Pending records are written and a shutdown checkpoint closes the chain; then what is
+        // not in the Redis Stream yet is shipped, so the spool can go with the pod.
         self.pipeline.evidence.close().await;
+        if let Some((settings, conn)) = self.final_ship {
+            crate::evidence::ship::drain(settings, conn, &self.pipeline.evidence, FINAL_SHIP).await;
+        }
         Ok(())
     }
 }
+
+/// The pipeline, and what shutdown needs to ship the spool's last records (with shipping).
+type Built = (Pipeline, Option<(ShipSettings, RedisConnection)>);
 
 async fn pipeline(
     config: &Config,
     clock: Arc<dyn Clock>,
     reloader: &Reloader,
-) -> Result<Pipeline, AppError> {
+) -> Result<Built, AppError> {
     let shipping = config.evidence.as_ref().and_then(|e| e.stream.as_ref());
     // The evidence shipper's own connection to the store's Redis, when it ships.
     let side = |store: &crate::grant::RedisStore| match shipping {
@@ -281,6 +330,7 @@ async fn pipeline(
         }
     };
     let evidence = crate::evidence::from_config(config)?;
+    let mut final_ship = None;
     if let (Some(stream), Some(conn), Some(spool)) = (
         shipping,
         redis,
@@ -288,6 +338,7 @@ async fn pipeline(
     ) {
         let settings = ShipSettings::new(config.resolve(&spool.dir), stream);
         tracing::info!(key = %settings.key, "evidence records are shipped to Redis Streams");
+        final_ship = Some((settings.clone(), conn.clone()));
         Shipper::new(settings, conn, &evidence).spawn();
     }
     let completer = crate::completion::Completer::new(
@@ -298,7 +349,7 @@ async fn pipeline(
     );
     // Records the challenges issued here that expire unused; stops with the last completer.
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
-    Ok(Pipeline {
+    let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
         identity: Identity::new(&config.identity, config).await?,
         binder: Binder::from_config(config)?,
@@ -312,7 +363,8 @@ async fn pipeline(
         budget: Duration::from_millis(config.decision.budget_ms),
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
-    })
+    };
+    Ok((pipeline, final_ship))
 }
 
 /// The grant API, when configured: its own caller identity over the pipeline's store and clock.
@@ -365,12 +417,21 @@ fn spawn_serving_once_active(
     let policy = pipeline.policy.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = policy.activated() => {
-                health.set_serving::<AuthorizationServer<CheckService>>().await;
-            }
+            _ = policy.activated() => set_authz_health(&health, ServingStatus::Serving).await,
             _ = stop.changed() => {}
         }
     });
+}
+
+/// Sets the Authorization service's health, and the overall service's ("") with it.
+async fn set_authz_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health
+        .set_service_status(
+            <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
 }
 
 /// Resolves when the stop flag is raised.

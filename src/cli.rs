@@ -24,10 +24,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the sidecar (default: the quickstart config, in-memory grants, shipped policies).
+    /// Run the sidecar. Without --config: the quickstart config (in-memory grants, shipped
+    /// policies), found relative to the working directory of a source checkout.
     Serve {
-        #[arg(long, default_value = "deploy/local/stepguard.yaml")]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Decide one CheckRequest (Envoy's proto3 JSON form) and explain the decision: verdict,
     /// reasons, requirement, the policy's result and (Rego) the rules defined for the input.
@@ -111,7 +112,10 @@ enum PolicyCommand {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { config } => serve(&config).await,
+        Command::Serve { config } => match config.map_or_else(quickstart_config, Ok) {
+            Ok(config) => serve(&config).await,
+            Err(message) => Err(message),
+        },
         Command::Check {
             config,
             request,
@@ -137,19 +141,48 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The quickstart config `serve` uses without `--config`: only where a source checkout has it
+/// (`cargo run -- serve`). Anywhere else (a container image) that is a mistake, said plainly.
+const QUICKSTART_CONFIG: &str = "deploy/local/stepguard.yaml";
+
+fn quickstart_config() -> Result<PathBuf, String> {
+    let path = PathBuf::from(QUICKSTART_CONFIG);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(format!(
+        "no --config given, and the quickstart config {QUICKSTART_CONFIG} (the default in a \
+         source checkout) is not in the working directory {cwd}. Pass the config file: \
+         `stepguard serve --config /etc/stepguard/config.yaml` (the container image's default)"
+    ))
+}
+
 async fn serve(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let telemetry = crate::telemetry::init(&config.telemetry).map_err(|e| e.to_string())?;
     let app = App::build(&config).await.map_err(|e| e.to_string())?;
-    let grpc = tokio::net::TcpListener::bind(config.listen.grpc)
-        .await
-        .map_err(|e| format!("binding {}: {e}", config.listen.grpc))?;
-    let http = tokio::net::TcpListener::bind(config.listen.http)
-        .await
-        .map_err(|e| format!("binding {}: {e}", config.listen.http))?;
-    tracing::info!(grpc = %config.listen.grpc, http = %config.listen.http, "listening");
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))
+    };
+    let grpc = bind(config.listen.grpc).await?;
+    let http = bind(config.listen.http).await?;
+    let admin = match config.listen.admin {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(
+        grpc = %config.listen.grpc,
+        http = %config.listen.http,
+        admin = ?config.listen.admin,
+        "listening"
+    );
     let served = app
-        .serve(grpc, http, shutdown_signal())
+        .serve_with_admin(grpc, http, admin, shutdown_signal())
         .await
         .map_err(|e| e.to_string());
     // Spans still batched are exported before the process exits.

@@ -75,8 +75,37 @@ pub struct Config {
 pub struct Listen {
     /// gRPC: envoy.service.auth.v3.Authorization and grpc.health.v1.Health.
     pub grpc: SocketAddr,
-    /// HTTP: /healthz, /readyz.
+    /// HTTP: the OIDC callback; also /healthz, /readyz and /metrics unless `admin` is set.
     pub http: SocketAddr,
+    /// Admin HTTP: /healthz, /readyz and /metrics on a port of their own, so the
+    /// internet-facing callback port serves nothing else. Absent: they stay on `http`.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+}
+
+#[cfg(test)]
+mod listen_tests;
+
+impl Listen {
+    /// No two listeners on one address (port 0 asks for any free port, so it never clashes).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut named = vec![("listen.grpc", self.grpc), ("listen.http", self.http)];
+        if let Some(admin) = self.admin {
+            named.push(("listen.admin", admin));
+        }
+        for (i, (field, addr)) in named.iter().enumerate() {
+            let clash = named[..i]
+                .iter()
+                .find(|(_, other)| addr.port() != 0 && other == addr);
+            if let Some((other_field, _)) = clash {
+                return Err(invalid(
+                    *field,
+                    format!("{addr} is already `{other_field}`: each listener needs its own port"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -830,6 +859,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.validate()?;
         self.validate_decision()?;
         self.validate_actions()?;
         self.validate_identity()?;

@@ -1,10 +1,12 @@
-//! The HTTP port: `/healthz` (the process is up), `/metrics` (Prometheus text exposition,
-//! [`crate::telemetry::metrics`]) and `/readyz`: 200 `ready`, 200 `degraded`
+//! The HTTP ports. Admin endpoints: `/healthz` (the process is up), `/metrics` (Prometheus text
+//! exposition, [`crate::telemetry::metrics`]) and `/readyz`: 200 `ready`, 200 `degraded`
 //! while the grant store does not answer (public routes still pass; sensitive routes answer
 //! 503), 503 `starting` until a policy is active (a bundle server's first bundle), 503
 //! `draining` after SIGTERM. Degraded stays 200 on purpose: taking the pod out of
-//! service would also stop the routes that do not need the store. With `challenge.oidc`, also
-//! the OIDC callback at `redirect_uri`'s path ([`crate::oidc::callback`]).
+//! service would also stop the routes that do not need the store. With `challenge.oidc`, the
+//! OIDC callback at `redirect_uri`'s path ([`crate::oidc::callback`]). With `listen.admin`, the
+//! admin endpoints are served there and the `listen.http` port serves the callback only (it is
+//! the internet-facing one); without it, one port serves both ([`Endpoints`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,17 +41,36 @@ pub struct HttpState {
     pub callback: Option<(String, CallbackState)>,
 }
 
+/// Which endpoints one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/healthz`, `/readyz`, `/metrics` and the callback (no `listen.admin`).
+    All,
+    /// The callback only (`listen.http` beside a `listen.admin`).
+    Callback,
+    /// `/healthz`, `/readyz`, `/metrics` only (`listen.admin`).
+    Admin,
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    endpoints: Endpoints,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics));
-    if let Some((path, callback_state)) = state.callback.clone() {
+    let mut app = Router::new();
+    if endpoints != Endpoints::Callback {
+        app = app
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(render_metrics));
+    }
+    let served_callback = state
+        .callback
+        .clone()
+        .filter(|_| endpoints != Endpoints::Admin);
+    if let Some((path, callback_state)) = served_callback {
         let start_path = callback_state.oidc.start_path();
         app = app.merge(
             Router::new()

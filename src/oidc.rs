@@ -215,7 +215,9 @@ impl Oidc {
         tokio::spawn(async move {
             let mut wait = Duration::from_secs(1);
             loop {
-                match oidc.discover().await {
+                let discovered = oidc.discover().await;
+                crate::telemetry::metrics::idp_discovery(discovered.is_ok());
+                match discovered {
                     Ok(()) => {
                         tracing::info!(issuer = %oidc.config.issuer, "IdP discovered");
                         return;

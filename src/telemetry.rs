@@ -7,10 +7,11 @@
 //! - **Traces** ([`traces`]): with `telemetry.otlp`, one `stepguard.check` span per check, a child
 //!   of the W3C `traceparent` Envoy sends, with a child span per stage; exported over OTLP/gRPC
 //!   in batches on a background thread. Without it nothing is exported and no stage span exists.
-//! - **Metrics** ([`metrics`]): the `stepguard_*` families, rendered as Prometheus text at the
-//!   HTTP port's `/metrics`.
+//! - **Metrics** ([`metrics`]): the `stepguard_*` families and the standard `process_*` ones,
+//!   rendered as Prometheus text at `/metrics` (the admin port, `listen.admin`, when set).
 
 pub mod metrics;
+mod process;
 pub mod traces;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;

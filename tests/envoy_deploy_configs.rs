@@ -295,7 +295,47 @@ fn security_problems(doc: &Value) -> Vec<String> {
         }),
         "cluster stepguard must use HTTP/2 (explicit_http_config.http2_protocol_options)".into(),
     );
+    // A gRPC health check of stepguard names the Authorization service: the empty name only
+    // says the process answers, not that a policy is active or that it is not draining.
+    for health in stepguard
+        .and_then(|c| c["health_checks"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        if !health["grpc_health_check"].is_null() {
+            check(
+                health["grpc_health_check"]["service_name"] == AUTHZ_SERVICE,
+                format!(
+                    "cluster stepguard: grpc_health_check.service_name must be {AUTHZ_SERVICE}"
+                ),
+            );
+        }
+    }
     problems
+}
+
+/// The gRPC service (and health service name) Envoy calls.
+const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+#[test]
+fn health_check_must_name_the_authorization_service() {
+    let path = manifest_dir().join("deploy/envoy/sidecar.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let named = format!("service_name: {AUTHZ_SERVICE}");
+    assert!(text.contains(&named), "sidecar.yaml health check drifted");
+    assert!(security_problems(&parse(&text)).is_empty());
+    for weakened in [
+        text.replace(&named, "service_name: \"\""),
+        text.replace(&named, "{}"),
+    ] {
+        let problems = security_problems(&parse(&weakened));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("grpc_health_check.service_name")),
+            "a health check of service \"\" not reported: {problems:?}"
+        );
+    }
 }
 
 fn all_routes(hcm: &Value) -> Vec<&Value> {
@@ -560,33 +600,6 @@ fn istio_envoy_filter_patches_are_valid_envoy_config() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The stepguard config shipped in the Istio ConfigMap is one stepguard accepts.
-#[test]
-fn istio_configmap_passes_stepguard_config_check() {
-    use serde::Deserialize as _;
-    let path = manifest_dir().join("deploy/istio/stepguard-deployment.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let config = yaml_serde::Deserializer::from_str(&text)
-        .map(|document| Value::deserialize(document).unwrap())
-        .find(|doc| doc["kind"] == "ConfigMap" && doc["metadata"]["name"] == "stepguard-config")
-        .and_then(|doc| doc["data"]["config.yaml"].as_str().map(str::to_owned))
-        .expect("ConfigMap stepguard-config with data.config.yaml");
-    let dir = envoy::TempDir::new("istio-config");
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stepguard"))
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "stepguard config check rejected the Istio ConfigMap config:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 // ---------------------------------------------------------------------------
 // The harness itself, against the real Envoy, with no stepguard running.
 
@@ -635,6 +648,41 @@ async fn harness_envoy_fails_closed_without_stepguard() {
         "a request reached the app although stepguard was down"
     );
     assert!(envoy.stat("http.ingress_http.ext_authz.error").unwrap_or(0) >= 4);
+    // The same counters as Prometheus sees them, under the names the alert rules use.
+    let exposition = envoy.admin_get("/stats/prometheus");
+    let errors = exposition
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "envoy_http_ext_authz_error{envoy_http_conn_manager_prefix=\"ingress_http\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(errors >= Some(4), "{exposition}");
+    let rules: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(manifest_dir().join("deploy/prometheus/stepguard-rules.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<&str> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter_map(|r| r["expr"].as_str())
+        .collect();
+    let used: std::collections::BTreeSet<&str> = exprs
+        .iter()
+        .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("envoy_"))
+        .collect();
+    assert!(used.len() >= 4, "{used:?}");
+    for name in used {
+        assert!(
+            exposition.contains(&format!("# TYPE {name} ")),
+            "the alert rules use {name}, which Envoy does not export"
+        );
+    }
 
     // Escaped slashes are refused before any filter runs.
     let response = client

@@ -368,6 +368,18 @@ const EXPECTED: &[&str] = &[
     "stepguard_evidence_failures_total",
     "stepguard_evidence_spool_bytes",
     "stepguard_intake_refusals_total",
+    "stepguard_build_info",
+    "stepguard_jwks_refresh_total",
+    "stepguard_store_connected",
+    "stepguard_idp_discovery_total",
+    "stepguard_idp_discovered",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_threads",
+    "process_start_time_seconds",
 ];
 
 /// Dashboard families only emitted while evidence ships to a Redis Stream: tests/evidence_stream.rs
@@ -378,7 +390,38 @@ const SHIPPING_ONLY: &[&str] = &[
     "stepguard_evidence_ship_lag_records",
 ];
 
-/// Every `stepguard_*` name in the dashboard's queries.
+/// Every `stepguard_*` and `process_*` name in the queries of the alert rules
+/// (deploy/prometheus/stepguard-rules.yaml).
+fn alert_rule_metrics() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(manifest_dir().join("deploy/prometheus/stepguard-rules.yaml"))
+            .unwrap();
+    let rules: Value = yaml_serde::from_str(&text).unwrap();
+    let exprs: Vec<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter_map(|r| r["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(exprs.len() >= 15, "few alert rules: {exprs:?}");
+    metric_names(&exprs, &["stepguard_", "process_"])
+}
+
+/// The metric names starting with one of `prefixes` in PromQL expressions.
+fn metric_names(exprs: &[String], prefixes: &[&str]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for e in exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if prefixes.iter().any(|p| word.starts_with(p)) {
+                names.insert(word.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Every `stepguard_*` and `process_*` name in the dashboard's queries.
 fn dashboard_metrics() -> BTreeSet<String> {
     fn exprs(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -401,25 +444,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
     let mut all = Vec::new();
     exprs(&dashboard, &mut all);
     assert!(all.len() > 10, "dashboard has few queries: {all:?}");
-    let mut names = BTreeSet::new();
-    for e in all {
-        let bytes = e.as_bytes();
-        let mut i = 0;
-        while let Some(at) = e[i..].find("stepguard_") {
-            let start = i + at;
-            let end = start
-                + e[start..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(e.len() - start);
-            // Not part of a longer identifier.
-            if start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_')
-            {
-                names.insert(e[start..end].to_string());
-            }
-            i = end;
-        }
-    }
-    names
+    metric_names(&all, &["stepguard_", "process_"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,6 +501,30 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         .await,
         503
     );
+
+    // A step-up IdP that cannot be discovered (nothing listens on its port).
+    let idp = format!("http://127.0.0.1:{}", free_port());
+    let no_idp = Sidecar::start_with(quickstart(|t| {
+        let t = with_spool(&dir.path().join("spool-3"))(t);
+        assert!(t.contains("  authorization_endpoint: http://127.0.0.1:9000/auth\n"));
+        t.replace(
+            "  authorization_endpoint: http://127.0.0.1:9000/auth\n",
+            &format!("  oidc:\n    issuer: {idp}\n"),
+        )
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while value(
+        &scrape(&no_idp).await.1,
+        "stepguard_idp_discovery_total",
+        &[("result", "failure")],
+    ) < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no discovery failure counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A policy breaking its output contract, and a spool that cannot be written.
     let policy = dir.path().join("policy");
@@ -535,8 +584,52 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The reloaded policy denies with a reason outside the documented set: counted as `other`.
+    assert_eq!(
+        status(
+            &broken,
+            check("/v1/keys/K1/export", &[("authorization", &weak)])
+        )
+        .await,
+        403
+    );
+
     let (text, after) = scrape(&main).await;
     let d = |labels: &[(&str, &str)]| value(&after, "stepguard_decisions_total", labels);
+    assert!(
+        d(&[("outcome", "deny"), ("reason", "other")]) >= 1.0,
+        "{text}"
+    );
+    let reasons: BTreeSet<&str> = after["stepguard_decisions_total"]
+        .samples
+        .iter()
+        .filter_map(|s| s.labels.get("reason").map(String::as_str))
+        .collect();
+    assert!(
+        !reasons.contains("still_frozen") && !reasons.contains("frozen"),
+        "an undocumented reason is a label value: {reasons:?}"
+    );
+    let v = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels);
+    assert_eq!(
+        v(
+            "stepguard_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(
+        v("stepguard_jwks_refresh_total", &[("result", "success")]) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        v("stepguard_store_connected", &[("store", "redis")]),
+        0.0,
+        "the unreachable Redis: {text}"
+    );
+    assert_eq!(v("stepguard_idp_discovered", &[]), 0.0, "{text}");
+    assert!(v("process_cpu_seconds_total", &[]) > 0.0);
+    assert!(v("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(v("process_start_time_seconds", &[]) > 1.6e9);
     assert_eq!(d(&public) - public_before, 3.0, "{text}");
     assert!(
         d(&[
@@ -565,7 +658,6 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         ]) >= 1.0,
         "{text}"
     );
-    let v = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels);
     assert!(
         v(
             "stepguard_challenges_issued_total",
@@ -655,9 +747,39 @@ async fn metrics_follow_the_traffic_and_cover_the_dashboard() {
         }
     }
     for family in EXPECTED.iter().chain(SHIPPING_ONLY) {
+        if family.starts_with("process_") && *family != "process_resident_memory_bytes" {
+            continue;
+        }
         let queried_family = queried
             .iter()
             .any(|n| family_of(n, &after) == *family || n == family);
         assert!(queried_family, "the dashboard never shows {family}");
+    }
+    // Envoy's side of the dashboard: its ext_authz counters and the scrape's `up`.
+    let dashboard =
+        std::fs::read_to_string(manifest_dir().join("deploy/grafana/stepguard.json")).unwrap();
+    for needle in [
+        "envoy_http_ext_authz_error",
+        "envoy_http_ext_authz_denied",
+        "envoy_http_ext_authz_ok",
+        "envoy_http_ext_authz_failure_mode_allowed",
+        "up{",
+    ] {
+        assert!(
+            dashboard.contains(needle),
+            "the dashboard never queries {needle}"
+        );
+    }
+
+    // Every stepguard (and process) metric an alert rule uses exists.
+    for name in alert_rule_metrics() {
+        let family = family_of(&name, &after);
+        if SHIPPING_ONLY.contains(&family.as_str()) {
+            continue;
+        }
+        assert!(
+            after.contains_key(&family),
+            "the alert rules use {name}, which /metrics lacks"
+        );
     }
 }

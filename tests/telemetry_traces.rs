@@ -66,6 +66,10 @@ impl Stepguard {
             .args(["serve", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.pod.name=stepguard-test-0,deployment.environment=test,service.name=not-this",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -259,9 +263,19 @@ async fn check_span_continues_the_callers_trace() {
         check1.parent_span_id, parent1,
         "a child of the caller's span"
     );
-    assert_eq!(check1.service, "stepguard-test");
+    assert_eq!(check1.service, "stepguard-test", "the config's name wins");
     assert_eq!(check1.kind, 2, "SPAN_KIND_SERVER");
+    // OTEL_RESOURCE_ATTRIBUTES reaches the resource, beside the version.
+    let resource = &check1.resource;
+    assert_eq!(resource["k8s.pod.name"], "stepguard-test-0", "{resource:?}");
+    assert_eq!(resource["deployment.environment"], "test", "{resource:?}");
+    assert_eq!(resource["service.version"], env!("CARGO_PKG_VERSION"));
     let a = &check1.attributes;
+    // The gRPC server span's semantic conventions.
+    assert_eq!(a["rpc.system"], "grpc", "{a:?}");
+    assert_eq!(a["rpc.service"], "envoy.service.auth.v3.Authorization");
+    assert_eq!(a["rpc.method"], "Check");
+    assert_eq!(a["rpc.grpc.status_code"], "0");
     assert_eq!(a["stepguard.decision_id"], decision1);
     assert_eq!(a["stepguard.decision"], "challenge");
     assert_eq!(a["stepguard.action"], "keys.export");

@@ -17,6 +17,11 @@
 //! - **Trimming.** Each stream is kept to about `max_len` entries (`MAXLEN ~`); the spool keeps
 //!   everything until its own cap.
 //!
+//! - **At shutdown** ([`drain`]): once the spool is closed, what the background shipper has not
+//!   sent yet (the last `poll_ms`, the shutdown checkpoint) is shipped before the process exits,
+//!   within a bound, so a replica that is replaced (a rollout, a node drain) takes no unshipped
+//!   record with it.
+//!
 //! Metrics: `stepguard_evidence_shipped_total`, `stepguard_evidence_ship_errors_total`, and the
 //! gauge `stepguard_evidence_ship_lag_records` (the current chain's records not yet shipped).
 
@@ -71,6 +76,39 @@ impl ShipSettings {
     pub fn chains(&self) -> String {
         format!("{}:chains", self.key)
     }
+}
+
+/// Ships everything left in the spool of `evidence`, which must be closed (every record
+/// durable), until nothing is left or `within` has passed; whether everything was shipped.
+/// Re-sending what the background shipper sent meanwhile is harmless (ids are idempotent).
+pub async fn drain(
+    settings: ShipSettings,
+    conn: RedisConnection,
+    evidence: &Arc<dyn Evidence>,
+    within: Duration,
+) -> bool {
+    let mut shipper = Shipper::new(settings, conn, evidence);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, shipper.round(None)).await {
+            Ok(Ok(0)) => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shipping the spool's last records failed; retrying");
+                tokio::time::sleep(MIN_BACKOFF.min(left)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    tracing::error!(
+        within_ms = within.as_millis() as u64,
+        "evidence records left unshipped at exit: they are in the spool only"
+    );
+    false
 }
 
 /// Where shipping a chain stands: the last shipped `seq`, and where the next line starts when

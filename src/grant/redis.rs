@@ -329,6 +329,7 @@ impl RedisStore {
                 result
             }
             Err(_) => {
+                crate::telemetry::metrics::store_connected(self.conn.load().kind(), false);
                 if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT {
                     self.timeouts.store(0, Ordering::Relaxed);
                     match self.conn.load().fresh() {

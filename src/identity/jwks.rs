@@ -142,7 +142,18 @@ impl Jwks {
         }
     }
 
+    /// Reads the source, counted in `stepguard_jwks_refresh_total` by its URL or file.
     async fn fetch(&self) -> Result<HashMap<String, Key>, JwksError> {
+        let keys = self.read_source().await;
+        let source = match &self.inner.source {
+            JwksSource::File(path) => path.display().to_string(),
+            JwksSource::Url { url, .. } => url.clone(),
+        };
+        crate::telemetry::metrics::jwks_refresh(&source, keys.is_ok());
+        keys
+    }
+
+    async fn read_source(&self) -> Result<HashMap<String, Key>, JwksError> {
         self.inner
             .fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -9,8 +9,14 @@
 //! `stepguard_grants_consumed_total{result}`, `stepguard_store_errors_total{op}`,
 //! `stepguard_policy_errors_total{reason}`, `stepguard_evidence_records_total{kind}`,
 //! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`,
-//! `stepguard_intake_refusals_total{reason}`; policy reloads and
-//! evidence shipping are counted where they happen.
+//! `stepguard_intake_refusals_total{reason}`, `stepguard_build_info{version}`, `stepguard_jwks_refresh_total{jwks,result}`,
+//! `stepguard_idp_discovery_total{result}`, `stepguard_idp_discovered`,
+//! `stepguard_store_connected{store}`; policy reloads and evidence shipping are counted where
+//! they happen; the standard `process_*` families ([`super::process`]) are appended at render.
+//!
+//! Labels are bounded: the `reason` of a decision is reported as itself only when it is one of
+//! [`REASONS`] (stepguard's own codes and the shipped policy's documented ones); any other
+//! reason a custom policy returns is counted as `other` and logged once.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -37,6 +43,71 @@ pub const EVIDENCE_SHIPPED: &str = "stepguard_evidence_shipped_total";
 pub const EVIDENCE_SHIP_ERRORS: &str = "stepguard_evidence_ship_errors_total";
 pub const EVIDENCE_SHIP_LAG: &str = "stepguard_evidence_ship_lag_records";
 pub const INTAKE_REFUSALS: &str = "stepguard_intake_refusals_total";
+pub const BUILD_INFO: &str = "stepguard_build_info";
+pub const JWKS_REFRESHES: &str = "stepguard_jwks_refresh_total";
+pub const IDP_DISCOVERIES: &str = "stepguard_idp_discovery_total";
+pub const IDP_DISCOVERED: &str = "stepguard_idp_discovered";
+pub const STORE_CONNECTED: &str = "stepguard_store_connected";
+
+/// The `reason` label of a reason code outside [`REASONS`].
+pub const OTHER_REASON: &str = "other";
+
+/// Reason codes reported as themselves in `stepguard_decisions_total{reason}`: stepguard's own
+/// (docs/observability.md) and the shipped policy's (docs/policy.md, "Reason codes").
+pub const REASONS: &[&str] = &[
+    // stepguard
+    "not_sensitive",
+    "malformed_request",
+    "invalid_token",
+    "unknown_action_tag",
+    "body_unavailable",
+    "ambiguous_transaction_field",
+    "missing_bound_field",
+    "unexpected_content_type",
+    "unreadable_bound_field",
+    "inexact_bound_number",
+    "binding_key_unavailable",
+    "policy_unavailable",
+    "policy_error",
+    "policy_timeout",
+    "policy_panicked",
+    "policy_contract_violation",
+    "policy_used_missing_grant",
+    "grant_store_unavailable",
+    "grant_already_used",
+    "evidence_unavailable",
+    "decision_budget_exceeded",
+    "rng_unavailable",
+    "idp_metadata_unavailable",
+    "step_up_required",
+    "step_up_not_completing",
+    "challenge_rate_limited_subject",
+    "challenge_rate_limited_source_ip",
+    "too_many_open_challenges",
+    "internal_error",
+    "dry_run",
+    // the shipped policy
+    "invalid_input",
+    "authentication_required",
+    "workload_requires_transaction_token",
+    "transaction_token_too_long_lived",
+    "transaction_token_expired",
+    "transaction_token_mismatch",
+    "policy_misconfigured",
+    "shared_account_without_actor",
+    "delegation_actor_not_allowed",
+    "break_glass_justification_required",
+    "grant_satisfies",
+    "session_satisfies",
+    "transaction_token_satisfies",
+    "acr_too_low",
+    "session_too_old",
+    "fresh_step_up_required",
+];
+
+/// Unknown reasons already logged (at most [`LOGGED_REASONS_MAX`], so the log stays bounded too).
+static LOGGED_REASONS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+const LOGGED_REASONS_MAX: usize = 64;
 
 /// Stage histogram buckets, in seconds: 50 µs to 1 s.
 pub const STAGE_BUCKETS: &[f64] = &[
@@ -65,6 +136,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
                     let upkeep = handle.clone();
                     let spawned = std::thread::Builder::new()
                         .name("metrics-upkeep".into())
@@ -88,9 +160,16 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The Prometheus text exposition of every metric, if the recorder is installed.
+/// The Prometheus text exposition of every metric (the `process_*` families last), if the
+/// recorder is installed.
 pub fn render() -> Option<String> {
-    HANDLE.get().and_then(Option::as_ref).map(|h| h.render())
+    HANDLE.get().and_then(Option::as_ref).map(|h| {
+        let mut text = h.render();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text + &super::process::exposition()
+    })
 }
 
 fn describe() {
@@ -133,6 +212,43 @@ fn describe() {
         Unit::Bytes,
         "Bytes of the evidence spool's segments"
     );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label is stepguard's");
+    describe_counter!(
+        JWKS_REFRESHES,
+        "Reads of a JWKS (URL or file), by key set and result (success, failure)"
+    );
+    describe_counter!(
+        IDP_DISCOVERIES,
+        "OpenID Provider discovery attempts, by result (success, failure)"
+    );
+    describe_gauge!(
+        IDP_DISCOVERED,
+        "1 once the step-up IdP's metadata is discovered, 0 until then"
+    );
+    describe_gauge!(
+        STORE_CONNECTED,
+        "1 while the Redis grant store answers, 0 after an operation it did not answer"
+    );
+}
+
+/// The `reason` label for a reason code: itself when it is one of [`REASONS`], else
+/// [`OTHER_REASON`] (logged the first time each such code is seen).
+pub fn reason_label(reason: &str) -> &'static str {
+    if let Some(known) = REASONS.iter().find(|r| **r == reason) {
+        return known;
+    }
+    if let Ok(mut logged) = LOGGED_REASONS.lock()
+        && logged.len() < LOGGED_REASONS_MAX
+        && !logged.iter().any(|r| r == reason)
+    {
+        logged.push(reason.to_string());
+        tracing::warn!(
+            reason,
+            "a reason code outside the documented set: counted as reason=\"other\" in \
+             stepguard_decisions_total"
+        );
+    }
+    OTHER_REASON
 }
 
 /// The `outcome` label (and span attribute) of a decision.
@@ -149,7 +265,7 @@ pub fn decision(decision: &Decision) {
         DECISIONS,
         "action" => decision.action.clone().unwrap_or_default(),
         "outcome" => outcome(decision),
-        "reason" => decision.reason.clone(),
+        "reason" => reason_label(&decision.reason),
     )
     .increment(1);
 }
@@ -210,4 +326,102 @@ pub fn intake_refusal(reason: &str) {
 
 pub fn spool_bytes(bytes: u64) {
     metrics::gauge!(EVIDENCE_SPOOL_BYTES).set(bytes as f64);
+}
+
+/// Counts one read of a key set (`jwks`: its URL or file).
+pub fn jwks_refresh(jwks: &str, ok: bool) {
+    let result = if ok { "success" } else { "failure" };
+    metrics::counter!(JWKS_REFRESHES, "jwks" => jwks.to_string(), "result" => result).increment(1);
+}
+
+/// Counts a discovery attempt of the step-up IdP, and whether its metadata is in hand.
+pub fn idp_discovery(ok: bool) {
+    let result = if ok { "success" } else { "failure" };
+    metrics::counter!(IDP_DISCOVERIES, "result" => result).increment(1);
+    metrics::gauge!(IDP_DISCOVERED).set(if ok { 1.0 } else { 0.0 });
+}
+
+/// Whether the Redis grant store (`store`: redis, redis_cluster, redis_sentinel) answered.
+pub fn store_connected(store: &'static str, connected: bool) {
+    metrics::gauge!(STORE_CONNECTED, "store" => store).set(if connected { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_outside_the_documented_set_are_other() {
+        assert_eq!(
+            reason_label("grant_store_unavailable"),
+            "grant_store_unavailable"
+        );
+        assert_eq!(reason_label("acr_too_low"), "acr_too_low");
+        assert_eq!(reason_label("user-42-is-suspicious"), OTHER_REASON);
+        assert_eq!(reason_label(""), OTHER_REASON);
+        // Each unknown code is logged once, and the remembered set stays bounded.
+        for i in 0..200 {
+            assert_eq!(reason_label(&format!("custom_{i}")), OTHER_REASON);
+        }
+        let logged = LOGGED_REASONS.lock().unwrap();
+        assert!(logged.len() <= LOGGED_REASONS_MAX);
+        assert_eq!(
+            logged
+                .iter()
+                .filter(|r| *r == "user-42-is-suspicious")
+                .count(),
+            1
+        );
+    }
+
+    /// The set follows the docs: every primary reason of the shipped policy's table
+    /// (docs/policy.md, "Reason codes") is reported as itself, and every code reported as itself
+    /// is documented there or in docs/observability.md.
+    #[test]
+    fn the_reason_set_is_the_documented_one() {
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("{}/docs/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        };
+        let policy = read("policy.md");
+        let table = policy
+            .split_once("## Reason codes")
+            .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+            .unwrap();
+        let mut primary = 0;
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let code = cells[1].trim_matches('`');
+            if ["deny", "allow", "step_up"].contains(&cells[2]) {
+                primary += 1;
+                assert!(
+                    REASONS.contains(&code),
+                    "{code} (docs/policy.md) would be `other`"
+                );
+            }
+        }
+        assert!(primary >= 15, "docs/policy.md reason table not found");
+        let observability = read("observability.md");
+        for code in REASONS {
+            let quoted = format!("`{code}`");
+            assert!(
+                table.contains(&quoted) || observability.contains(&quoted),
+                "{code} is reported as itself but documented nowhere"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_reasons_are_distinct_label_values() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in REASONS {
+            assert!(seen.insert(reason), "{reason} listed twice");
+            assert!(
+                reason
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+                "{reason}"
+            );
+        }
+        assert!(!REASONS.contains(&OTHER_REASON));
+    }
 }

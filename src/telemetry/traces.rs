@@ -1,10 +1,12 @@
 //! OpenTelemetry spans: the OTLP/gRPC exporter, the `stepguard.check` span continuing the
 //! caller's W3C trace context, and one child span per stage.
 //!
-//! A check's span is a child of the `traceparent`/`tracestate` Envoy sends in the
-//! CheckRequest's headers; its trace id goes to the upstream (`x-stepguard-trace-id`), into the
-//! evidence record and into every log line of the check. Stage spans exist only while spans are
-//! exported; every stage is timed for the `stepguard_stage_duration_seconds` histogram either way.
+//! A check's span (kind server, with the OpenTelemetry `rpc.*` attributes of a gRPC call:
+//! `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) is a child of the
+//! `traceparent`/`tracestate` Envoy sends in the CheckRequest's headers; its trace id goes to
+//! the upstream (`x-stepguard-trace-id`), into the evidence record and into every log line of
+//! the check. Stage spans exist only while spans are exported; every stage is timed for the
+//! `stepguard_stage_duration_seconds` histogram either way.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,13 +55,23 @@ pub(super) fn provider(otlp: &OtlpConfig) -> Result<SdkTracerProvider, Telemetry
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             ratio,
         ))))
-        .with_resource(
-            Resource::builder()
-                .with_service_name(otlp.service_name.clone())
-                .build(),
-        )
+        .with_resource(resource(otlp))
         .with_batch_exporter(exporter)
         .build())
+}
+
+/// The resource of every exported span: `OTEL_RESOURCE_ATTRIBUTES` (for example
+/// `k8s.pod.name=…,deployment.environment=prod`, set by the Deployment), the SDK's own
+/// attributes, `service.version`, and `service.name` from `telemetry.otlp.service_name`, which
+/// wins over a `service.name` in the environment.
+fn resource(otlp: &OtlpConfig) -> Resource {
+    Resource::builder()
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_service_name(otlp.service_name.clone())
+        .build()
 }
 
 /// A stage of a check, timed and (while exporting) traced.
@@ -158,6 +170,10 @@ impl CheckSpan {
             "stepguard.check",
             otel.kind = "server",
             otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = "envoy.service.auth.v3.Authorization",
+            rpc.method = "Check",
+            rpc.grpc.status_code = Empty,
             stepguard.decision_id = decision_id,
             trace_id = Empty,
             stepguard.action = Empty,
@@ -222,6 +238,8 @@ impl CheckSpan {
         if decision.verdict == Verdict::Fault {
             span.record("otel.status_code", "error");
         }
+        // Every decision, a fault's 503 included, is an OK gRPC answer (a CheckResponse).
+        span.record("rpc.grpc.status_code", 0_i64);
         if self.trace_id.is_some() {
             decision.trace_id = self.trace_id;
             decision.span_id = self.span_id;

@@ -28,6 +28,8 @@ pub struct Span {
     pub parent_span_id: String,
     pub kind: i32,
     pub attributes: HashMap<String, String>,
+    /// The attributes of the span's resource (`service.name`, `OTEL_RESOURCE_ATTRIBUTES`, ...).
+    pub resource: HashMap<String, String>,
 }
 
 #[derive(Clone, Default)]
@@ -64,6 +66,16 @@ impl TraceService for Collector {
                 .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
                 .map(|kv| text(kv.value.as_ref()))
                 .unwrap_or_default();
+            let resource: HashMap<String, String> = rs
+                .resource
+                .as_ref()
+                .map(|r| {
+                    r.attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                        .collect()
+                })
+                .unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     received.push(Span {
@@ -78,6 +90,7 @@ impl TraceService for Collector {
                             .iter()
                             .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
                             .collect(),
+                        resource: resource.clone(),
                     });
                 }
             }

@@ -4,6 +4,9 @@
 //! A connection is never trusted forever: the store replaces it ([`Conn::fresh`]) after a streak
 //! of timed-out operations, which is how a black-holed connection (peer gone without a FIN or
 //! RST) is left behind instead of waiting for the kernel to give up on it.
+//!
+//! Every reply, or connection-level error, sets the `stepguard_store_connected{store}` gauge
+//! ([`observe`]); the store clears it too when an operation gets no answer within its budget.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,10 +98,64 @@ impl Conn {
     pub(super) fn is_cluster(&self) -> bool {
         matches!(self, Conn::Cluster(..))
     }
+
+    /// The `store` label: the `grants.store` this connection serves.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Conn::Single(..) => "redis",
+            Conn::Cluster(..) => "redis_cluster",
+            Conn::Sentinel(..) => "redis_sentinel",
+        }
+    }
+}
+
+/// Records whether `reply` came from Redis (connected) or shows the connection is not there
+/// (I/O error, refused, dropped, timed out); a server's error reply is an answer too.
+fn observe<T>(store: &'static str, reply: Result<T, RedisError>) -> Result<T, RedisError> {
+    match &reply {
+        Ok(_) => crate::telemetry::metrics::store_connected(store, true),
+        Err(e)
+            if e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.is_timeout() =>
+        {
+            crate::telemetry::metrics::store_connected(store, false)
+        }
+        Err(_) => crate::telemetry::metrics::store_connected(store, true),
+    }
+    reply
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let store = self.kind();
+        let reply = self.send_command(cmd);
+        Box::pin(async move { observe(store, reply.await) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let store = self.kind();
+        let replies = self.send_pipeline(pipeline, offset, count);
+        Box::pin(async move { observe(store, replies.await) })
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c, _) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(_) => 0,
+        }
+    }
+}
+
+impl Conn {
+    fn send_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c, _) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
@@ -113,7 +170,7 @@ impl ConnectionLike for Conn {
         }
     }
 
-    fn req_packed_commands<'a>(
+    fn send_pipeline<'a>(
         &'a mut self,
         pipeline: &'a redis::Pipeline,
         offset: usize,
@@ -144,14 +201,6 @@ impl ConnectionLike for Conn {
                     Ok(replies.into_iter().skip(offset).collect())
                 })
             }
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c, _) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-            Conn::Sentinel(_) => 0,
         }
     }
 }
