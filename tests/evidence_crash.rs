@@ -1,6 +1,14 @@
-//! The real `stepguard serve` binary under load, killed with SIGKILL mid-flight five times and
+//! The real `stepguard serve` binary under load, killed with SIGKILL mid-flight twenty times and
 //! restarted: after every restart the chain verifies, it is the same chain, and every approval a
 //! client saw (by its `x-stepguard-decision-id`) has its record in the spool.
+//!
+//! What SIGKILL can and cannot prove: killing the process loses what it had not handed to the
+//! kernel, so this shows an approval is never answered before its record was *written* and that
+//! a torn tail is repaired on restart. The page cache survives a killed process, so it cannot
+//! show the record reached the disk — that needs the machine to lose power, or `fdatasync` to
+//! fail. Write failures are covered by `tests/evidence_unwritable.rs` and the spool's unit
+//! tests (an unwritable spool); an `fdatasync` error injected at the syscall level (EIO, ENOSPC)
+//! is not tested yet (issue #15).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -23,7 +31,7 @@ use support::envoy::{TempDir, http_get, manifest_dir};
 use support::ports::free_port;
 use support::tokens::token;
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 20;
 const CLIENTS: usize = 8;
 
 /// The quickstart config with absolute paths, its own ports, and the spool in `spool`.

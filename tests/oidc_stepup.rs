@@ -246,7 +246,35 @@ async fn a_replayed_code_is_refused_and_mints_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302, "no grant");
-    assert!(now() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_replayed_after_a_successful_completion_mints_nothing() {
+    let stack = StepUpStack::start(false).await;
+    let browser = stack.browser();
+    let location = start_step_up(&stack, &browser, "K-replay-ok").await;
+    stack
+        .idp
+        .set_next_login("alice", "aal3", &["pwd", "hwk"], 0)
+        .await;
+    let callback = stack.sign_in(&browser, &location).await;
+    let r = browser.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the first completion mints the grant");
+    // The same callback (same state, same code) again, from the same browser: refused.
+    let r = browser.get(&callback).send().await.unwrap();
+    assert!(
+        r.status().is_client_error(),
+        "a replayed callback: {}",
+        r.status()
+    );
+    // Exactly one grant exists: one export passes, the next is challenged again.
+    let weak = token("alice", "aal1", 30);
+    let hits = stack.upstream.hits();
+    let r = stack.export(&browser, "K-replay-ok", &weak).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = stack.export(&browser, "K-replay-ok", &weak).send().await.unwrap();
+    assert_eq!(r.status(), 302, "the replay minted a second grant");
+    assert_eq!(stack.upstream.hits(), hits + 1);
 }
 
 /// An API client's `POST /v1/keys/{key}/export` (no HTML: a step-up is an RFC 9470 401).

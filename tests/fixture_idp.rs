@@ -1,4 +1,6 @@
-//! The IdP harness against the real oidc-provider, without stepguard: discovery, the
+//! Fixture checks, not product tests: they prove the test harness's IdP (the real
+//! `oidc-provider` in tests/idp) behaves as the product tests assume, and exercise no stepguard
+//! code. The IdP harness against the real oidc-provider, without stepguard: discovery, the
 //! authorization-code flow with PKCE through the non-interactive login (at the acr, user and
 //! auth_time the test sets), code replay, PAR with RAR, and both client authentication methods.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -237,7 +239,7 @@ const STEP_UP: &[(&str, &str)] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_and_code_flow_at_the_acr_the_test_sets() {
+async fn fixture_idp_discovery_and_code_flow_at_the_acr_the_test_sets() {
     let idp = idp();
     let d = idp.discovery().await;
     assert_eq!(d["issuer"], idp.issuer());
@@ -328,7 +330,7 @@ async fn discovery_and_code_flow_at_the_acr_the_test_sets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushed_authorization_request_with_authorization_details() {
+async fn fixture_idp_pushed_authorization_request_with_authorization_details() {
     let idp = idp();
     let flow = Flow::new("rp-basic");
     let details = json!([{
@@ -389,7 +391,7 @@ async fn pushed_authorization_request_with_authorization_details() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_secret_post_client() {
+async fn fixture_idp_client_secret_post_client() {
     let idp = idp();
     let flow = Flow::new("rp-post");
     let callback = follow_to_callback(&idp, &browser(), &flow.authorize_url(&idp, &[])).await;
