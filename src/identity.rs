@@ -162,3 +162,5 @@ fn bearer(value: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;

@@ -182,7 +182,14 @@ async fn fetch_url(url: &str) -> Result<String, JwksError> {
     response.text().await.map_err(|e| error(e.to_string()))
 }
 
-/// Parses a JWKS, keeping the asymmetric signing keys it can use and skipping the rest.
+/// Whether a JWK's `key_ops` (RFC 7517 §4.3) allows verifying signatures.
+fn verifies(ops: &Value) -> bool {
+    ops.as_array()
+        .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")))
+}
+
+/// Parses a JWKS, keeping the asymmetric signing keys it can use (`use` absent or `sig`,
+/// `key_ops` absent or listing `verify`) and skipping the rest.
 fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
     let value: Value = serde_json::from_str(text).map_err(|_| JwksError::Shape)?;
     let keys = value
@@ -196,6 +203,7 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
                 .get("use")
                 .and_then(Value::as_str)
                 .is_some_and(|u| u != "sig")
+            || raw.get("key_ops").is_some_and(|ops| !verifies(ops))
         {
             continue;
         }
