@@ -3,6 +3,7 @@
 //! attacker's signature, hostile `kid`s find no key, an HS256 MAC keyed with the issuer's public
 //! key bytes is refused, and so is any `crit` header. Tokens go through the public
 //! `Identity::verify_bearer` of the quickstart issuer (ES256, keys from `dev-jwks.json`).
+//! Reliability catalogue B2, B3 and B8.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -157,8 +158,10 @@ async fn hostile_kids_find_no_key_and_do_not_flood_the_jwks_source() {
             assert!(started.elapsed() < std::time::Duration::from_secs(1));
         }
     }
+    // Read once at load; an unknown kid may re-read the configured source only after
+    // `min_refresh` (5 s for files), and a kid never names what is read.
     let fetches: u64 = id.jwks().map(|j| j.fetches()).sum();
-    assert!(fetches <= 2, "JWKS read {fetches} times for 8 unknown kids");
+    assert_eq!(fetches, 1, "JWKS read again for unknown kids");
 }
 
 #[tokio::test]

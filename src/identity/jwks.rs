@@ -189,7 +189,8 @@ fn verifies(ops: &Value) -> bool {
 }
 
 /// Parses a JWKS, keeping the asymmetric signing keys it can use (`use` absent or `sig`,
-/// `key_ops` absent or listing `verify`) and skipping the rest.
+/// `key_ops` absent or listing `verify`, an EC curve that fits the key's `alg`, no ROCA
+/// modulus) and skipping the rest.
 fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
     let value: Value = serde_json::from_str(text).map_err(|_| JwksError::Shape)?;
     let keys = value
@@ -221,6 +222,16 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
             },
             None => None,
         };
+        // An EC key verifies only its curve's algorithm (jsonwebtoken reads x and y alone).
+        let alg = match raw.get("kty").and_then(Value::as_str) {
+            Some("EC") => match (weak::ec_algorithm(raw), alg) {
+                (Some(curve), Some(declared)) if curve != declared => continue,
+                (Some(curve), _) => Some(curve),
+                (None, _) => continue,
+            },
+            Some("RSA") if weak::roca(raw) => continue,
+            _ => alg,
+        };
         out.insert(kid, Key { decoding, alg });
     }
     Ok(out)
@@ -228,3 +239,4 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
 
 #[cfg(test)]
 mod tests;
+mod weak;
