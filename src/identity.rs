@@ -164,3 +164,5 @@ fn bearer(value: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;

@@ -367,4 +367,6 @@ fn strip_port(host: &str) -> &str {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

@@ -91,3 +91,6 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod rfc8785;

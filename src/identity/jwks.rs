@@ -193,7 +193,15 @@ async fn fetch_url(url: &str) -> Result<String, JwksError> {
     response.text().await.map_err(|e| error(e.to_string()))
 }
 
-/// Parses a JWKS, keeping the asymmetric signing keys it can use and skipping the rest.
+/// Whether a JWK's `key_ops` (RFC 7517 §4.3) allows verifying signatures.
+fn verifies(ops: &Value) -> bool {
+    ops.as_array()
+        .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")))
+}
+
+/// Parses a JWKS, keeping the asymmetric signing keys it can use (`use` absent or `sig`,
+/// `key_ops` absent or listing `verify`, an EC curve that fits the key's `alg`, no ROCA
+/// modulus) and skipping the rest.
 fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
     let value: Value = serde_json::from_str(text).map_err(|_| JwksError::Shape)?;
     let keys = value
@@ -207,6 +215,7 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
                 .get("use")
                 .and_then(Value::as_str)
                 .is_some_and(|u| u != "sig")
+            || raw.get("key_ops").is_some_and(|ops| !verifies(ops))
         {
             continue;
         }
@@ -224,6 +233,16 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
             },
             None => None,
         };
+        // An EC key verifies only its curve's algorithm (jsonwebtoken reads x and y alone).
+        let alg = match raw.get("kty").and_then(Value::as_str) {
+            Some("EC") => match (weak::ec_algorithm(raw), alg) {
+                (Some(curve), Some(declared)) if curve != declared => continue,
+                (Some(curve), _) => Some(curve),
+                (None, _) => continue,
+            },
+            Some("RSA") if weak::roca(raw) => continue,
+            _ => alg,
+        };
         out.insert(kid, Key { decoding, alg });
     }
     Ok(out)
@@ -231,3 +250,4 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, JwksError> {
 
 #[cfg(test)]
 mod tests;
+mod weak;

@@ -156,39 +156,72 @@ async fn verify_signature<'a>(
     token: &str,
     issuers: &'a HashMap<String, Issuer>,
 ) -> Result<(&'a Issuer, Value), IdentityError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("not a compact JWS"));
-    };
-    let header = decode_json(h)?;
-    if header.get("crit").is_some() {
-        return Err(invalid("crit header not supported"));
-    }
-    let alg_name = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(invalid("missing alg"))?;
-    let alg = parse_algorithm(alg_name).map_err(|_| invalid("algorithm not allowed"))?;
-    let claims = decode_json(p)?;
+    let jws = Jws::parse(token)?;
+    let claims = decode_json(jws.payload)?;
     let iss = claims
         .get("iss")
         .and_then(Value::as_str)
         .ok_or(invalid("missing iss"))?;
     let issuer = issuers.get(iss).ok_or(invalid("untrusted issuer"))?;
-    if !issuer.algorithms.contains(&alg) {
-        return Err(invalid("algorithm not allowed"));
+    issuer.check_signature(&jws).await?;
+    Ok((issuer, claims))
+}
+
+/// A compact JWS whose protected header was read and checked (no `crit`, an allow-listed `alg`).
+pub(super) struct Jws<'a> {
+    alg: Algorithm,
+    kid: Option<String>,
+    /// `header.payload`, what the signature covers.
+    message: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    pub(super) fn parse(token: &'a str) -> Result<Self, IdentityError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("not a compact JWS"));
+        };
+        let header = decode_json(h)?;
+        if header.get("crit").is_some() {
+            return Err(invalid("crit header not supported"));
+        }
+        let alg_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(invalid("missing alg"))?;
+        let alg = parse_algorithm(alg_name).map_err(|_| invalid("algorithm not allowed"))?;
+        Ok(Self {
+            alg,
+            kid: header
+                .get("kid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            message: &token[..h.len() + 1 + p.len()],
+            payload: p,
+            signature: s,
+        })
     }
-    let kid = header.get("kid").and_then(Value::as_str);
-    let key = issuer
-        .jwks
-        .key(kid, alg)
-        .await
-        .ok_or(invalid("unknown key"))?;
-    let message = &token[..h.len() + 1 + p.len()];
-    match jsonwebtoken::crypto::verify(s, message.as_bytes(), &key, alg) {
-        Ok(true) => Ok((issuer, claims)),
-        _ => Err(invalid("bad signature")),
+}
+
+impl Issuer {
+    /// Verifies the signature with this issuer's key for the JWS's `kid` (only keys from the
+    /// configured JWKS: never one named or carried by the header).
+    pub(super) async fn check_signature(&self, jws: &Jws<'_>) -> Result<(), IdentityError> {
+        if !self.algorithms.contains(&jws.alg) {
+            return Err(invalid("algorithm not allowed"));
+        }
+        let key = self
+            .jwks
+            .key(jws.kid.as_deref(), jws.alg)
+            .await
+            .ok_or(invalid("unknown key"))?;
+        match jsonwebtoken::crypto::verify(jws.signature, jws.message.as_bytes(), &key, jws.alg) {
+            Ok(true) => Ok(()),
+            _ => Err(invalid("bad signature")),
+        }
     }
 }
