@@ -22,12 +22,7 @@ async fn sixty_four_requests_spend_one_single_use_grant_exactly_once() {
         let r = stack.export(&browser, &key, &weak).send().await.unwrap();
         assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
         let location = header(&r, "location");
-        stack
-            .idp
-            .set_next_login("alice", "aal3", &["pwd", "hwk"], 0)
-            .await;
-        let callback = stack.sign_in(&browser, &location).await;
-        let r = browser.get(&callback).send().await.unwrap();
+        let (_, r) = stack.complete_in_browser(&browser, &location, "aal3").await;
         assert_eq!(r.status(), 303, "the callback minted the grant");
 
         let hits = stack.upstream.hits();

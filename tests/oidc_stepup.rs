@@ -253,12 +253,7 @@ async fn a_callback_replayed_after_a_successful_completion_mints_nothing() {
     let stack = StepUpStack::start(false).await;
     let browser = stack.browser();
     let location = start_step_up(&stack, &browser, "K-replay-ok").await;
-    stack
-        .idp
-        .set_next_login("alice", "aal3", &["pwd", "hwk"], 0)
-        .await;
-    let callback = stack.sign_in(&browser, &location).await;
-    let r = browser.get(&callback).send().await.unwrap();
+    let (callback, r) = stack.complete_in_browser(&browser, &location, "aal3").await;
     assert_eq!(r.status(), 303, "the first completion mints the grant");
     // The same callback (same state, same code) again, from the same browser: refused.
     let r = browser.get(&callback).send().await.unwrap();
@@ -270,9 +265,17 @@ async fn a_callback_replayed_after_a_successful_completion_mints_nothing() {
     // Exactly one grant exists: one export passes, the next is challenged again.
     let weak = token("alice", "aal1", 30);
     let hits = stack.upstream.hits();
-    let r = stack.export(&browser, "K-replay-ok", &weak).send().await.unwrap();
+    let r = stack
+        .export(&browser, "K-replay-ok", &weak)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = stack.export(&browser, "K-replay-ok", &weak).send().await.unwrap();
+    let r = stack
+        .export(&browser, "K-replay-ok", &weak)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "the replay minted a second grant");
     assert_eq!(stack.upstream.hits(), hits + 1);
 }
@@ -291,9 +294,7 @@ async fn api_export(stack: &StepUpStack, key: &str, bearer: &str) -> reqwest::Re
 
 /// alice's token at `acr`, authenticated at `auth_time`.
 fn token_at(acr: &str, auth_time: i64) -> String {
-    let mut claims = support::tokens::claims("alice", acr, 0);
-    claims["auth_time"] = serde_json::json!(auth_time);
-    support::tokens::sign(&claims)
+    support::tokens::signed_in_at("alice", acr, auth_time)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

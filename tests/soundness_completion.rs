@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use support::envoy::manifest_dir;
 use support::stack::{Stack, header};
 use support::stepup::StepUpStack;
-use support::tokens::{claims, now, sign, token};
+use support::tokens::{claims, now, token};
 
 const HEADER: &str = r#"{"alg":"ES256","kid":"dev-es256-1","typ":"JWT"}"#;
 
@@ -80,9 +80,7 @@ async fn api_export(stack: &Stack, key: &str, bearer: &str) -> reqwest::Response
 
 /// alice at `acr`, signed in at `auth_time`.
 fn signed_in_at(acr: &str, auth_time: i64) -> String {
-    let mut claims = claims("alice", acr, 0);
-    claims["auth_time"] = serde_json::json!(auth_time);
-    sign(&claims)
+    support::tokens::signed_in_at("alice", acr, auth_time)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,6 +200,24 @@ impl StepUpStack {
     }
 }
 
+impl StepUpStack {
+    /// alice signs in at `acr` (with a hardware key) at the IdP the 302 `location` leads to, and
+    /// the browser follows the IdP back to the callback: the callback URL and its answer.
+    pub async fn complete_in_browser(
+        &self,
+        browser: &reqwest::Client,
+        location: &str,
+        acr: &str,
+    ) -> (String, reqwest::Response) {
+        self.idp
+            .set_next_login("alice", acr, &["pwd", "hwk"], 0)
+            .await;
+        let callback = self.sign_in(browser, location).await;
+        let answer = browser.get(&callback).send().await.unwrap();
+        (callback, answer)
+    }
+}
+
 /// A query parameter of a URL.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let (_, query) = url.split_once('?')?;

@@ -32,3 +32,10 @@ pub fn sign(claims: &Value) -> String {
 pub fn token(sub: &str, acr: &str, age: i64) -> String {
     sign(&claims(sub, acr, age))
 }
+
+/// `sub`'s token at `acr`, signed in at `auth_time` (unix seconds).
+pub fn signed_in_at(sub: &str, acr: &str, auth_time: i64) -> String {
+    let mut claims = claims(sub, acr, 0);
+    claims["auth_time"] = serde_json::json!(auth_time);
+    sign(&claims)
+}
