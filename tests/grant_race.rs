@@ -15,14 +15,19 @@ const ROUNDS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_requests_spend_one_single_use_grant_exactly_once() {
     let stack = StepUpStack::start(false).await;
-    let weak = token("alice", "aal1", 30);
     for round in 0..ROUNDS {
+        // A subject per round: each round's 63 losers are challenged again, which counts against
+        // the subject's challenge rate limit.
+        let user = format!("racer{round}");
+        let weak = token(&user, "aal1", 30);
         let key = format!("race{round}");
         let browser = stack.browser();
         let r = stack.export(&browser, &key, &weak).send().await.unwrap();
         assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
         let location = header(&r, "location");
-        let (_, r) = stack.complete_in_browser(&browser, &location, "aal3").await;
+        let (_, r) = stack
+            .complete_in_browser(&browser, &location, &user, "aal3")
+            .await;
         assert_eq!(r.status(), 303, "the callback minted the grant");
 
         let hits = stack.upstream.hits();

@@ -253,7 +253,9 @@ async fn a_callback_replayed_after_a_successful_completion_mints_nothing() {
     let stack = StepUpStack::start(false).await;
     let browser = stack.browser();
     let location = start_step_up(&stack, &browser, "K-replay-ok").await;
-    let (callback, r) = stack.complete_in_browser(&browser, &location, "aal3").await;
+    let (callback, r) = stack
+        .complete_in_browser(&browser, &location, "alice", "aal3")
+        .await;
     assert_eq!(r.status(), 303, "the first completion mints the grant");
     // The same callback (same state, same code) again, from the same browser: refused.
     let r = browser.get(&callback).send().await.unwrap();

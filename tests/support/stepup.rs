@@ -201,17 +201,16 @@ impl StepUpStack {
 }
 
 impl StepUpStack {
-    /// alice signs in at `acr` (with a hardware key) at the IdP the 302 `location` leads to, and
+    /// `sub` signs in at `acr` (with a hardware key) at the IdP the 302 `location` leads to, and
     /// the browser follows the IdP back to the callback: the callback URL and its answer.
     pub async fn complete_in_browser(
         &self,
         browser: &reqwest::Client,
         location: &str,
+        sub: &str,
         acr: &str,
     ) -> (String, reqwest::Response) {
-        self.idp
-            .set_next_login("alice", acr, &["pwd", "hwk"], 0)
-            .await;
+        self.idp.set_next_login(sub, acr, &["pwd", "hwk"], 0).await;
         let callback = self.sign_in(browser, location).await;
         let answer = browser.get(&callback).send().await.unwrap();
         (callback, answer)
