@@ -29,6 +29,9 @@ use crate::route::{Action, Classification, RouteTable};
 use crate::telemetry::traces::{CheckSpan, Stage, current_ids, record_acr_achieved};
 use crate::telemetry::{metrics, stage, stage_sync};
 use crate::txn::{Binder, Transaction, TxnError};
+use overrun::Progress;
+
+mod overrun;
 
 /// Everything a decision needs, built once at start-up.
 pub struct Pipeline {
@@ -62,6 +65,8 @@ struct Sensitive {
     txn: Transaction,
     /// The decision's one policy snapshot: every evaluation and the recorded revision.
     policy: Arc<dyn PolicyEngine>,
+    /// What the decision has done so far, for the record of an overrun.
+    progress: Arc<Progress>,
 }
 
 impl Pipeline {
@@ -70,20 +75,27 @@ impl Pipeline {
         let id = random_token(12).unwrap_or_else(|| "unavailable".into());
         let remove = crate::request::reserved_names(&raw.headers);
         let check = CheckSpan::start(&id, &raw.trace_context, &raw.headers);
-        let run = self.run(&id, raw).instrument(check.span().clone());
+        let (progress, origin) = (Arc::new(Progress::default()), Origin::of(&raw));
+        let run = self
+            .run(&id, raw, progress.clone())
+            .instrument(check.span().clone());
         let mut decision = match tokio::time::timeout(self.budget, run).await {
             Ok(decision) => decision,
-            Err(_) => Decision::fault(id, "decision_budget_exceeded"),
+            Err(_) => {
+                let fault = progress.fault(id);
+                overrun::record(&self.evidence, &fault, origin, self.clock.now());
+                fault
+            }
         };
         decision.remove_headers = remove;
         check.finish(&mut decision);
         decision
     }
 
-    async fn run(&self, id: &str, raw: RawRequest) -> Decision {
+    async fn run(&self, id: &str, raw: RawRequest, progress: Arc<Progress>) -> Decision {
         let now = self.clock.now();
         let origin = Origin::of(&raw);
-        let s = match self.sensitive(id, raw, now).await {
+        let s = match self.sensitive(id, raw, now, progress).await {
             Ok(Some(s)) => s,
             Ok(None) => return Decision::new(id.into(), Verdict::Allow, "not_sensitive"),
             Err(decision) => return self.finish(decision, None, &origin).await,
@@ -95,7 +107,13 @@ impl Pipeline {
     }
 
     /// Steps 1-3: normalize, classify, identify, bind. `None` for a non-sensitive route.
-    async fn sensitive(&self, id: &str, raw: RawRequest, now: i64) -> Step<Option<Sensitive>> {
+    async fn sensitive(
+        &self,
+        id: &str,
+        raw: RawRequest,
+        now: i64,
+        progress: Arc<Progress>,
+    ) -> Step<Option<Sensitive>> {
         let deny =
             |status, reason: &str| Decision::new(id.into(), Verdict::Deny { status }, reason);
         let req = AuthzRequest::new(raw, self.max_segments).map_err(|e| {
@@ -149,12 +167,19 @@ impl Pipeline {
             .policy
             .current()
             .ok_or_else(|| with_action(Decision::fault(id.into(), "policy_unavailable")))?;
+        progress.bound(
+            &action.name,
+            subject.binding_key(),
+            &txn.digest,
+            policy.revision(),
+        );
         Ok(Some(Sensitive {
             req,
             action,
             subject,
             txn,
             policy,
+            progress,
         }))
     }
 
@@ -310,7 +335,9 @@ impl Pipeline {
                 let spent = match (used_grant, grant) {
                     (Some(true) | None, Some(g)) => {
                         record_acr_achieved(&g.acr);
-                        Some(stage(Stage::Consume, self.spend(id, g, now)).await?)
+                        let spent = stage(Stage::Consume, self.spend(id, g, now)).await?;
+                        s.progress.spent(g);
+                        Some(spent)
                     }
                     (Some(true), None) => return Err(fault("policy_used_missing_grant")),
                     (Some(false), _) | (None, None) => None,

@@ -24,6 +24,8 @@ const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
 const UNAVAILABLE: i32 = 14;
 const UNAUTHENTICATED: i32 = 16;
+/// `Retry-After` of a 503 fault, in seconds.
+const FAULT_RETRY_AFTER_SECS: &str = "1";
 
 /// Renders a decision.
 pub fn render(decision: &Decision) -> CheckResponse {
@@ -100,13 +102,10 @@ pub fn render(decision: &Decision) -> CheckResponse {
         }
         Verdict::Fault => {
             let body = json!({"error": "temporarily_unavailable", "reason": decision.reason, "decision_id": decision.id});
-            denied(
-                decision,
-                503,
-                UNAVAILABLE,
-                json_headers(None),
-                body.to_string(),
-            )
+            // A fault is a dependency or stepguard failing: the client may retry shortly.
+            let mut headers = json_headers(None);
+            headers.push(header("retry-after", FAULT_RETRY_AFTER_SECS));
+            denied(decision, 503, UNAVAILABLE, headers, body.to_string())
         }
     }
 }

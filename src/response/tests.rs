@@ -115,6 +115,7 @@ fn invalid_token_deny_and_fault() {
     );
     let r = render(&decision(Verdict::Fault));
     assert_eq!(denied(&r).status.unwrap().code, 503);
+    assert!(headers(&r).contains(&("retry-after".into(), "1".into())));
     assert_ne!(r.status.unwrap().code, 0);
 }
 
