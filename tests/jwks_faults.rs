@@ -65,7 +65,7 @@ async fn answer(State(jwks): State<Arc<Jwks>>) -> Response {
 
 /// The quickstart's keys served on loopback, and a config edit pointing the issuer at them with
 /// `settings` (more `jwks` fields).
-async fn serve(settings: &str) -> (Arc<Jwks>, impl Fn(String) -> String + use<>) {
+async fn serve(settings: &str) -> (Arc<Jwks>, impl Fn(String) -> String) {
     let jwks = Arc::new(Jwks {
         answer: Mutex::new(Answer::Body(Duration::ZERO)),
         hits: AtomicUsize::new(0),
@@ -76,12 +76,16 @@ async fn serve(settings: &str) -> (Arc<Jwks>, impl Fn(String) -> String + use<>)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let section = format!("jwks:\n        url: {url}\n        {settings}");
-    let edit = move |text: String| {
-        assert!(text.contains("jwks:\n        file: dev-jwks.json"));
-        text.replace("jwks:\n        file: dev-jwks.json", &section)
-    };
-    (jwks, edit)
+    (jwks, pointing_at(format!("jwks:\n        url: {url}\n        {settings}")))
+}
+
+/// A config edit replacing the quickstart issuer's key file with `section`.
+fn pointing_at(section: String) -> impl Fn(String) -> String {
+    const FILE: &str = "jwks:\n        file: dev-jwks.json";
+    move |text: String| {
+        assert!(text.contains(FILE), "quickstart identity section changed");
+        text.replace(FILE, &section)
+    }
 }
 
 /// A dev-key token whose header names a `kid` the JWKS does not have (yet).
