@@ -395,13 +395,22 @@ impl JwksConfig {
             return Err(invalid(field("ttl_secs"), "must be at least 1"));
         }
         if self.max_stale_secs < self.ttl_secs {
-            return Err(invalid(field("max_stale_secs"), "must be at least ttl_secs"));
+            return Err(invalid(
+                field("max_stale_secs"),
+                "must be at least ttl_secs",
+            ));
         }
         if !(1_024..=16 << 20).contains(&self.max_bytes) {
-            return Err(invalid(field("max_bytes"), "must be between 1024 and 16777216"));
+            return Err(invalid(
+                field("max_bytes"),
+                "must be between 1024 and 16777216",
+            ));
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
-            return Err(invalid(field("timeout_ms"), "must be between 100 and 60000"));
+            return Err(invalid(
+                field("timeout_ms"),
+                "must be between 100 and 60000",
+            ));
         }
         Ok(())
     }

@@ -76,7 +76,10 @@ async fn serve(settings: &str) -> (Arc<Jwks>, impl Fn(String) -> String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (jwks, pointing_at(format!("jwks:\n        url: {url}\n        {settings}")))
+    (
+        jwks,
+        pointing_at(format!("jwks:\n        url: {url}\n        {settings}")),
+    )
 }
 
 /// A config edit replacing the quickstart issuer's key file with `section`.
@@ -116,9 +119,17 @@ async fn an_unknown_kid_against_a_hanging_jwks_is_answered_within_the_decision_b
     assert_eq!(decision.reason, "invalid_token", "{decision:?}");
     assert!(matches!(decision.verdict, Verdict::Unauthenticated { .. }));
     // The budget is 250 ms; the JWKS answers after 5 s.
-    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
-    let known = pipeline.decide(transfer(&token("alice", "aal2", 5), 101)).await;
-    assert_ne!(known.reason, "invalid_token", "a cached kid stopped verifying");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "answered after {elapsed:?}"
+    );
+    let known = pipeline
+        .decide(transfer(&token("alice", "aal2", 5), 101))
+        .await;
+    assert_ne!(
+        known.reason, "invalid_token",
+        "a cached kid stopped verifying"
+    );
     assert_eq!(jwks.hits(), 2, "the load and the one fetch still in flight");
 }
 

@@ -120,10 +120,20 @@ fn jwks_fetch_limits_have_defaults_and_bounds() {
         panic!("not a URL source");
     };
     assert_eq!(url.max_stale, Duration::from_secs(86_400));
-    assert_eq!((url.max_bytes, url.timeout), (256 << 10, Duration::from_secs(5)));
-    assert_eq!(url.wait, Duration::from_millis(125), "half the decision budget");
+    assert_eq!(
+        (url.max_bytes, url.timeout),
+        (256 << 10, Duration::from_secs(5))
+    );
+    assert_eq!(
+        url.wait,
+        Duration::from_millis(125),
+        "half the decision budget"
+    );
     for (fields, field) in [
-        ("        ttl_secs: 600\n        max_stale_secs: 599\n", "jwks.max_stale_secs"),
+        (
+            "        ttl_secs: 600\n        max_stale_secs: 599\n",
+            "jwks.max_stale_secs",
+        ),
         ("        ttl_secs: 0\n", "jwks.ttl_secs"),
         ("        max_bytes: 1023\n", "jwks.max_bytes"),
         ("        max_bytes: 16777217\n", "jwks.max_bytes"),
@@ -131,7 +141,10 @@ fn jwks_fetch_limits_have_defaults_and_bounds() {
         ("        timeout_ms: 60001\n", "jwks.timeout_ms"),
     ] {
         let error = error_of(&jwks(fields));
-        assert!(error.contains(&format!("identity.issuers[0].{field}")), "{error}");
+        assert!(
+            error.contains(&format!("identity.issuers[0].{field}")),
+            "{error}"
+        );
     }
 }
 

@@ -241,7 +241,11 @@ impl Jwks {
         if let Some(done) = &flights.in_flight {
             return Some((None, done.clone()));
         }
-        if !force && flights.last.is_some_and(|t| t.elapsed() < self.min_refresh()) {
+        if !force
+            && flights
+                .last
+                .is_some_and(|t| t.elapsed() < self.min_refresh())
+        {
             return None;
         }
         flights.last = Some(Instant::now());

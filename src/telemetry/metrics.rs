@@ -337,7 +337,8 @@ pub fn jwks_refresh(jwks: &str, ok: bool) {
 /// Counts a key set whose keys passed their maximum staleness (`result="expired"`, once per
 /// expiry: a successful refresh ends it).
 pub fn jwks_expired(jwks: &str) {
-    metrics::counter!(JWKS_REFRESHES, "jwks" => jwks.to_string(), "result" => "expired").increment(1);
+    metrics::counter!(JWKS_REFRESHES, "jwks" => jwks.to_string(), "result" => "expired")
+        .increment(1);
 }
 
 /// Counts a discovery attempt of the step-up IdP, and whether its metadata is in hand.

@@ -21,7 +21,12 @@ pub(super) async fn body(client: &reqwest::Client, source: &JwksUrl) -> Result<S
     if !response.status().is_success() {
         return Err(failed(source, format!("status {}", response.status())));
     }
-    let too_large = || failed(source, format!("body over max_bytes ({})", source.max_bytes));
+    let too_large = || {
+        failed(
+            source,
+            format!("body over max_bytes ({})", source.max_bytes),
+        )
+    };
     if response
         .content_length()
         .is_some_and(|n| n > source.max_bytes as u64)

@@ -75,7 +75,10 @@ fn dev_jwks() -> String {
 /// A JWKS with no keys, padded with a member to exactly `len` bytes.
 fn empty_jwks_of(len: usize) -> String {
     let bare = r#"{"keys": [], "pad": ""}"#;
-    format!(r#"{{"keys": [], "pad": "{}"}}"#, "x".repeat(len - bare.len()))
+    format!(
+        r#"{{"keys": [], "pad": "{}"}}"#,
+        "x".repeat(len - bare.len())
+    )
 }
 
 fn url_source(url: &str, edit: impl FnOnce(&mut JwksUrl)) -> JwksSource {
@@ -85,7 +88,9 @@ fn url_source(url: &str, edit: impl FnOnce(&mut JwksUrl)) -> JwksSource {
 }
 
 fn source(url: &str, min_refresh_secs: u64) -> JwksSource {
-    url_source(url, |s| s.min_refresh = Duration::from_secs(min_refresh_secs))
+    url_source(url, |s| {
+        s.min_refresh = Duration::from_secs(min_refresh_secs)
+    })
 }
 
 async fn kid_verifies(jwks: &Jwks, kid: &str) -> bool {
@@ -178,10 +183,16 @@ async fn a_body_over_max_bytes_is_refused_and_one_at_max_bytes_is_read() {
         .unwrap();
     served.set(Answer::Body(empty_jwks_of(4097)));
     jwks.refresh(true).await;
-    assert!(kid_verifies(&jwks, KID).await, "a 4097-byte set replaced the keys");
+    assert!(
+        kid_verifies(&jwks, KID).await,
+        "a 4097-byte set replaced the keys"
+    );
     served.set(Answer::Body(empty_jwks_of(4096)));
     jwks.refresh(true).await;
-    assert!(!kid_verifies(&jwks, KID).await, "a 4096-byte set was refused");
+    assert!(
+        !kid_verifies(&jwks, KID).await,
+        "a 4096-byte set was refused"
+    );
 }
 
 /// Bytes a streaming endpoint wrote, and whether it got its whole body out.
@@ -222,7 +233,12 @@ async fn stream_body(mut socket: tokio::net::TcpStream, body: String, stream: Ar
         return;
     }
     for piece in body.as_bytes().chunks(16 << 10) {
-        let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, &b"\r\n"[..]].concat();
+        let chunk = [
+            format!("{:x}\r\n", piece.len()).as_bytes(),
+            piece,
+            &b"\r\n"[..],
+        ]
+        .concat();
         if socket.write_all(&chunk).await.is_err() {
             return;
         }
@@ -244,7 +260,10 @@ async fn an_oversized_streamed_body_is_refused_without_reading_it_all() {
     .unwrap();
     let refreshed = tokio::time::timeout(Duration::from_secs(30), jwks.refresh(true)).await;
     assert!(refreshed.is_ok(), "the refresh read on");
-    assert!(kid_verifies(&jwks, KID).await, "the oversized set replaced the keys");
+    assert!(
+        kid_verifies(&jwks, KID).await,
+        "the oversized set replaced the keys"
+    );
     assert!(!stream.completed.load(Ordering::SeqCst));
     let sent = stream.sent.load(Ordering::SeqCst);
     assert!(sent < 48 << 20, "{sent} bytes of a 64 MiB body were read");
@@ -267,7 +286,10 @@ async fn cached_keys_expire_max_stale_after_the_last_successful_fetch() {
     );
     assert!(jwks.expired());
     served.set(Answer::Body(dev_jwks()));
-    assert!(kid_verifies(&jwks, KID).await, "a successful fetch renews them");
+    assert!(
+        kid_verifies(&jwks, KID).await,
+        "a successful fetch renews them"
+    );
     assert!(!jwks.expired());
 }
 
@@ -303,9 +325,15 @@ async fn an_unknown_kid_waits_at_most_its_wait_while_the_fetch_goes_on() {
         jwks.key(Some(KID), Algorithm::ES256).await.err(),
         Some(KeyMiss::Unknown)
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "waited for the fetch");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the fetch"
+    );
     jwks.refresh(false).await;
-    assert!(kid_verifies(&jwks, KID).await, "the fetch went on and stored the key");
+    assert!(
+        kid_verifies(&jwks, KID).await,
+        "the fetch went on and stored the key"
+    );
     assert_eq!(served.hits(), 2, "the refresh joined the fetch in flight");
 }
 
