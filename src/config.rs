@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -319,30 +320,99 @@ pub struct JwksConfig {
     /// URL keys are refetched in the background after this long.
     #[serde(default = "default_jwks_ttl")]
     pub ttl_secs: u64,
+    /// URL keys are used at most this long after the last successful fetch (stale-if-error).
+    #[serde(default = "default_jwks_max_stale")]
+    pub max_stale_secs: u64,
+    /// Largest JWKS body read from the URL; a larger one is refused as it streams in.
+    #[serde(default = "default_jwks_max_bytes")]
+    pub max_bytes: usize,
+    /// Time allowed for one fetch of the URL (connection, answer and body).
+    #[serde(default = "default_jwks_timeout")]
+    pub timeout_ms: u64,
 }
 
 /// A resolved key source.
 #[derive(Debug, Clone)]
 pub enum JwksSource {
     File(PathBuf),
-    Url {
-        url: String,
-        min_refresh_secs: u64,
-        ttl_secs: u64,
-    },
+    Url(JwksUrl),
+}
+
+/// A key set fetched over HTTP(S), and the limits of its fetches.
+#[derive(Debug, Clone)]
+pub struct JwksUrl {
+    pub url: String,
+    /// Least time between two fetches triggered by unknown `kid`s.
+    pub min_refresh: Duration,
+    /// Period of the background refresh.
+    pub ttl: Duration,
+    /// Keys expire this long after the last successful fetch.
+    pub max_stale: Duration,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    /// How long a verification with an unknown `kid` waits for the fetch it started or joined
+    /// (the fetch itself goes on).
+    pub wait: Duration,
+}
+
+impl JwksUrl {
+    /// `url` with the defaults of a `jwks` section; a verification waits for the whole fetch.
+    pub fn new(url: impl Into<String>) -> Self {
+        let timeout = Duration::from_millis(default_jwks_timeout());
+        Self {
+            url: url.into(),
+            min_refresh: Duration::from_secs(default_refresh_secs()),
+            ttl: Duration::from_secs(default_jwks_ttl()),
+            max_stale: Duration::from_secs(default_jwks_max_stale()),
+            max_bytes: default_jwks_max_bytes(),
+            timeout,
+            wait: timeout,
+        }
+    }
 }
 
 impl JwksConfig {
-    /// The source, with a file path resolved against the config directory.
+    /// The source, with a file path resolved against the config directory. An unknown `kid`
+    /// waits for a URL fetch at most half the decision budget.
     pub fn source(&self, config: &Config) -> JwksSource {
         match (&self.file, &self.url) {
             (Some(file), _) => JwksSource::File(config.resolve(file)),
-            (None, url) => JwksSource::Url {
+            (None, url) => JwksSource::Url(JwksUrl {
                 url: url.clone().unwrap_or_default(),
-                min_refresh_secs: self.min_refresh_secs,
-                ttl_secs: self.ttl_secs,
-            },
+                min_refresh: Duration::from_secs(self.min_refresh_secs),
+                ttl: Duration::from_secs(self.ttl_secs),
+                max_stale: Duration::from_secs(self.max_stale_secs),
+                max_bytes: self.max_bytes,
+                timeout: Duration::from_millis(self.timeout_ms),
+                wait: Duration::from_millis(config.decision.budget_ms / 2),
+            }),
         }
+    }
+
+    /// The limits of a URL fetch, under `field` (`….jwks`).
+    fn validate(&self, field: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.ttl_secs == 0 {
+            return Err(invalid(field("ttl_secs"), "must be at least 1"));
+        }
+        if self.max_stale_secs < self.ttl_secs {
+            return Err(invalid(
+                field("max_stale_secs"),
+                "must be at least ttl_secs",
+            ));
+        }
+        if !(1_024..=16 << 20).contains(&self.max_bytes) {
+            return Err(invalid(
+                field("max_bytes"),
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if !(100..=60_000).contains(&self.timeout_ms) {
+            return Err(invalid(
+                field("timeout_ms"),
+                "must be between 100 and 60000",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -351,6 +421,15 @@ fn default_refresh_secs() -> u64 {
 }
 fn default_jwks_ttl() -> u64 {
     600
+}
+fn default_jwks_max_stale() -> u64 {
+    86_400
+}
+fn default_jwks_max_bytes() -> usize {
+    256 << 10
+}
+fn default_jwks_timeout() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1231,7 +1310,7 @@ fn validate_issuer(issuer: &IssuerConfig, field: &str) -> Result<(), ConfigError
             "must be https:// (plain http only on loopback)",
         ));
     }
-    Ok(())
+    issuer.jwks.validate(|f| field(&format!("jwks.{f}")))
 }
 
 fn valid_action_name(name: &str) -> bool {

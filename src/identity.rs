@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use claims::{Actor, Subject, SubjectKind};
-pub use jwks::{Jwks, JwksError};
+pub use jwks::{Jwks, JwksError, KeyMiss};
 pub use token::parse_algorithm;
 
 use crate::config::IdentityConfig;

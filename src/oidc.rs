@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::challenge::Endpoint;
-use crate::config::{ClientAuth, Config, JwksSource, OidcConfig, callback_path};
-use crate::identity::{Jwks, parse_algorithm};
+use crate::config::{ClientAuth, Config, JwksSource, JwksUrl, OidcConfig, callback_path};
+use crate::identity::{Jwks, KeyMiss, parse_algorithm};
 
 /// Time allowed for one request to the IdP (discovery, token endpoint).
 const IDP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,11 +186,10 @@ impl Oidc {
                 )));
             }
         }
-        let jwks = Jwks::load(JwksSource::Url {
-            url: metadata.jwks_uri.clone(),
-            min_refresh_secs: 30,
-            ttl_secs: 3600,
-        })
+        let jwks = Jwks::load(JwksSource::Url(JwksUrl {
+            ttl: Duration::from_secs(3600),
+            ..JwksUrl::new(metadata.jwks_uri.clone())
+        }))
         .await
         .map_err(|e| OidcError::Discovery(e.to_string()))?;
         self.jwks.store(Some(Arc::new(jwks)));
@@ -360,7 +359,10 @@ impl Oidc {
         let key = jwks
             .key(header.kid.as_deref(), header.alg)
             .await
-            .ok_or_else(|| reject("unknown signing key"))?;
+            .map_err(|miss| match miss {
+                KeyMiss::Unknown => reject("unknown signing key"),
+                KeyMiss::Expired => reject("signing keys expired"),
+            })?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.client_id]);

@@ -108,6 +108,47 @@ fn jwks_needs_exactly_one_source() {
 }
 
 #[test]
+fn jwks_fetch_limits_have_defaults_and_bounds() {
+    let jwks = |fields: &str| {
+        quickstart().replace(
+            "        file: dev-jwks.json",
+            &format!("        url: https://idp.example.com/jwks\n{fields}"),
+        )
+    };
+    let config = parse(&jwks("")).unwrap();
+    let JwksSource::Url(url) = config.identity.issuers[0].jwks.source(&config) else {
+        panic!("not a URL source");
+    };
+    assert_eq!(url.max_stale, Duration::from_secs(86_400));
+    assert_eq!(
+        (url.max_bytes, url.timeout),
+        (256 << 10, Duration::from_secs(5))
+    );
+    assert_eq!(
+        url.wait,
+        Duration::from_millis(125),
+        "half the decision budget"
+    );
+    for (fields, field) in [
+        (
+            "        ttl_secs: 600\n        max_stale_secs: 599\n",
+            "jwks.max_stale_secs",
+        ),
+        ("        ttl_secs: 0\n", "jwks.ttl_secs"),
+        ("        max_bytes: 1023\n", "jwks.max_bytes"),
+        ("        max_bytes: 16777217\n", "jwks.max_bytes"),
+        ("        timeout_ms: 99\n", "jwks.timeout_ms"),
+        ("        timeout_ms: 60001\n", "jwks.timeout_ms"),
+    ] {
+        let error = error_of(&jwks(fields));
+        assert!(
+            error.contains(&format!("identity.issuers[0].{field}")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn missing_file_is_a_read_error() {
     assert!(matches!(
         Config::load(Path::new("/nonexistent.yaml")),

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::IdentityError;
 use super::cache::{self, VerifiedCache};
-use super::jwks::Jwks;
+use super::jwks::{Jwks, KeyMiss};
 use crate::config::IssuerConfig;
 
 /// Longest token accepted.
@@ -119,7 +119,8 @@ fn decode_json(part: &str) -> Result<Value, IdentityError> {
 }
 
 /// Verifies a compact JWS and returns its claims; a token whose signature was already verified
-/// under the issuer's current key set skips the signature check (the claims are always checked).
+/// under the issuer's current, unexpired key set skips the signature check (the claims are always
+/// checked).
 pub(super) async fn verify(
     token: &str,
     issuers: &HashMap<String, Issuer>,
@@ -134,6 +135,7 @@ pub(super) async fn verify(
     if let Some(hit) = cache.get(&key)
         && let Some(issuer) = issuers.get(&hit.issuer)
         && issuer.jwks.generation() == hit.key_generation
+        && !issuer.jwks.expired()
     {
         issuer.validate_claims(&hit.claims, now, leeway)?;
         return Ok(hit.claims);
@@ -218,7 +220,10 @@ impl Issuer {
             .jwks
             .key(jws.kid.as_deref(), jws.alg)
             .await
-            .ok_or(invalid("unknown key"))?;
+            .map_err(|miss| match miss {
+                KeyMiss::Unknown => invalid("unknown key"),
+                KeyMiss::Expired => invalid("signing keys expired"),
+            })?;
         match jsonwebtoken::crypto::verify(jws.signature, jws.message.as_bytes(), &key, jws.alg) {
             Ok(true) => Ok(()),
             _ => Err(invalid("bad signature")),

@@ -77,6 +77,9 @@ async fn issuer(dir: &Path, group: usize, jwks: Value) -> Issuer {
             url: None,
             min_refresh_secs: 30,
             ttl_secs: 600,
+            max_stale_secs: 86_400,
+            max_bytes: 256 << 10,
+            timeout_ms: 5_000,
         },
     };
     let jwks = Jwks::load(JwksSource::File(path)).await.unwrap();

@@ -334,6 +334,13 @@ pub fn jwks_refresh(jwks: &str, ok: bool) {
     metrics::counter!(JWKS_REFRESHES, "jwks" => jwks.to_string(), "result" => result).increment(1);
 }
 
+/// Counts a key set whose keys passed their maximum staleness (`result="expired"`, once per
+/// expiry: a successful refresh ends it).
+pub fn jwks_expired(jwks: &str) {
+    metrics::counter!(JWKS_REFRESHES, "jwks" => jwks.to_string(), "result" => "expired")
+        .increment(1);
+}
+
 /// Counts a discovery attempt of the step-up IdP, and whether its metadata is in hand.
 pub fn idp_discovery(ok: bool) {
     let result = if ok { "success" } else { "failure" };
