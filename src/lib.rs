@@ -22,10 +22,11 @@
 //! | [`grant_api`] | `stepguard.v1.GrantService`: approval systems look up, complete, revoke |
 //! | [`pipeline`], [`decision`] | `decide()` and what it returns |
 //! | [`evidence`] | tamper-evident audit records: decisions and grant lifecycle events, the spool, shipping |
-//! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`] | wiring |
+//! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`], [`capped`] | wiring; size-capped reading of fetched bodies |
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod capped;
 pub mod challenge;
 pub mod cli;
 pub mod clock;

@@ -445,17 +445,12 @@ impl Oidc {
 
 /// Reads a response body, refusing one larger than [`MAX_RESPONSE_BYTES`].
 async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err("response too large".into());
-    }
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
-    if body.len() > MAX_RESPONSE_BYTES {
-        return Err("response too large".into());
-    }
-    Ok(body.to_vec())
+    crate::capped::read(response, MAX_RESPONSE_BYTES as u64)
+        .await
+        .map_err(|e| match e {
+            crate::capped::CappedError::TooLarge(_) => "response too large".to_string(),
+            crate::capped::CappedError::Read(e) => e.to_string(),
+        })
 }
 
 /// A base64url SHA-256 of a value, for logs that must not carry it.

@@ -3,6 +3,7 @@
 //! `max_bytes` while it streams in, never read whole first.
 
 use super::JwksError;
+use crate::capped::CappedError;
 use crate::config::JwksUrl;
 
 /// The HTTP client of one key set.
@@ -17,29 +18,19 @@ pub(super) fn client(source: &JwksUrl) -> Result<reqwest::Client, JwksError> {
 /// The body of a successful (2xx) answer, at most `max_bytes` long.
 pub(super) async fn body(client: &reqwest::Client, source: &JwksUrl) -> Result<String, JwksError> {
     let error = |e: reqwest::Error| failed(source, e.to_string());
-    let mut response = client.get(&source.url).send().await.map_err(error)?;
+    let response = client.get(&source.url).send().await.map_err(error)?;
     if !response.status().is_success() {
         return Err(failed(source, format!("status {}", response.status())));
     }
-    let too_large = || {
-        failed(
-            source,
-            format!("body over max_bytes ({})", source.max_bytes),
-        )
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > source.max_bytes as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(error)? {
-        if body.len() + chunk.len() > source.max_bytes {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = crate::capped::read(response, source.max_bytes as u64)
+        .await
+        .map_err(|e| match e {
+            CappedError::TooLarge(_) => failed(
+                source,
+                format!("body over max_bytes ({})", source.max_bytes),
+            ),
+            CappedError::Read(e) => error(e),
+        })?;
     String::from_utf8(body).map_err(|_| failed(source, "body is not UTF-8".into()))
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, ETAG, HeaderMap, HeaderName, HeaderValue, IF_NONE_MATCH};
 
+use crate::capped::CappedError;
 use crate::config::{BundleServerConfig, Config};
 use crate::policy::PolicyError;
 
@@ -70,26 +71,19 @@ impl BundleClient {
         if let Some(etag) = &self.etag {
             request = request.header(IF_NONE_MATCH, etag.clone());
         }
-        let mut response = request.send().await.map_err(|e| failed(e.to_string()))?;
+        let response = request.send().await.map_err(|e| failed(e.to_string()))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified),
             StatusCode::OK => {}
             status => return Err(failed(format!("status {status}"))),
         }
         let etag = response.headers().get(ETAG).cloned();
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_bytes)
-        {
-            return Err(failed(format!("over the {}-byte limit", self.max_bytes)));
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| failed(e.to_string()))? {
-            if (bytes.len() + chunk.len()) as u64 > self.max_bytes {
-                return Err(failed(format!("over the {}-byte limit", self.max_bytes)));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = crate::capped::read(response, self.max_bytes)
+            .await
+            .map_err(|e| match e {
+                CappedError::TooLarge(max) => failed(format!("over the {max}-byte limit")),
+                CappedError::Read(e) => failed(e.to_string()),
+            })?;
         self.etag = etag;
         Ok(Fetched::Bundle(bytes))
     }
