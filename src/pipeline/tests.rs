@@ -41,8 +41,13 @@ fn transfer(token: Option<&str>, amount: u64, payee: &str) -> RawRequest {
     }
 }
 
-/// Mints the grant a completed step-up would leave for the request's transaction.
-async fn grant_for(p: &Pipeline, raw: RawRequest, acr: &str, uses: Option<u32>) {
+/// Mints the grant a completed step-up would leave for the request's transaction; its id.
+pub(super) async fn grant_for(
+    p: &Pipeline,
+    raw: RawRequest,
+    acr: &str,
+    uses: Option<u32>,
+) -> String {
     let decision = p.decide(raw).await;
     let Verdict::Challenge { challenge_id, .. } = &decision.verdict else {
         panic!("{decision:?}")
@@ -53,9 +58,10 @@ async fn grant_for(p: &Pipeline, raw: RawRequest, acr: &str, uses: Option<u32>) 
         .await
         .unwrap()
         .unwrap();
+    let id = format!("grant-{challenge_id}");
     p.grants
         .put_grant(Grant {
-            id: format!("grant-{challenge_id}"),
+            id: id.clone(),
             digest: c.digest.clone(),
             subject: c.subject.clone(),
             action: c.action.clone(),
@@ -71,6 +77,7 @@ async fn grant_for(p: &Pipeline, raw: RawRequest, acr: &str, uses: Option<u32>) 
         })
         .await
         .unwrap();
+    id
 }
 
 #[tokio::test]

@@ -119,40 +119,13 @@ async fn a_grant_spent_just_before_the_deadline_has_its_spending_recorded() {
     let p = pipeline(evidence.clone()).await;
     // keys.export: a fresh aal3 step-up for this transaction; the grant the step-up left.
     let weak = token("alice", "aal1", NOW, 10);
-    let challenged = p.decide(export(&weak)).await;
-    let Verdict::Challenge { challenge_id, .. } = &challenged.verdict else {
-        panic!("{challenged:?}")
-    };
-    let c = p
-        .grants
-        .challenge(challenge_id, NOW)
-        .await
-        .unwrap()
-        .unwrap();
-    p.grants
-        .put_grant(Grant {
-            id: "g-overrun".into(),
-            digest: c.digest.clone(),
-            subject: c.subject.clone(),
-            action: c.action.clone(),
-            acr: "aal3".into(),
-            amr: vec!["hwk".into()],
-            auth_time: NOW,
-            method: "oidc".into(),
-            challenge_id: Some(c.id.clone()),
-            issued_at: NOW,
-            expires_at: NOW + 60,
-            uses_left: Some(1),
-            policy_revision: None,
-        })
-        .await
-        .unwrap();
+    let id = crate::pipeline::tests::grant_for(&p, export(&weak), "aal3", Some(1)).await;
 
     // The retry spends the grant; its approval's record takes longer than the budget.
     let d = p.decide(export(&weak)).await;
     assert_eq!(d.verdict, Verdict::Fault, "{d:?}");
     assert_eq!(d.reason, "decision_budget_exceeded");
-    assert_eq!(d.grant_id.as_deref(), Some("g-overrun"));
+    assert_eq!(d.grant_id.as_deref(), Some(id.as_str()));
 
     // Recorded (in the background, not on the answer's path): the overrun, its subject, its
     // transaction and the grant it burnt.
@@ -171,8 +144,9 @@ async fn a_grant_spent_just_before_the_deadline_has_its_spending_recorded() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let recorded = recorded.expect("the overrun has a record");
-    assert_eq!(recorded.grant_id.as_deref(), Some("g-overrun"));
-    assert_eq!(recorded.transaction.as_deref(), Some(c.digest.as_str()));
+    assert_eq!(recorded.grant_id.as_deref(), Some(id.as_str()));
+    assert_eq!(recorded.transaction, d.transaction);
+    assert!(recorded.transaction.is_some());
     assert!(
         recorded.reasons.iter().any(|r| r == GRANT_SPENT),
         "{recorded:?}"
