@@ -336,19 +336,28 @@ async fn sigstop_times_out_within_budget_then_recovers() {
     store.put_grant(g.clone()).await.unwrap();
 
     let resumed = server.pause(2.0);
+    // The real grant's consume while Redis is frozen: what the client sees is an error within
+    // the budget (the pipeline's deny), never a success — though the command may still run
+    // once Redis resumes (ambiguous).
+    let t = Instant::now();
+    let frozen = store.consume(&g, NOW).await;
+    assert!(is_unavailable(&frozen), "consume while frozen: {frozen:?}");
+    assert!(t.elapsed() < BUDGET + SLACK, "took {:?}", t.elapsed());
     let paused_at = Instant::now();
     while paused_at.elapsed() < Duration::from_millis(1_500) {
         assert_all_unavailable_within_budget(&store, BUDGET).await;
     }
     resumed.join().unwrap();
     assert_recovers(&store, Duration::from_secs(10)).await;
-    // Consumes that timed out during the pause may have run once Redis resumed (ambiguous, so
-    // reported as errors); whatever happened, the grant cannot be spent more than once.
-    let mut spent = 0;
+    // The grant is spent exactly once in all: if the frozen consume ran when Redis resumed, no
+    // later consume succeeds (the client that saw the error got no approval from it); if it
+    // never ran, exactly one later consume does.
+    let ran = store.find_grant("dev1:s", NOW).await.unwrap().is_none();
+    let mut later = 0;
     for _ in 0..3 {
-        spent += usize::from(store.consume(&g, NOW).await.unwrap());
+        later += usize::from(store.consume(&g, NOW).await.unwrap());
     }
-    assert!(spent <= 1);
+    assert_eq!(later, usize::from(!ran), "frozen consume ran: {ran}");
     assert_every_key_has_a_ttl(&server);
 }
 
