@@ -12,10 +12,13 @@ use stepguard::app::App;
 use stepguard::decision::Verdict;
 use stepguard::grant::Grant;
 use stepguard::pipeline::Pipeline;
-use support::load::{decide, load, transfer, unlimited};
+use support::load::{decide, drive, load, transfer, unlimited};
 use support::redis::RedisServer;
 use support::sidecar::{Sidecar, quickstart, with_redis};
 use support::tokens::{now, token};
+
+/// Answers within the budget plus this.
+const SLACK: Duration = Duration::from_millis(50);
 
 async fn instance(url: &str) -> std::sync::Arc<Pipeline> {
     App::build(&quickstart(with_redis(url, 100)))
@@ -125,16 +128,40 @@ async fn kill9_under_load_fails_closed_and_recovers_by_itself() {
     );
     let load_task = {
         let p = p.clone();
-        tokio::spawn(async move { load(&p, Duration::from_secs(3)).await })
+        tokio::spawn(
+            async move { drive(&p, Duration::from_secs(4), 8, |w, _| 50_000 + w, SLACK).await },
+        )
     };
     killer.await;
+    let killed = Instant::now();
     server.kill9();
     tokio::time::sleep(restart).await;
+    let restarted = Instant::now();
     server.restart();
-    let (faults, total) = load_task.await.unwrap();
+    let samples = load_task.await.unwrap();
+    // The faults are the outage's: none before the kill, every check made while Redis was down
+    // a 503, and none once it is back (a second for the connection to be remade).
+    let before: Vec<_> = samples
+        .iter()
+        .filter(|s| s.asked + s.took < killed)
+        .collect();
+    let down: Vec<_> = samples
+        .iter()
+        .filter(|s| s.within(killed + Duration::from_millis(100), restarted))
+        .collect();
+    let after: Vec<_> = samples
+        .iter()
+        .filter(|s| s.asked > restarted + Duration::from_secs(1))
+        .collect();
+    assert!(!before.is_empty() && !down.is_empty() && !after.is_empty());
+    assert!(before.iter().all(|s| !s.fault), "a fault before the kill");
     assert!(
-        faults > 0 && faults < total,
-        "faults while Redis was down, service before and after: {faults}/{total}"
+        down.iter().all(|s| s.fault),
+        "an answer while Redis was down"
+    );
+    assert!(
+        after.iter().all(|s| !s.fault),
+        "still failing a second after the restart"
     );
     let d = decide(&p, transfer(&token("alice", "aal2", 5), 40_001)).await;
     assert!(
