@@ -181,7 +181,8 @@ fn info(port: u16, section: &str) -> String {
         .unwrap_or_default()
 }
 
-fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+/// Waits (bounded by `within`) until `ready`; panics naming `what` if it never is.
+pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ready() {
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
