@@ -599,7 +599,7 @@ impl GrantStore for RedisStore {
         // raises one). One round trip on a single server, in MULTI: a write Redis refuses (out
         // of memory, a replica, too few replicas) discards all of it, so the loop guard is
         // never reset for a grant that was not stored. On a cluster the keys span two slots:
-        // command by command, in order, the grant first, stopping at the first error.
+        // command by command, in order, the grant first.
         let mut pipe = redis::pipe();
         if !conn.is_cluster() {
             pipe.atomic();
