@@ -3,11 +3,13 @@
 //! the URL, `min-replicas-to-write` with no replica) deny every sensitive check within the budget,
 //! approve nothing that needed a refused write and leave nothing half-written; a consume Redis
 //! acknowledged before a `kill -9` stays spent after a restart from the append-only file (while a
-//! snapshot alone brings it back). See "Faults and what stepguard does" in docs/redis.md.
+//! snapshot alone brings it back); a primary killed right after a consume no replica received is
+//! replaced by a replica that still holds the grant, and the grant is approved at most once. See "Faults and what stepguard does" in docs/redis.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +20,11 @@ use stepguard::grant::{
 };
 use stepguard::pipeline::Pipeline;
 use stepguard::request::RawRequest;
+use support::blackhole::Blackhole;
 use support::load::{decide, public, transfer, unlimited};
 use support::records::{challenge, grant, minted};
 use support::redis::RedisServer;
-use support::sentinel::wait_until;
+use support::sentinel::{MASTER_NAME, SentinelSet, wait_until};
 use support::sidecar::with_redis;
 use support::tokens::{now, token};
 
@@ -395,4 +398,116 @@ async fn a_snapshot_alone_brings_a_spent_grant_back_after_kill9() {
     assert!(store.consume(&spent, now).await.unwrap(), "spent again");
     let left = store.find_grant(&counted.digest, now).await.unwrap();
     assert_eq!(left.and_then(|g| g.uses_left), Some(3));
+}
+
+/// Every replica has `key`.
+fn replicated(set: &SentinelSet, key: &str) -> bool {
+    set.servers[1..].iter().all(|r| {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query::<bool>(&mut set.client(r.port()))
+            .unwrap_or(false)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplanned_failover_after_an_unacknowledged_consume_never_approves_twice() {
+    // The replicas replicate through a proxy that can silence their links: a write the primary
+    // makes after the cut never reaches them, not even their sockets' buffers.
+    let mut hole = None;
+    let mut set = SentinelSet::start_with(|primary| {
+        let h = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(Blackhole::start(primary))
+        });
+        let port = h.port();
+        hole = Some(h);
+        port
+    });
+    let hole = hole.unwrap();
+    let old = set.servers[0].port();
+    let now = now();
+    let store = RedisStore::connect_sentinel(
+        &set.sentinel_urls(),
+        MASTER_NAME,
+        2,
+        "sg",
+        Duration::from_millis(200),
+        Arc::new(ManualClock::new(now)),
+    )
+    .unwrap();
+    let (lost, other) = (
+        grant("dev1:lost", Some(1), now),
+        grant("dev1:other", Some(1), now),
+    );
+    let started = Instant::now();
+    while store.put_grant(lost.clone()).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not writable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.put_grant(other.clone()).await.unwrap();
+    wait_until(Duration::from_secs(10), "grants replicated", || {
+        replicated(&set, "sg:{dev1:lost}:grant") && replicated(&set, "sg:{dev1:other}:grant")
+    });
+
+    // The primary spends the grant; no replica hears of it: no approval.
+    hole.cut();
+    let mut approvals = HashMap::<String, usize>::new();
+    let mut spend = async |g: &Grant| {
+        let r = store.consume(g, now).await;
+        if matches!(r, Ok(true)) {
+            *approvals.entry(g.digest.clone()).or_default() += 1;
+        }
+        r
+    };
+    let r = spend(&lost).await;
+    assert!(r.is_err(), "an unreplicated consume approved: {r:?}");
+    set.servers[0].kill9();
+
+    // Until the sentinels name a new primary, nothing is approved.
+    let mut denied = 0;
+    while set.primary_port() == old {
+        let r = spend(&other).await;
+        assert!(
+            !matches!(r, Ok(true)),
+            "approved during the failover: {r:?}"
+        );
+        denied += 1;
+        assert!(denied < 600, "no failover within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new = set.wait_for_new_primary(old, Duration::from_secs(30));
+    let resurrected: bool = redis::cmd("EXISTS")
+        .arg("sg:{dev1:lost}:grant")
+        .query(&mut set.client(new))
+        .unwrap();
+    assert!(resurrected, "the promoted replica had not lost the consume");
+    set.servers[0].restart();
+    set.wait_for_replicas(new, 2, Duration::from_secs(30));
+
+    // Traffic resumes on the new primary, same store; the resurrected grant approves at most
+    // once in all (its first consume was refused), and every grant at most once.
+    let fresh = grant("dev1:fresh", Some(1), now);
+    let started = Instant::now();
+    while store.put_grant(fresh.clone()).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not writable again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    while !matches!(spend(&fresh).await, Ok(true)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "consumes never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for g in [&lost, &lost, &other, &fresh] {
+        let _ = spend(g).await;
+    }
+    assert!(denied > 0);
+    for (digest, n) in &approvals {
+        assert_eq!(*n, 1, "{digest} approved {n} times");
+    }
 }
