@@ -472,17 +472,17 @@ async fn an_unplanned_failover_after_an_unacknowledged_consume_never_approves_tw
             "approved during the failover: {r:?}"
         );
         denied += 1;
-        assert!(denied < 600, "no failover within 30 s");
+        assert!(denied < 1200, "no failover within a minute");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let new = set.wait_for_new_primary(old, Duration::from_secs(30));
+    let new = set.wait_for_new_primary(old, Duration::from_secs(60));
     let resurrected: bool = redis::cmd("EXISTS")
         .arg("sg:{dev1:lost}:grant")
         .query(&mut set.client(new))
         .unwrap();
     assert!(resurrected, "the promoted replica had not lost the consume");
     set.servers[0].restart();
-    set.wait_for_replicas(new, 2, Duration::from_secs(30));
+    set.wait_for_replicas(new, 2, Duration::from_secs(60));
 
     // Traffic resumes on the new primary, same store; the resurrected grant approves at most
     // once in all (its first consume was refused), and every grant at most once.
@@ -490,7 +490,7 @@ async fn an_unplanned_failover_after_an_unacknowledged_consume_never_approves_tw
     let started = Instant::now();
     while store.put_grant(fresh.clone()).await.is_err() {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(40),
             "not writable again"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -498,7 +498,7 @@ async fn an_unplanned_failover_after_an_unacknowledged_consume_never_approves_tw
     let started = Instant::now();
     while !matches!(spend(&fresh).await, Ok(true)) {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(40),
             "consumes never resumed"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
