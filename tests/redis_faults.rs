@@ -486,20 +486,17 @@ async fn an_unplanned_failover_after_an_unacknowledged_consume_never_approves_tw
 
     // Traffic resumes on the new primary, same store; the resurrected grant approves at most
     // once in all (its first consume was refused), and every grant at most once.
+    // (Retried from the write: a grant written while a restarted old primary was still taken
+    // for one is lost when it resyncs — see "Split brain" in docs/redis.md.)
     let fresh = grant("dev1:fresh", Some(1), now);
     let started = Instant::now();
-    while store.put_grant(fresh.clone()).await.is_err() {
+    loop {
+        if store.put_grant(fresh.clone()).await.is_ok() && matches!(spend(&fresh).await, Ok(true)) {
+            break;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(40),
-            "not writable again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let started = Instant::now();
-    while !matches!(spend(&fresh).await, Ok(true)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "consumes never resumed"
+            "traffic never resumed on the new primary"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
