@@ -596,8 +596,14 @@ impl GrantStore for RedisStore {
         let mut conn = self.conn();
         // The grant, the loop guard reset (a grant is progress), and the subject's grant index
         // (expired members dropped; its TTL at least this grant's: NX sets a first TTL, GT only
-        // raises one). One round trip on a single server; per slot, in order, on a cluster.
+        // raises one). One round trip on a single server, in MULTI: a write Redis refuses (out
+        // of memory, a replica, too few replicas) discards all of it, so the loop guard is
+        // never reset for a grant that was not stored. On a cluster the keys span two slots:
+        // command by command, in order, the grant first.
         let mut pipe = redis::pipe();
+        if !conn.is_cluster() {
+            pipe.atomic();
+        }
         pipe.add_command(set_px(&key, &value, ttl))
             .ignore()
             .cmd("DEL")

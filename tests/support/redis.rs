@@ -1,5 +1,6 @@
-//! A real `redis-server` per test, on a free loopback port, with persistence off; killed (and
-//! its directory removed) on drop. `STEPGUARD_REDIS_SERVER` overrides the binary. Also a local
+//! A real `redis-server` per test, on a free loopback port, with persistence off (or an
+//! append-only file, [`RedisServer::start_with_aof`]); killed (and its directory removed) on
+//! drop. `STEPGUARD_REDIS_SERVER` overrides the binary. Also a local
 //! 3-node Redis Cluster ([`RedisCluster`]), built with `redis-cli --cluster create`
 //! (`STEPGUARD_REDIS_CLI` overrides that binary). Either can be broken on purpose: `kill -9`,
 //! SIGSTOP for a while, restart on the same port.
@@ -19,6 +20,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Further `redis-server` arguments (e.g. `--replicaof`).
     extra: Vec<String>,
+    /// `--appendfsync` of an append-only file in the server's directory; `None`: no AOF.
+    aof: Option<String>,
 }
 
 pub(crate) fn binary() -> String {
@@ -33,6 +36,17 @@ impl RedisServer {
 
     /// Starts a server with further arguments and waits until it answers PING.
     pub fn start_with(extra: &[String]) -> RedisServer {
+        Self::start_in(extra, None)
+    }
+
+    /// Starts a server that logs every write to an append-only file in its directory,
+    /// `fsync`ed as `--appendfsync` says (`always`, `everysec`); [`RedisServer::restart`] then
+    /// starts it again from that file. No snapshots.
+    pub fn start_with_aof(fsync: &str) -> RedisServer {
+        Self::start_in(&[], Some(fsync.to_string()))
+    }
+
+    fn start_in(extra: &[String], aof: Option<String>) -> RedisServer {
         let bin = binary();
         if Command::new(&bin)
             .arg("--version")
@@ -55,17 +69,22 @@ impl RedisServer {
             dir,
             child: None,
             extra: extra.to_vec(),
+            aof,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let aof = match &self.aof {
+            Some(fsync) => vec!["--appendonly", "yes", "--appendfsync", fsync.as_str()],
+            None => vec!["--appendonly", "no"],
+        };
         let child = Command::new(binary())
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args(aof)
             .args(["--daemonize", "no"])
             .args(&self.extra)
             .arg("--dir")
@@ -131,7 +150,8 @@ impl RedisServer {
         })
     }
 
-    /// Starts a fresh (empty) server on the same port.
+    /// `kill -9`, then starts the server again on the same port and directory: empty, unless
+    /// it keeps an append-only file or was told to `SAVE` a snapshot (either is loaded).
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
@@ -148,6 +168,24 @@ impl RedisServer {
     /// Every key on the server with its PTTL (SCAN, not KEYS).
     pub fn keys_with_pttl(&self) -> Vec<(String, i64)> {
         scan_pttl(&mut self.client())
+    }
+
+    /// `INFO <section>`.
+    pub fn info(&self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.client())
+            .unwrap()
+    }
+
+    /// `CONFIG SET name value`.
+    pub fn config_set(&self, name: &str, value: &str) {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut self.client())
+            .unwrap();
     }
 }
 

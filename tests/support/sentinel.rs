@@ -26,11 +26,17 @@ impl SentinelSet {
     /// wait for one acknowledgement work again without waiting for the old primary to be
     /// demoted, which Sentinel does only on its next check of it.)
     pub fn start() -> SentinelSet {
+        Self::start_with(|primary| primary)
+    }
+
+    /// [`SentinelSet::start`], the replicas replicating from the port `link` gives for the
+    /// primary's (e.g. a proxy in front of it that can cut them off).
+    pub fn start_with(link: impl FnOnce(u16) -> u16) -> SentinelSet {
         let primary = RedisServer::start();
         let replica_of = [
             "--replicaof".to_string(),
             "127.0.0.1".into(),
-            primary.port().to_string(),
+            link(primary.port()).to_string(),
         ];
         let replicas = [
             RedisServer::start_with(&replica_of),
@@ -181,7 +187,8 @@ fn info(port: u16, section: &str) -> String {
         .unwrap_or_default()
 }
 
-fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+/// Waits (bounded by `within`) until `ready`; panics naming `what` if it never is.
+pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ready() {
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
