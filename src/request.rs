@@ -9,6 +9,7 @@
 mod json;
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -93,10 +94,16 @@ pub struct AuthzRequest {
     pub segments: Vec<String>,
     /// Decoded query parameters, in order.
     pub query: Vec<(String, String)>,
-    pub body: Body,
-    /// Paths of the JSON body's numbers that no double holds exactly (binding one is refused).
-    pub inexact_numbers: Vec<Vec<String>>,
+    /// The body, parsed on first use: public routes never pay for it.
+    parsed: OnceLock<ParsedBody>,
     pub context_extensions: HashMap<String, String>,
+}
+
+/// The parsed body and the paths of its numbers no double holds exactly.
+#[derive(Debug, Clone)]
+struct ParsedBody {
+    body: Body,
+    inexact: Vec<Vec<String>>,
 }
 
 impl AuthzRequest {
@@ -113,16 +120,31 @@ impl AuthzRequest {
         let query = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        let (body, inexact_numbers) = parse_body(&raw);
         Ok(Self {
             method: raw.method.to_ascii_uppercase(),
             host: raw.host.to_ascii_lowercase(),
             segments,
             query,
-            body,
-            inexact_numbers,
+            parsed: OnceLock::new(),
             context_extensions: raw.context_extensions.clone(),
             raw,
+        })
+    }
+
+    /// The parsed body (parsed once, on first use).
+    pub fn body(&self) -> &Body {
+        &self.parsed().body
+    }
+
+    /// Paths of the JSON body's numbers that no double holds exactly (binding one is refused).
+    pub fn inexact_numbers(&self) -> &[Vec<String>] {
+        &self.parsed().inexact
+    }
+
+    fn parsed(&self) -> &ParsedBody {
+        self.parsed.get_or_init(|| {
+            let (body, inexact) = parse_body(&self.raw);
+            ParsedBody { body, inexact }
         })
     }
 

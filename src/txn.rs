@@ -248,7 +248,7 @@ fn read(
         }
     };
     let body = |kind| TxnError::ContentType(field.name(), kind);
-    match (field, &req.body, format) {
+    match (field, req.body(), format) {
         (BindField::Path(p), ..) => Ok(params.get(p).map(|v| format!("s:{v}"))),
         (BindField::Query(q), ..) => single(
             req.query
@@ -263,7 +263,7 @@ fn read(
             Err(TxnError::BodyUnavailable(field.name()))
         }
         (BindField::Body(path), Body::Json(json), BodyFormat::Json) => {
-            if req.inexact_numbers.iter().any(|p| p == path) {
+            if req.inexact_numbers().iter().any(|p| p == path) {
                 return Err(TxnError::InexactNumber(field.name()));
             }
             // `null` is absence to most applications: bound as absent, never as a value.

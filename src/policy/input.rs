@@ -39,7 +39,7 @@ pub fn build_input(p: &InputParts<'_>) -> Value {
     for (k, v) in &p.req.query {
         parsed_query.entry(k).or_default().push(v);
     }
-    let parsed_body = match &p.req.body {
+    let parsed_body = match &p.req.body() {
         Body::Json(v) => v.clone(),
         Body::Form(pairs) => Value::Object(
             pairs
@@ -62,7 +62,7 @@ pub fn build_input(p: &InputParts<'_>) -> Value {
         "parsed_path": p.req.segments,
         "parsed_query": parsed_query,
         "parsed_body": parsed_body,
-        "truncated_body": p.req.body == Body::Truncated,
+        "truncated_body": *p.req.body() == Body::Truncated,
         "version": {"encoding": "protojson", "ext_authz": "v3"},
         "stepguard": stepguard_block(p),
     })

@@ -83,12 +83,12 @@ fn bodies_parse_by_content_type() {
     );
     r.body = br#"{"amount": 10}"#.to_vec();
     assert_eq!(
-        AuthzRequest::new(r.clone(), 8).unwrap().body,
+        AuthzRequest::new(r.clone(), 8).unwrap().body().clone(),
         Body::Json(serde_json::json!({"amount": 10}))
     );
     r.body = b"{not json".to_vec();
     assert!(matches!(
-        AuthzRequest::new(r.clone(), 8).unwrap().body,
+        AuthzRequest::new(r.clone(), 8).unwrap().body().clone(),
         Body::Invalid(JsonProblem::Syntax(_))
     ));
     r.headers.insert(
@@ -96,25 +96,28 @@ fn bodies_parse_by_content_type() {
         "application/x-www-form-urlencoded".into(),
     );
     r.body = b"amount=10&payee=bob".to_vec();
-    let Body::Form(pairs) = AuthzRequest::new(r.clone(), 8).unwrap().body else {
+    let Body::Form(pairs) = AuthzRequest::new(r.clone(), 8).unwrap().body().clone() else {
         panic!()
     };
     assert_eq!(pairs[1], ("payee".into(), "bob".into()));
     r.headers.insert("content-length".into(), "19".into());
     assert!(matches!(
-        AuthzRequest::new(r.clone(), 8).unwrap().body,
+        AuthzRequest::new(r.clone(), 8).unwrap().body().clone(),
         Body::Form(_)
     ));
     r.headers.insert("content-length".into(), "70000".into());
     assert_eq!(
-        AuthzRequest::new(r.clone(), 8).unwrap().body,
+        AuthzRequest::new(r.clone(), 8).unwrap().body().clone(),
         Body::Truncated,
         "declared longer than received"
     );
     r.headers.insert("content-length".into(), "19".into());
     r.headers
         .insert("x-envoy-auth-partial-body".into(), "true".into());
-    assert_eq!(AuthzRequest::new(r, 8).unwrap().body, Body::Truncated);
+    assert_eq!(
+        AuthzRequest::new(r, 8).unwrap().body().clone(),
+        Body::Truncated
+    );
 }
 
 #[test]
