@@ -702,3 +702,27 @@ async fn harness_envoy_fails_closed_without_stepguard() {
     assert_eq!(authz_http.hits(), 1);
     assert_eq!(upstream.hits(), 1);
 }
+
+/// The load driver's bootstraps (`examples/harness.rs envoy`, used by `scripts/load.sh`): the
+/// quickstart's direct responses behind stepguard, behind any ext_authz server, and behind none.
+#[test]
+fn load_driver_bootstraps_pass_envoy_validate() {
+    use stepguard::testkit::envoy::{Authz, Bootstrap, Routes};
+    for (authz, http) in [(false, false), (true, false), (true, true)] {
+        let yaml = Bootstrap {
+            listener_port: free_port(),
+            admin_port: free_port(),
+            authz: authz.then(|| Authz {
+                grpc_port: free_port(),
+                http_port: http.then(free_port),
+                timeout_ms: 500,
+            }),
+            routes: Routes::Demo,
+            otlp_port: None,
+        }
+        .yaml();
+        if let Err(output) = envoy::validate_yaml(&yaml) {
+            panic!("load bootstrap (authz {authz}, http {http}) is invalid:\n{output}\n{yaml}");
+        }
+    }
+}

@@ -217,12 +217,17 @@ async fn completion_consumption_revocation_and_refusal_are_recorded_and_redacted
     let id = challenged(&sidecar, SECRET_KEY_NAME).await;
     let weak = complete(&sidecar, &id, "aal2").await.unwrap_err();
     assert_eq!(weak.code(), tonic::Code::FailedPrecondition);
-    let granted = complete(&sidecar, &id, "aal3").await.unwrap();
+    let first_at = now();
+    let granted = complete_at(&sidecar, &id, "aal3", first_at).await.unwrap();
     assert_eq!(check(&sidecar, SECRET_KEY_NAME).await.0, 200, "consumed");
     assert_eq!(check(&sidecar, SECRET_KEY_NAME).await.0, 401, "single use");
 
     let other = challenged(&sidecar, "k2").await;
-    let second = complete_at(&sidecar, &other, "aal3", now() - 1)
+    // Another approval: another auth_time (one approval completes one challenge), within the
+    // completion skew of the challenge just issued, whatever second the clock is in now.
+    let t = now();
+    let second_at = if t - 1 == first_at { t } else { t - 1 };
+    let second = complete_at(&sidecar, &other, "aal3", second_at)
         .await
         .unwrap();
     let revoked = grants(&sidecar)

@@ -245,8 +245,16 @@ struct World {
 
 async fn world(inner: impl FnOnce(Arc<dyn Clock>) -> Arc<dyn GrantStore>) -> World {
     // Generous limits: the history, not the abuse limits, is under test.
+    // A budget and policy time limit wider than the quickstart's 250/100 ms, still under a
+    // hang's 2 s: the history is under test, not the speed of a loaded machine (a starved policy
+    // timing out would read as a live grant that did not approve).
     let config = quickstart(|t| {
-        t.replace(
+        t.replace("  budget_ms: 250\n", "  budget_ms: 1000\n")
+            .replace(
+                "  entrypoint: stepguard/authz/decision\n  timeout_ms: 100\n",
+                "  entrypoint: stepguard/authz/decision\n  timeout_ms: 800\n",
+            )
+            .replace(
             "  ttl_secs: 300\n",
             "  ttl_secs: 300\n  limits:\n    per_subject: {max: 100000, window_secs: 60}\n    per_source_ip: {max: 100000, window_secs: 60}\n    max_open_per_subject: 100000\n    max_attempts_per_transaction: 100000\n",
         )

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::envoy::{Envoy, EnvoyConfig, TempDir, bootstrap, manifest_dir};
+use crate::support::envoy::{Envoy, EnvoyConfig, TempDir, manifest_dir, traced_bootstrap};
 use crate::support::otlp::{Receiver, Span};
 use crate::support::ports::free_port;
 use crate::support::stack::{TRANSFER, header};
@@ -343,57 +343,6 @@ async fn check_span_continues_the_callers_trace() {
         in_check > 0,
         "no log line of check 1 carries its ids:\n{log}"
     );
-}
-
-/// The harness bootstrap with Envoy's OpenTelemetry tracer exporting to `otlp_port` (every
-/// request sampled, spans flushed one by one).
-fn traced_bootstrap(cfg: &EnvoyConfig, otlp_port: u16) -> String {
-    let yaml = bootstrap(cfg);
-    let hcm_anchor = "                use_remote_address: true\n";
-    assert!(yaml.contains(hcm_anchor) && yaml.contains("static_resources:\n"));
-    let tracing = r#"                tracing:
-                  random_sampling: { value: 100 }
-                  provider:
-                    name: envoy.tracers.opentelemetry
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
-                      service_name: envoy-test
-                      grpc_service:
-                        envoy_grpc:
-                          cluster_name: otel_collector
-                        timeout: 1s
-"#;
-    let runtime = r#"layered_runtime:
-  layers:
-    - name: otel
-      static_layer:
-        tracing.opentelemetry.min_flush_spans: 1
-        tracing.opentelemetry.flush_interval_ms: 100
-
-static_resources:
-"#;
-    let cluster = format!(
-        r#"
-    - name: otel_collector
-      type: STATIC
-      connect_timeout: 0.25s
-      typed_extension_protocol_options:
-        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config:
-            http2_protocol_options: {{}}
-      load_assignment:
-        cluster_name: otel_collector
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    socket_address: {{ address: 127.0.0.1, port_value: {otlp_port} }}
-"#
-    );
-    yaml.replace(hcm_anchor, &format!("{hcm_anchor}{tracing}"))
-        .replace("static_resources:\n", runtime)
-        + &cluster
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,15 @@
 //! Start a real Envoy in front of stepguard for integration tests.
 //!
-//! The generated bootstrap mirrors `deploy/local/envoy.yaml` (same HCM path
-//! handling, same ext_authz settings) but routes to a real upstream cluster
-//! instead of direct responses, and every port comes from the test.
+//! The bootstrap comes from the test kit (`stepguard::testkit::envoy`), which generates it from
+//! `deploy/local/envoy.yaml` itself (same HCM path handling, same ext_authz settings), routed to
+//! a real upstream cluster instead of direct responses, every port from the test.
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use super::ports::free_port;
 
 /// How long `Envoy::start` waits for admin `/ready` and the listener.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -37,224 +34,10 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// Root of the crate, for finding `deploy/` files from tests.
-pub fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Ports and timeout of one generated Envoy bootstrap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvoyConfig {
-    /// Plain-HTTP listener on 127.0.0.1 that tests send requests to.
-    pub listener_port: u16,
-    /// Envoy admin on 127.0.0.1 (`/ready`, `/stats`, ...).
-    pub admin_port: u16,
-    /// stepguard's gRPC port (ext_authz `Check`, HTTP/2).
-    pub authz_grpc_port: u16,
-    /// stepguard's HTTP port (`/.stepguard/callback`, health, metrics).
-    pub authz_http_port: u16,
-    /// The application upstream (e.g. an `EchoUpstream`).
-    pub upstream_port: u16,
-    /// ext_authz gRPC timeout in milliseconds (500 in the deploy configs).
-    pub timeout_ms: u64,
-}
-
-impl EnvoyConfig {
-    /// Fresh free listener and admin ports, a 500 ms ext_authz timeout.
-    pub fn new(authz_grpc_port: u16, authz_http_port: u16, upstream_port: u16) -> Self {
-        Self {
-            listener_port: free_port(),
-            admin_port: free_port(),
-            authz_grpc_port,
-            authz_http_port,
-            upstream_port,
-            timeout_ms: 500,
-        }
-    }
-}
-
-/// A route tagged with `context_extensions`, the way a service owner tags a
-/// route in Envoy/Istio (`stepguard.action: <action>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteTag {
-    /// RE2 regex matched against the whole path (query excluded), e.g.
-    /// `/v1/payments/[^/]+/approve`.
-    pub path_regex: String,
-    /// Value of the `stepguard.action` context extension.
-    pub action: String,
-}
-
-impl RouteTag {
-    pub fn new(path_regex: impl Into<String>, action: impl Into<String>) -> Self {
-        Self {
-            path_regex: path_regex.into(),
-            action: action.into(),
-        }
-    }
-}
-
-/// The route tags every generated bootstrap has.
-pub fn default_route_tags() -> Vec<RouteTag> {
-    vec![RouteTag::new(
-        "/v1/payments/[^/]+/approve",
-        "payments.approve",
-    )]
-}
-
-/// Bootstrap YAML for `cfg` with the default route tags.
-///
-/// Routes, first match wins:
-/// 1. prefix `/.stepguard/` → stepguard HTTP (`authz_http_port`), ext_authz disabled;
-/// 2. regex `/v1/payments/[^/]+/approve` (any method) → upstream, tagged
-///    `stepguard.action: payments.approve`;
-/// 3. prefix `/public` → upstream;
-/// 4. prefix `/v1/` → upstream;
-/// 5. prefix `/` → upstream (catch-all, still checked by ext_authz).
-pub fn bootstrap(cfg: &EnvoyConfig) -> String {
-    bootstrap_with_tags(cfg, &default_route_tags())
-}
-
-/// Bootstrap YAML for `cfg`; `tags` become tagged routes placed after the
-/// `/.stepguard/` route and before the untagged ones, in the given order.
-pub fn bootstrap_with_tags(cfg: &EnvoyConfig, tags: &[RouteTag]) -> String {
-    let EnvoyConfig {
-        listener_port,
-        admin_port,
-        authz_grpc_port,
-        authz_http_port,
-        upstream_port,
-        timeout_ms,
-    } = *cfg;
-    let timeout = format!("{}.{:03}s", timeout_ms / 1000, timeout_ms % 1000);
-
-    let mut tagged_routes = String::new();
-    for tag in tags {
-        write!(
-            tagged_routes,
-            r#"
-                        - match:
-                            safe_regex: {{ regex: {regex} }}
-                          route: {{ cluster: upstream }}
-                          typed_per_filter_config:
-                            envoy.filters.http.ext_authz:
-                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                              check_settings:
-                                context_extensions:
-                                  stepguard.action: {action}"#,
-            regex = yaml_str(&tag.path_regex),
-            action = yaml_str(&tag.action),
-        )
-        .expect("write to String");
-    }
-
-    format!(
-        r#"# Generated by tests/it/support/envoy.rs for one integration test.
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
-
-static_resources:
-  listeners:
-    - name: ingress
-      address:
-        socket_address: {{ address: 127.0.0.1, port_value: {listener_port} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress_http
-                codec_type: AUTO
-                normalize_path: true
-                merge_slashes: true
-                path_with_escaped_slashes_action: REJECT_REQUEST
-                use_remote_address: true
-                http_filters:
-                  - name: envoy.filters.http.ext_authz
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-                      transport_api_version: V3
-                      grpc_service:
-                        envoy_grpc:
-                          cluster_name: stepguard
-                        timeout: {timeout}
-                      failure_mode_allow: false
-                      status_on_error:
-                        code: ServiceUnavailable
-                      with_request_body:
-                        max_request_bytes: 65536
-                        allow_partial_message: true
-                      include_peer_certificate: true
-                      metadata_context_namespaces:
-                        - envoy.filters.http.jwt_authn
-                  - name: envoy.filters.http.router
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-                route_config:
-                  name: test
-                  virtual_hosts:
-                    - name: test
-                      domains: ["*"]
-                      routes:
-                        - match: {{ prefix: "/.stepguard/" }}
-                          route: {{ cluster: stepguard_http }}
-                          typed_per_filter_config:
-                            envoy.filters.http.ext_authz:
-                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                              disabled: true{tagged_routes}
-                        - match: {{ prefix: "/public" }}
-                          route: {{ cluster: upstream }}
-                        - match: {{ prefix: "/v1/" }}
-                          route: {{ cluster: upstream }}
-                        - match: {{ prefix: "/" }}
-                          route: {{ cluster: upstream }}
-
-  clusters:
-    - name: stepguard
-      type: STATIC
-      connect_timeout: 0.25s
-      typed_extension_protocol_options:
-        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config:
-            http2_protocol_options: {{}}
-      load_assignment:
-        cluster_name: stepguard
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    socket_address: {{ address: 127.0.0.1, port_value: {authz_grpc_port} }}
-
-    - name: stepguard_http
-      type: STATIC
-      connect_timeout: 0.25s
-      load_assignment:
-        cluster_name: stepguard_http
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    socket_address: {{ address: 127.0.0.1, port_value: {authz_http_port} }}
-
-    - name: upstream
-      type: STATIC
-      connect_timeout: 0.25s
-      load_assignment:
-        cluster_name: upstream
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }}
-"#
-    )
-}
-
-/// A double-quoted YAML scalar (JSON string syntax is valid YAML).
-fn yaml_str(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
+pub use stepguard::testkit::envoy::{
+    EnvoyConfig, RouteTag, bootstrap, bootstrap_with_tags, traced_bootstrap,
+};
+pub use stepguard::testkit::manifest_dir;
 
 /// A process-unique `--base-id`, so parallel tests (and parallel test
 /// binaries) never share Envoy's hot-restart shared memory / sockets.

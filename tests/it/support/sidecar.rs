@@ -9,8 +9,6 @@ use stepguard::app::App;
 use stepguard::config::Config;
 use tokio::sync::oneshot;
 
-use super::envoy::manifest_dir;
-
 /// A running sidecar; stopped (drained) on drop.
 pub struct Sidecar {
     pub grpc: SocketAddr,
@@ -20,11 +18,7 @@ pub struct Sidecar {
 }
 
 /// The quickstart config with `edit` applied to its text, resolved against deploy/local.
-pub fn quickstart(edit: impl Fn(String) -> String) -> Config {
-    let dir = manifest_dir().join("deploy/local");
-    let text = std::fs::read_to_string(dir.join("stepguard.yaml")).unwrap();
-    Config::parse(&edit(text), Path::new(&dir)).unwrap()
-}
+pub use stepguard::testkit::config as quickstart;
 
 impl Sidecar {
     /// Starts the quickstart sidecar (config edited by `edit`).
@@ -123,9 +117,11 @@ pub fn with_redis(url: &str, timeout_ms: u64) -> impl Fn(String) -> String {
 
 /// The quickstart with its grants section replaced, parsed and validated.
 pub fn parse_grants(section: &str) -> Result<Config, stepguard::config::ConfigError> {
-    let dir = manifest_dir().join("deploy/local");
-    let text = std::fs::read_to_string(dir.join("stepguard.yaml")).unwrap();
-    Config::parse(&with_grants(section.to_string())(text), &dir)
+    let text = stepguard::testkit::config::quickstart_text();
+    Config::parse(
+        &with_grants(section.to_string())(text),
+        Path::new(stepguard::testkit::DIR),
+    )
 }
 
 /// The field a validation error names.

@@ -70,7 +70,14 @@ impl StepUpStack {
         let spool = dir.path().join("spool");
         let sidecar = Sidecar::start(move |t| {
             let t = with_redis(&redis_url, (budget_ms * 4 / 5).min(1000))(t)
-                .replace("  budget_ms: 250\n", &format!("  budget_ms: {budget_ms}\n"));
+                .replace("  budget_ms: 250\n", &format!("  budget_ms: {budget_ms}\n"))
+                .replace(
+                    "  entrypoint: stepguard/authz/decision\n  timeout_ms: 100\n",
+                    &format!(
+                        "  entrypoint: stepguard/authz/decision\n  timeout_ms: {}\n",
+                        budget_ms * 2 / 5
+                    ),
+                );
             // The evidence spool in this stack's directory.
             let start = t.find("\nevidence:\n").unwrap();
             let t = format!(
