@@ -39,7 +39,7 @@
 # generated configs and logs).
 #
 # Environment: ENVOY (default .tools/venv/bin/envoy), MIX_SECONDS (10), MIX_CONNS (10),
-# H2_REQUESTS (10000), H2_CONNS (4), H2_STREAMS (1), RUN_TIMEOUT (60 s), SKIP_BUILD=1,
+# H2_REQUESTS (10000), H2_CONNS (4), H2_STREAMS (1), RUN_TIMEOUT (60 s), SKIP_BUILD=1, BIN,
 # CARGO_JOBS (passed to cargo -j), RESULTS (a file to also write the summary to).
 set -euo pipefail
 
@@ -142,7 +142,7 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
     nice cargo build --release ${CARGO_JOBS:+-j "$CARGO_JOBS"} --features testkit \
         --bin stepguard --example allow_all --example mint_token --example otlp_sink --example harness
 fi
-BIN="$ROOT/target/release"
+BIN="${BIN:-$ROOT/target/release}"   # BIN=target/debug with SKIP_BUILD=1: a quick smoke run
 HARNESS="$BIN/examples/harness"
 for b in "$BIN/stepguard" "$BIN/examples/allow_all" "$BIN/examples/mint_token" "$BIN/examples/otlp_sink" "$HARNESS"; do
     [[ -x "$b" ]] || die "$b not built"
