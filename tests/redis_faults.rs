@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use stepguard::clock::ManualClock;
 use stepguard::decision::Verdict;
-use stepguard::grant::{
-    Challenge, Grant, GrantError, GrantStore, IssueLimits, Rate, RateScope, RedisStore,
-};
+use stepguard::grant::{Challenge, Grant, GrantError, GrantStore, RedisStore};
 use stepguard::pipeline::Pipeline;
 use stepguard::request::RawRequest;
 use support::blackhole::Blackhole;
@@ -102,6 +100,8 @@ fn store_state(server: &RedisServer) -> Vec<(String, Option<String>)> {
     keys
 }
 
+use stepguard::challenge::limits::{IssueLimits, Rate, RateScope};
+
 /// A challenge for `digest` issued straight to the store, with a per-subject rate limit.
 async fn issue(store: &dyn GrantStore, id: &str, digest: &str) -> Result<(), GrantError> {
     let limits = IssueLimits {
@@ -115,8 +115,7 @@ async fn issue(store: &dyn GrantStore, id: &str, digest: &str) -> Result<(), Gra
         max_attempts: Some(100),
     };
     let now = now();
-    store
-        .issue_challenge(challenge(id, digest, now), &limits, now)
+    stepguard::challenge::limits::issue(store, challenge(id, digest, now), &limits, now)
         .await
         .map(|_| ())
 }
