@@ -28,7 +28,10 @@ type Counters = HashMap<(String, i64), (u64, i64)>;
 struct Inner {
     grants: HashMap<String, Grant>,
     challenges: HashMap<String, Challenge>,
-    /// Fixed-window counters ([`GrantStore::tally`]).
+    /// Fixed-window counters with a max ([`GrantStore::tally`]): limits, which plain counters
+    /// never take the room of.
+    limited: Counters,
+    /// Fixed-window counters without a max.
     counters: Counters,
     /// Subject tag → its transactions with an open challenge (digest, expiry).
     open: HashMap<String, Vec<(String, i64)>>,
@@ -301,7 +304,11 @@ impl GrantStore for MemoryStore {
         let mut inner = self.lock()?;
         let mut tally = Tally::default();
         for c in counters {
-            let (n, _) = count(&mut inner.counters, self.max_entries, c.name, c.window, now)?;
+            let map = match c.max {
+                Some(_) => &mut inner.limited,
+                None => &mut inner.counters,
+            };
+            let (n, _) = count(map, self.max_entries, c.name, c.window, now)?;
             tally.counts.push(n);
             if c.max.is_some_and(|max| n > max) {
                 tally.marks = vec![false; marks.len()];

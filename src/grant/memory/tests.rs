@@ -193,6 +193,7 @@ async fn completions_work_when_every_other_map_is_full() {
         // soonest network marks); the completion's own maps are untouched.
         let full = [
             ("challenges", inner.challenges.len()),
+            ("limited", inner.limited.len()),
             ("counters", inner.counters.len()),
             ("open", inner.open.len()),
             ("attempts", inner.attempts.len()),
@@ -305,7 +306,7 @@ async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
         );
     }
     assert_eq!(
-        store.inner.lock().unwrap().counters.len(),
+        store.inner.lock().unwrap().limited.len(),
         2,
         "the subject's counter and its first IP's"
     );
