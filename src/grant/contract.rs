@@ -61,8 +61,10 @@ pub fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
     }
 }
 
-/// Every check of this suite, in turn.
+/// Every check of this suite, in turn, under `<tag>-store` (apart from the limits contract's
+/// keys under `tag` on the same store).
 pub async fn assert_all(store: Arc<dyn GrantStore>, tag: &str, now: i64) {
+    let tag = &format!("{tag}-store");
     assert_grant_lifecycle(&*store, tag, now).await;
     assert_consumed_exactly_once(store.clone(), tag, 20, now).await;
     assert_open_cap(&*store, tag, now).await;
