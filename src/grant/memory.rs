@@ -1,9 +1,10 @@
 //! The in-memory grant store: one process. Each map is bounded on its own, at `max_entries`
-//! entries: when one is full its expired entries are swept; then remembered networks are
+//! entries: when one is full its expired entries are swept; then marks (remembered networks) are
 //! forgotten, soonest to expire first (a forgotten network is only new again: stricter), and any
 //! other map still full refuses the one operation that needs room in it (`GrantError::Full`, a
-//! 503) and nothing else. Network marks, counters and other subjects' challenges never take
-//! the room of the claims and grants a completion writes.
+//! 503) and nothing else. Marks, counters and other subjects' challenges never take the room of
+//! the claims and grants a completion writes, and plain counters never that of counters with a
+//! max (the limits).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
