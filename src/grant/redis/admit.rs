@@ -135,12 +135,13 @@ impl RedisStore {
     }
 
     /// Counts `counters` (some with a max) with the count script: one call on a single server,
-    /// on a cluster one per slot, in order, stopping after a counter over its max.
+    /// on a cluster one per slot, in order, stopping after a counter over its max. The counts,
+    /// and whether counting stopped at a max.
     pub(super) async fn count_limited(
         &self,
         counters: &[Counter<'_>],
         now: i64,
-    ) -> Result<Vec<u64>, GrantError> {
+    ) -> Result<(Vec<u64>, bool), GrantError> {
         let mut keyed = Vec::with_capacity(counters.len());
         for c in counters {
             let (index, end) = window_of(c.window, now);
@@ -161,6 +162,7 @@ impl RedisStore {
                 vec![&keyed[..]]
             };
             let mut counts = Vec::with_capacity(keyed.len());
+            let mut stopped = false;
             for group in groups {
                 let mut invocation = self.count.prepare_invoke();
                 for (key, max, ttl) in group {
@@ -170,7 +172,7 @@ impl RedisStore {
                     .invoke_async(&mut conn)
                     .await
                     .map_err(redis_err("tally"))?;
-                let stopped = got.len() < group.len()
+                stopped = got.len() < group.len()
                     || got.iter().zip(group).any(|(n, (_, max, _))| {
                         *max >= 0 && *n > u64::try_from(*max).unwrap_or(u64::MAX)
                     });
@@ -179,7 +181,7 @@ impl RedisStore {
                     break;
                 }
             }
-            Ok(counts)
+            Ok((counts, stopped))
         })
         .await
     }

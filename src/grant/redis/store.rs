@@ -199,27 +199,17 @@ impl GrantStore for RedisStore {
         let unlimited = counters.iter().all(|c| c.max.is_none());
         let mut counts = Vec::new();
         if !unlimited {
-            counts = self.count_limited(counters, now).await?;
-            if counts.len() < counters.len()
-                || counts
-                    .iter()
-                    .zip(counters)
-                    .any(|(n, c)| c.max.is_some_and(|max| *n > max))
-            {
+            let stopped;
+            (counts, stopped) = self.count_limited(counters, now).await?;
+            if stopped || marks.is_empty() {
                 let marks = vec![false; marks.len()];
                 return Ok(Tally { counts, marks });
             }
-            if marks.is_empty() {
-                return Ok(Tally {
-                    counts,
-                    marks: vec![],
-                });
-            }
         }
         let bad = || GrantError::Unavailable("counter or mark name is not a valid key".into());
-        // Counters without a max and the marks: one pipeline, one round trip (on a cluster the
-        // client sends each node its commands). A counter gets its TTL with NX: set once, when
-        // the window's first event creates it.
+        // Counters without a max and the marks: one pipeline, one round trip on a single server
+        // (per slot, command by command, on a cluster). A counter gets its TTL with NX: set
+        // once, when the window's first event creates it.
         let mut pipe = redis::pipe();
         if unlimited {
             for c in counters {
@@ -247,7 +237,10 @@ impl GrantStore for RedisStore {
                     .map_err(redis_err("tally"))
             })
             .await?;
-        let (counted, seen) = read.split_at(if unlimited { counters.len() } else { 0 });
+        let (counted, seen) = read
+            .split_at_checked(if unlimited { counters.len() } else { 0 })
+            .filter(|(_, seen)| seen.len() == marks.len())
+            .ok_or_else(|| GrantError::Unavailable("redis tally: short answer".into()))?;
         if unlimited {
             counts = counted.to_vec();
         }
