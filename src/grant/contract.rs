@@ -33,6 +33,26 @@ pub fn grant(digest: &str, uses: Option<u32>, now: i64) -> Grant {
     }
 }
 
+/// The grant a completion mints for challenge `c` at `now` (its terms, `aal3` with a hardware
+/// key): what a store test writes to stand for a user who stepped up.
+pub fn minted(c: &Challenge, now: i64) -> Grant {
+    Grant {
+        id: format!("grant-{}", c.id),
+        digest: c.digest.clone(),
+        subject: c.subject.clone(),
+        action: c.action.clone(),
+        acr: "aal3".into(),
+        amr: vec!["hwk".into()],
+        auth_time: now,
+        method: "oidc".into(),
+        challenge_id: Some(c.id.clone()),
+        issued_at: now,
+        expires_at: now + c.terms.ttl,
+        uses_left: c.terms.single_use.then_some(1),
+        policy_revision: None,
+    }
+}
+
 /// An open challenge `id` for `digest`, issued at `now`, valid 300 s.
 pub fn challenge(id: &str, digest: &str, now: i64) -> Challenge {
     Challenge {

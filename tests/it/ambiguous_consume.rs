@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::blackhole::Blackhole;
 use crate::support::load::{decide, transfer, unlimited};
+use crate::support::records::minted;
 use crate::support::redis::RedisServer;
 use crate::support::sidecar::with_redis;
 use crate::support::tokens::{now, token};
 use stepguard::decision::Verdict;
-use stepguard::grant::{Challenge, Grant};
+use stepguard::grant::Challenge;
 use stepguard::pipeline::Pipeline;
 
 /// Challenges `amount` and mints the single-use grant a completed step-up would.
@@ -28,24 +29,7 @@ async fn granted(p: &Pipeline, t: &str, amount: u64) -> Challenge {
         .await
         .unwrap()
         .unwrap();
-    p.grants
-        .put_grant(Grant {
-            id: format!("grant-{}", c.id),
-            digest: c.digest.clone(),
-            subject: c.subject.clone(),
-            action: c.action.clone(),
-            acr: "aal3".into(),
-            amr: vec!["hwk".into()],
-            auth_time: now(),
-            method: "oidc".into(),
-            challenge_id: Some(c.id.clone()),
-            issued_at: now(),
-            expires_at: now() + c.terms.ttl,
-            uses_left: Some(1),
-            policy_revision: None,
-        })
-        .await
-        .unwrap();
+    p.grants.put_grant(minted(&c, now())).await.unwrap();
     c
 }
 

@@ -8,13 +8,13 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use crate::support::load::{decide, drive, load, transfer, unlimited};
+use crate::support::records::minted;
 use crate::support::redis::RedisServer;
 use crate::support::sidecar::{Sidecar, quickstart, with_redis};
 use crate::support::tokens::{now, token};
 use serde_json::Value;
 use stepguard::app::App;
 use stepguard::decision::Verdict;
-use stepguard::grant::Grant;
 use stepguard::pipeline::Pipeline;
 
 /// Answers within the budget plus this.
@@ -46,24 +46,7 @@ async fn a_challenge_from_one_replica_is_completed_and_consumed_through_another(
         .unwrap()
         .expect("challenge shared through Redis");
     assert_eq!(Some(&c.digest), d.transaction.as_ref());
-    b.grants
-        .put_grant(Grant {
-            id: format!("grant-{}", c.id),
-            digest: c.digest.clone(),
-            subject: c.subject.clone(),
-            action: c.action.clone(),
-            acr: "aal3".into(),
-            amr: vec!["hwk".into()],
-            auth_time: now(),
-            method: "oidc".into(),
-            challenge_id: Some(c.id.clone()),
-            issued_at: now(),
-            expires_at: now() + c.terms.ttl,
-            uses_left: c.terms.single_use.then_some(1),
-            policy_revision: None,
-        })
-        .await
-        .unwrap();
+    b.grants.put_grant(minted(&c, now())).await.unwrap();
     assert!(b.grants.close_challenge(&c).await.unwrap());
 
     // Another amount is another transaction, on either replica.

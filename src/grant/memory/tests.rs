@@ -1,49 +1,14 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::grant::{GrantTerms, Requirement};
 
-pub(crate) fn grant(digest: &str, uses: Option<u32>, now: i64) -> Grant {
-    Grant {
-        id: format!("g-{digest}"),
-        digest: digest.into(),
-        subject: "iss|alice".into(),
-        action: "payments.transfer".into(),
-        acr: "aal2".into(),
-        amr: vec!["otp".into()],
-        auth_time: now,
-        method: "oidc".into(),
-        challenge_id: Some("c1".into()),
-        issued_at: now,
-        expires_at: now + 60,
-        uses_left: uses,
-        policy_revision: None,
-    }
-}
+pub(crate) use crate::grant::contract::grant;
 
+/// A challenge for digest `d` as the memory store's own tests want it (no attempts counted yet).
 fn challenge(id: &str, now: i64) -> Challenge {
     Challenge {
-        id: id.into(),
-        digest: "d".into(),
-        subject: "iss|alice".into(),
-        action: "payments.transfer".into(),
-        requirement: Requirement {
-            acr_values: vec!["aal2".into()],
-            max_age: 0,
-        },
-        terms: GrantTerms {
-            single_use: true,
-            ttl: 60,
-        },
-        issued_at: now,
-        expires_at: now + 300,
-        return_to: "/".into(),
-        nonce: "n".into(),
-        pkce_verifier: "v".into(),
         attempts: 0,
-        browser_binding: None,
-        authorization_details: None,
-        policy_revision: None,
+        ..crate::grant::contract::challenge(id, "d", now)
     }
 }
 
