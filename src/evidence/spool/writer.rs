@@ -178,10 +178,22 @@ impl Writer {
             return Ok(Vec::new());
         }
         let over = self.total + need - self.settings.max_bytes;
-        let deleted = files::delete_oldest(&self.settings.dir, over);
+        let shipped = self.settings.shipped.as_ref();
+        let deleted = files::delete_oldest(&self.settings.dir, over, |chain| {
+            shipped.map_or(u64::MAX, |s| s.upto(chain))
+        });
         if !deleted.is_empty() {
             tracing::warn!(?deleted, "evidence spool full: oldest segments deleted");
             self.total = files::spool_bytes(&self.settings.dir);
+        }
+        if shipped.is_some() && self.total + need > self.settings.max_bytes {
+            // Only shipped segments may go: the rest is refused until shipping catches up.
+            self.stats.available.store(false, Ordering::Release);
+            return Err(format!(
+                "evidence spool full: {} of {} bytes (evidence.spool.max_bytes), and the oldest \
+                 segments are not shipped yet (evidence.stream): nothing unshipped is deleted",
+                self.total, self.settings.max_bytes
+            ));
         }
         Ok(deleted)
     }
