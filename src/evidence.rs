@@ -179,6 +179,13 @@ pub trait Evidence: Send + Sync + 'static {
         None
     }
 
+    /// False while the sink is known to be failing (its last write or sync failed and it has
+    /// not been reopened since): the pipeline then spends no grant on an approval it could not
+    /// record. True for sinks that cannot tell.
+    fn writable(&self) -> bool {
+        true
+    }
+
     /// Where shipping stands, shared with the spool so `delete_oldest` keeps what is not
     /// shipped yet; `None` for sinks without a spool or when nothing ships.
     fn shipped(&self) -> Option<Shipped> {

@@ -18,8 +18,11 @@
 //!   deleted: at the cap with the oldest segment unshipped (a shipping outage), records are
 //!   refused — approvals become 503 — until shipping catches up; unshipped evidence is never
 //!   deleted.
-//! - **Failure.** A spool that cannot be opened or written fails the records (approvals become
-//!   503) and is reopened at most once per second.
+//! - **Failure.** A spool that cannot be opened or written (a `write` or `fdatasync` error) fails
+//!   the records (approvals become 503): the failed batch is cut off the segment, never counted
+//!   as durable, and the chain continues after the last durable record once the spool is
+//!   reopened — by the writer itself, at most once per second, whether records arrive or not.
+//!   While it is broken the pipeline spends no grant ([`Evidence::writable`]).
 
 pub(super) mod files;
 mod writer;
@@ -142,6 +145,8 @@ pub struct SpoolStats {
 #[derive(Default)]
 struct Stats {
     available: AtomicBool,
+    /// A write, sync or open failed and the spool has not been reopened since.
+    broken: AtomicBool,
     queued: AtomicU64,
     bytes: AtomicU64,
     chain: Mutex<String>,
@@ -275,6 +280,10 @@ impl Evidence for SpoolEvidence {
 
     fn shipped(&self) -> Option<Shipped> {
         self.shipped.clone()
+    }
+
+    fn writable(&self) -> bool {
+        !self.stats.broken.load(Ordering::Acquire)
     }
 }
 

@@ -395,6 +395,25 @@ async fn delete_oldest_never_deletes_what_is_not_shipped() {
 }
 
 #[tokio::test]
+async fn a_broken_spool_is_not_writable_and_reopens_by_itself() {
+    let tmp = TempDir::new("broken-reopens");
+    let dir = tmp.path().join("spool");
+    std::fs::write(&dir, b"a file where the directory should be").unwrap();
+    let (spool, public) = open(settings(&dir));
+    assert!(!Evidence::writable(&spool), "grants are not spent on it");
+    std::fs::remove_file(&dir).unwrap();
+    // No record arrives: the writer reopens it on its own (every `retry`, 20 ms here).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Evidence::writable(&spool) {
+        assert!(Instant::now() < deadline, "the spool was not reopened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(spool.stats().available);
+    verify_ok(&dir, &public);
+    spool.close().await;
+}
+
+#[tokio::test]
 async fn an_unwritable_spool_fails_records_until_it_can_be_written() {
     let tmp = TempDir::new("unwritable");
     let dir = tmp.path().join("spool");
