@@ -267,7 +267,7 @@ async fn eio_on_fdatasync_and_enospc_on_write_refuse_approvals_and_burn_nothing(
     grant_approves_exactly_once(&served, "k-eio", &mut seen).await;
 
     // ENOSPC from write(2) on the segment being written.
-    let chain = audit::expand(&[spool.clone()]).unwrap();
+    let chain = audit::expand(std::slice::from_ref(&spool)).unwrap();
     let segment = chain.iter().max().unwrap().clone();
     let strace = inject(pid, "write", "write:error=ENOSPC", Some(&segment));
     during_fault(&served, "enospc", "k-enospc").await;
@@ -277,7 +277,7 @@ async fn eio_on_fdatasync_and_enospc_on_write_refuse_approvals_and_burn_nothing(
 
     served.stop();
     let key = PublicKey::load(&evidence_public_key()).unwrap();
-    let report = audit::verify(&[spool.clone()], &[key]).unwrap();
+    let report = audit::verify(std::slice::from_ref(&spool), &[key]).unwrap();
     assert!(report.ok(), "{report}");
     assert_eq!(report.chains.len(), 1, "one chain, continued: {report}");
     let allows = recorded_allows(&spool);
