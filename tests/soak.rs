@@ -260,6 +260,9 @@ struct Sample {
     at: u64,
     rss_kib: u64,
     files: usize,
+    threads: usize,
+    /// Decision records read so far (the throughput).
+    decisions: u64,
     /// Keys living at most `SHORT_TTL`.
     keys: Option<u64>,
     long_keys: Option<u64>,
@@ -422,6 +425,8 @@ fn soak_mixed_load_with_redis_restarts_storms_and_reloads() {
                 at: t,
                 rss_kib: sidecar.rss_kib(),
                 files: sidecar.open_files(),
+                threads: sidecar.threads(),
+                decisions: tail.audit.decisions,
                 keys: keys.as_ref().map(|k| k.short),
                 long_keys: keys.as_ref().map(|k| k.long),
                 untimed: keys.as_ref().map(|k| k.untimed),

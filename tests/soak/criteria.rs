@@ -73,15 +73,19 @@ impl Report<'_> {
         eprintln!(
             "samples (t s, RSS MiB, open files, Redis keys short-lived + long-lived, spool KiB):"
         );
-        for x in s {
+        for (i, x) in s.iter().enumerate() {
+            let previous = i.checked_sub(1).map(|p| &s[p]);
+            let rate = previous.map_or(0, |p| (x.decisions - p.decisions) / (x.at - p.at).max(1));
             eprintln!(
-                "  {:>5} {:>7.1} {:>4} {:>6} + {:>6} {:>6}",
+                "  {:>5} {:>7.1} {:>4} {:>6} + {:>6} {:>6} {:>4} {:>5}",
                 x.at,
                 x.rss_kib as f64 / 1024.0,
                 x.files,
                 x.keys.map_or("-".into(), |k| k.to_string()),
                 x.long_keys.map_or("-".into(), |k| k.to_string()),
-                x.spool / 1024
+                x.spool / 1024,
+                x.threads,
+                rate
             );
         }
         eprintln!("Redis keys at the last sample (shape: keys, longest TTL s):");

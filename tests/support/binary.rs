@@ -114,6 +114,13 @@ impl Served {
             .unwrap_or(0)
     }
 
+    /// Threads of the process.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// SIGTERM, and waits for a clean exit (the spool closed with its shutdown checkpoint).
     pub fn stop(&mut self) {
         let status = Command::new("kill")
