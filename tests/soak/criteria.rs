@@ -55,9 +55,16 @@ impl Report<'_> {
 
         let rss_ok = rss_b <= rss_a + (rss_a / 10).max(8 * 1024);
         let fd_ok = fd_b <= fd_a + 16;
-        let a_ = self.audit;
-        // One first-use claim per grant spent, two known-network marks per subject.
-        let long_bound = a_.grant_allows + 2 * SUBJECTS + 100;
+        // One first-use claim per grant consumed — at most one per stepped-up request, whatever
+        // it was answered (a consume whose decision then ran out of budget is not an approval)
+        // — and two known-network marks per subject.
+        let stepped_up: u64 = seen
+            .answers
+            .iter()
+            .filter(|((k, _), _)| *k == "stepped_up")
+            .map(|(_, n)| n)
+            .sum();
+        let long_bound = stepped_up + 2 * SUBJECTS + 100;
         let keys_ok = keys_b <= keys_a + keys_a / 4 + 100
             && untimed == 0
             && long <= long_bound
@@ -109,7 +116,7 @@ impl Report<'_> {
         );
         eprintln!(
             "  [{}] Redis keys flat: short-lived (TTL <= 600 s) max A {keys_a}, max B {keys_b} (B <= 1.25 A + 100); \
-             long-lived max {long} (<= grants spent + 2 per subject + 100 = {long_bound}), longest TTL {longest} s (<= 2 days); \
+             long-lived max {long} (<= stepped-up requests + 2 per subject + 100 = {long_bound}), longest TTL {longest} s (<= 2 days); \
              keys without TTL: {untimed}",
             pass(keys_ok)
         );
