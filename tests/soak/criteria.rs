@@ -53,7 +53,13 @@ impl Report<'_> {
             .map(|(_, n)| n)
             .sum();
 
-        let rss_ok = rss_b <= rss_a + (rss_a / 10).max(8 * 1024);
+        // A short run (the 2-minute one in scripts/test) is still filling the allocator's
+        // per-thread arenas: it catches gross growth only.
+        let (share, floor) = match self.secs {
+            0..300 => (4, 32 * 1024),
+            _ => (10, 8 * 1024),
+        };
+        let rss_ok = rss_b <= rss_a + (rss_a / share).max(floor);
         let fd_ok = fd_b <= fd_a + 16;
         // One first-use claim per grant consumed — at most one per stepped-up request, whatever
         // it was answered (a consume whose decision then ran out of budget is not an approval)
@@ -105,10 +111,12 @@ impl Report<'_> {
         }
         eprintln!("criteria:");
         eprintln!(
-            "  [{}] RSS flat: max A {:.1} MiB, max B {:.1} MiB (B <= A + max(10%, 8 MiB))",
+            "  [{}] RSS flat: max A {:.1} MiB, max B {:.1} MiB (B <= A + max({}%, {} MiB))",
             pass(rss_ok),
             rss_a as f64 / 1024.0,
-            rss_b as f64 / 1024.0
+            rss_b as f64 / 1024.0,
+            100 / share,
+            floor / 1024
         );
         eprintln!(
             "  [{}] open files flat: max A {fd_a}, max B {fd_b} (B <= A + 16)",
