@@ -1,4 +1,4 @@
-//! Decision benchmarks (criterion): `cargo bench --bench decision`.
+//! Decision benchmarks (criterion): `cargo bench --features testkit --bench decision`.
 //!
 //! Groups:
 //! - `route_classify`: `RouteTable::classify` on a 20-action table, public and sensitive paths.
@@ -24,147 +24,46 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::measurement::Measurement;
 use criterion::{BatchSize, Criterion, Throughput};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use stepguard::app::App;
-use stepguard::config::{ActionConfig, BindSpec, Config, MatchConfig, Risk};
+use stepguard::config::Config;
 use stepguard::decision::Verdict;
 use stepguard::pipeline::Pipeline;
 use stepguard::policy::rego::RegoPolicy;
 use stepguard::policy::{InputParts, Outcome, PolicyEngine, build_input};
 use stepguard::request::{AuthzRequest, RawRequest};
-use stepguard::route::{Classification, RouteTable};
+use stepguard::route::Classification;
+use stepguard::testkit::check::raw_request as raw;
+use stepguard::testkit::tokens::{fresh_claims, now, sign_claims};
 
 const CONFIG: &str = "deploy/local/stepguard.yaml";
-const SIGNING_KEY: &str = "deploy/local/dev-signing-key.DEV-ONLY.pem";
 const BODY: &str = r#"{"amount":100,"currency":"EUR","payee":"bob"}"#;
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
-/// A dev token, as `examples/mint_token.rs` mints it.
+/// A dev token for alice, valid for the whole run.
 fn token(acr: &str, auth_age: i64) -> String {
-    let now = now();
-    let claims = json!({
-        "iss": "https://idp.stepguard.local", "sub": "alice", "aud": "stepguard-demo",
-        "iat": now, "exp": now + 3600, "auth_time": now - auth_age,
-        "amr": ["pwd", "otp"], "sid": "dev-session", "acr": acr,
-    });
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("dev-es256-1".into());
-    let pem = std::fs::read(SIGNING_KEY).expect("dev signing key");
-    let key = EncodingKey::from_ec_pem(&pem).expect("dev signing key is an EC PEM");
-    encode(&header, &claims, &key).expect("token signs")
+    let mut claims = fresh_claims("alice", acr, auth_age);
+    claims["exp"] = json!(now() + 3600);
+    claims["sid"] = json!("dev-session");
+    sign_claims(&claims)
 }
 
 /// A stepped-up dev token that no other call returns (distinct `jti`).
 fn unique_token(i: u64) -> String {
-    let now = now();
-    let claims = json!({
-        "iss": "https://idp.stepguard.local", "sub": "alice", "aud": "stepguard-demo",
-        "iat": now, "exp": now + 3600, "auth_time": now - 5, "jti": format!("bench-{now}-{i}"),
-        "amr": ["pwd", "otp"], "acr": "aal2",
-    });
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("dev-es256-1".into());
-    let pem = std::fs::read(SIGNING_KEY).expect("dev signing key");
-    let key = EncodingKey::from_ec_pem(&pem).expect("dev signing key is an EC PEM");
-    encode(&header, &claims, &key).expect("token signs")
-}
-
-/// What Envoy's ext_authz filter sends for a request, as `grpc::raw_request` converts it.
-fn raw(method: &str, path: &str, token: Option<&str>, body: &str) -> RawRequest {
-    let mut headers: HashMap<String, String> = [
-        (":authority", "127.0.0.1:10000"),
-        (":method", method),
-        (":path", path),
-        (":scheme", "http"),
-        ("user-agent", "h2load nghttp2/1.64.0"),
-        ("accept", "*/*"),
-        ("x-forwarded-proto", "http"),
-        ("x-request-id", "6f1c9a2e-5d0b-4e59-9a57-2f0f4cf1d6a1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    if let Some(t) = token {
-        headers.insert("authorization".into(), format!("Bearer {t}"));
-    }
-    if !body.is_empty() {
-        headers.insert("content-type".into(), "application/json".into());
-        headers.insert("content-length".into(), body.len().to_string());
-    }
-    RawRequest {
-        id: "13873812612451390101".into(),
-        method: method.into(),
-        scheme: "http".into(),
-        host: "127.0.0.1:10000".into(),
-        path: path.into(),
-        protocol: "HTTP/2".into(),
-        headers,
-        body: body.as_bytes().to_vec(),
-        source_address: Some("127.0.0.1".into()),
-        source_port: Some(51234),
-        destination_address: Some("127.0.0.1".into()),
-        destination_port: Some(10000),
-        ..Default::default()
-    }
+    let mut claims = fresh_claims("alice", "aal2", 5);
+    claims["exp"] = json!(now() + 3600);
+    claims["jti"] = json!(format!("bench-{}-{i}", now()));
+    sign_claims(&claims)
 }
 
 fn transfer(token: &str) -> RawRequest {
     raw("POST", "/v1/accounts/A1/transfers", Some(token), BODY)
-}
-
-/// The quickstart's 4 actions plus 16 more of the same shapes: a 20-action table.
-fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
-    let mut actions = config.actions.clone();
-    let methods = ["POST", "PUT", "DELETE", "PATCH"];
-    let mut i = 0;
-    while actions.len() < 20 {
-        actions.push(ActionConfig {
-            name: format!("svc{i}.op"),
-            matcher: Some(MatchConfig {
-                methods: vec![methods[i % methods.len()].to_string()],
-                host: None,
-                path: match i % 4 {
-                    0 => format!("/v1/svc{i}/{{id}}/op"),
-                    1 => format!("/v2/accounts/{{account}}/svc{i}/{{item}}"),
-                    2 => format!("/v1/accounts/{{account}}/svc{i}"),
-                    _ => format!("/admin/svc{i}/**"),
-                },
-            }),
-            risk: if i % 3 == 0 {
-                Risk::Critical
-            } else {
-                Risk::High
-            },
-            reversible: true,
-            privileged: false,
-            bind: vec![BindSpec::Declared {
-                field: "path.id".into(),
-                optional: true,
-            }],
-            body: Default::default(),
-            value: None,
-            currency: None,
-            authorization_details_type: None,
-            mode: Default::default(),
-        });
-        i += 1;
-    }
-    actions
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -237,29 +136,6 @@ fn configure<M: Measurement>(g: &mut criterion::BenchmarkGroup<'_, M>) {
         .measurement_time(Duration::from_secs(3))
         .sample_size(30)
         .throughput(Throughput::Elements(1));
-}
-
-fn bench_route(c: &mut Criterion, config: &Config) {
-    let table = RouteTable::new(&twenty_actions(config));
-    let public = AuthzRequest::new(raw("GET", "/public/hello", None, ""), 128).expect("public");
-    let sensitive = AuthzRequest::new(transfer("t"), 128).expect("sensitive request normalizes");
-    assert!(matches!(
-        table.classify(&public),
-        Ok(Classification::Public)
-    ));
-    assert!(matches!(
-        table.classify(&sensitive),
-        Ok(Classification::Sensitive { ref action, .. }) if action.name == "payments.transfer"
-    ));
-    let mut g = c.benchmark_group("route_classify");
-    configure(&mut g);
-    g.bench_function("public_get_20_actions", |b| {
-        b.iter(|| table.classify(black_box(&public)))
-    });
-    g.bench_function("sensitive_post_20_actions", |b| {
-        b.iter(|| table.classify(black_box(&sensitive)))
-    });
-    g.finish();
 }
 
 /// The policy input `Pipeline` builds for a transfer with this token (no grant stored).
@@ -533,76 +409,6 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
     g.finish();
 }
 
-/// CPU time of the whole process: the sum of every thread's `sum_exec_runtime` (ns).
-struct ProcessCpu;
-
-fn process_cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-struct NsFormatter;
-
-impl ValueFormatter for NsFormatter {
-    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
-        let (factor, unit) = if typical < 1e3 {
-            (1.0, "ns cpu")
-        } else if typical < 1e6 {
-            (1e-3, "µs cpu")
-        } else if typical < 1e9 {
-            (1e-6, "ms cpu")
-        } else {
-            (1e-9, "s cpu")
-        };
-        values.iter_mut().for_each(|v| *v *= factor);
-        unit
-    }
-
-    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
-        let n = match t {
-            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
-                *n as f64
-            }
-            _ => 1.0,
-        };
-        values.iter_mut().for_each(|v| *v = n * 1e9 / *v);
-        "elem/cpu-s"
-    }
-
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
-
-impl Measurement for ProcessCpu {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        process_cpu_ns()
-    }
-    fn end(&self, i: u64) -> u64 {
-        process_cpu_ns().saturating_sub(i)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &NsFormatter
-    }
-}
-
 fn bench_decide_cpu(c: &mut Criterion<ProcessCpu>, f: &Fixture) {
     let mut g = c.benchmark_group("decide_cpu");
     configure(&mut g);
@@ -621,6 +427,13 @@ fn bench_decide_cpu(c: &mut Criterion<ProcessCpu>, f: &Fixture) {
     });
     g.finish();
 }
+
+#[path = "decision/cpu.rs"]
+mod cpu;
+#[path = "decision/route.rs"]
+mod route;
+use cpu::{ProcessCpu, process_cpu_ns};
+use route::bench_route;
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();

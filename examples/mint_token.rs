@@ -1,11 +1,10 @@
-//! Mints a DEVELOPMENT token signed with `deploy/local/dev-signing-key.DEV-ONLY.pem`, for the
-//! quickstart: `cargo run --example mint_token -- --acr aal2 --auth-age 10`.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Mints a DEVELOPMENT token signed with `deploy/local/dev-signing-key.DEV-ONLY.pem` (the test
+//! kit's signer), for the quickstart:
+//! `cargo run --features testkit --example mint_token -- --acr aal2 --auth-age 10`.
 
 use clap::Parser;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
+use stepguard::testkit::tokens::{ISSUER, now, sign_text_with};
 
 #[derive(Parser)]
 struct Args {
@@ -19,7 +18,7 @@ struct Args {
     auth_age: i64,
     #[arg(long, default_value = "pwd")]
     amr: String,
-    #[arg(long, default_value = "https://idp.stepguard.local")]
+    #[arg(long, default_value = ISSUER)]
     iss: String,
     #[arg(long, default_value = "stepguard-demo")]
     aud: String,
@@ -32,9 +31,9 @@ struct Args {
     kid: String,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     let args = Args::parse();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    let now = now();
     let mut claims = json!({
         "iss": args.iss, "sub": args.sub, "aud": args.aud,
         "iat": now, "exp": now + args.ttl, "auth_time": now - args.auth_age,
@@ -43,9 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.acr.is_empty() {
         claims["acr"] = json!(args.acr);
     }
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(args.kid);
-    let key = EncodingKey::from_ec_pem(&std::fs::read(&args.key)?)?;
-    println!("{}", encode(&header, &claims, &key)?);
-    Ok(())
+    let header = json!({"alg": "ES256", "kid": args.kid, "typ": "JWT"});
+    println!(
+        "{}",
+        sign_text_with(&header.to_string(), &claims.to_string(), &args.key)
+    );
 }

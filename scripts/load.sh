@@ -4,9 +4,10 @@
 #
 #   scripts/load.sh
 #
-# It builds the release binaries, starts stepguard (quickstart config copied to a temp dir with
-# free loopback ports and absolute paths) and examples/allow_all, then for each of three Envoy
-# bootstraps generated here, all fronting the same direct_response demo routes:
+# It builds the release binaries, starts stepguard (the quickstart config made standalone by the
+# test kit, examples/harness.rs: free loopback ports, absolute paths) and examples/allow_all,
+# then for each of these Envoy bootstraps (the test kit's, from deploy/local/envoy.yaml), all
+# fronting the quickstart's direct_response demo routes:
 #   none             no ext_authz filter
 #   allow_all        ext_authz → examples/allow_all (answers OK to everything)
 #   stepguard_off    ext_authz → stepguard, in-memory grant store, evidence and tracing OFF
@@ -38,7 +39,7 @@
 # generated configs and logs).
 #
 # Environment: ENVOY (default .tools/venv/bin/envoy), MIX_SECONDS (10), MIX_CONNS (10),
-# H2_REQUESTS (10000), H2_CONNS (4), H2_STREAMS (1), RUN_TIMEOUT (60 s), SKIP_BUILD=1,
+# H2_REQUESTS (10000), H2_CONNS (4), H2_STREAMS (1), RUN_TIMEOUT (60 s), SKIP_BUILD=1, BIN,
 # CARGO_JOBS (passed to cargo -j), RESULTS (a file to also write the summary to).
 set -euo pipefail
 
@@ -138,11 +139,12 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # --- build -----------------------------------------------------------------------------------
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     echo "== building release binaries"
-    nice cargo build --release ${CARGO_JOBS:+-j "$CARGO_JOBS"} \
-        --bin stepguard --example allow_all --example mint_token --example otlp_sink
+    nice cargo build --release ${CARGO_JOBS:+-j "$CARGO_JOBS"} --features testkit \
+        --bin stepguard --example allow_all --example mint_token --example otlp_sink --example harness
 fi
-BIN="$ROOT/target/release"
-for b in "$BIN/stepguard" "$BIN/examples/allow_all" "$BIN/examples/mint_token" "$BIN/examples/otlp_sink"; do
+BIN="${BIN:-$ROOT/target/release}"   # BIN=target/debug with SKIP_BUILD=1: a quick smoke run
+HARNESS="$BIN/examples/harness"
+for b in "$BIN/stepguard" "$BIN/examples/allow_all" "$BIN/examples/mint_token" "$BIN/examples/otlp_sink" "$HARNESS"; do
     [[ -x "$b" ]] || die "$b not built"
 done
 
@@ -156,37 +158,23 @@ LOCAL="$ROOT/deploy/local"
 cp -r "$ROOT/policies" "$TMP/policies"
 sed -i 's/"velocity_max": [0-9]*/"velocity_max": 1000000000/' "$TMP/policies/data.json"
 grep -q '"velocity_max": 1000000000' "$TMP/policies/data.json" || die "could not raise velocity_max"
-sed -e "s|^  grpc: .*|  grpc: 127.0.0.1:$SG_GRPC|" \
-    -e "s|^  http: .*|  http: 127.0.0.1:$SG_HTTP|" \
-    -e "s|file: dev-jwks.json|file: $LOCAL/dev-jwks.json|" \
-    -e "s|secret_file: txn-key.DEV-ONLY|secret_file: $LOCAL/txn-key.DEV-ONLY|" \
-    -e "s|signing_key_file: evidence-signing-key.DEV-ONLY.pem|signing_key_file: $LOCAL/evidence-signing-key.DEV-ONLY.pem|" \
-    -e "s|source: ../../policies|source: $TMP/policies|" \
-    -e "s|^  log: true .*|  log: false|" \
-    -e "s|^  log_level: info$|  log_level: info\n  otlp:\n    endpoint: http://127.0.0.1:$OTLP\n    sample_ratio: 1.0|" \
-    "$LOCAL/stepguard.yaml" >"$TMP/stepguard.yaml"
-grep -q "127.0.0.1:$SG_GRPC" "$TMP/stepguard.yaml" || die "could not rewrite the listen ports"
-grep -q "$TMP/policies" "$TMP/stepguard.yaml" || die "could not rewrite the policy path"
-grep -q "endpoint: http://127.0.0.1:$OTLP" "$TMP/stepguard.yaml" || die "could not add the OTLP exporter"
-grep -q "^evidence:" "$TMP/stepguard.yaml" || die "the quickstart has no evidence section"
-grep -q "^  log: false" "$TMP/stepguard.yaml" || die "could not turn the evidence log copy off"
+# The configs come from the test kit (examples/harness.rs config): the quickstart's, standalone
+# (absolute paths), with these ports; evidence on without its extra copy in the log.
+"$HARNESS" config --grpc "$SG_GRPC" --http "$SG_HTTP" --policies "$TMP/policies" \
+    --otlp "$OTLP" --sample-ratio 1.0 >"$TMP/stepguard.yaml"
 "$BIN/stepguard" config check "$TMP/stepguard.yaml" >/dev/null
 
 # The same configuration with evidence and tracing off: the "off" figures.
 SGO_GRPC="$(free_port)"; SGO_HTTP="$(free_port)"
-sed -e "s|127.0.0.1:$SG_GRPC|127.0.0.1:$SGO_GRPC|" -e "s|127.0.0.1:$SG_HTTP|127.0.0.1:$SGO_HTTP|" \
-    -e '/^  otlp:$/,/^    sample_ratio:/d' -e '/^evidence:$/,$d' \
-    "$TMP/stepguard.yaml" >"$TMP/stepguard-off.yaml"
+"$HARNESS" config --grpc "$SGO_GRPC" --http "$SGO_HTTP" --policies "$TMP/policies" \
+    --no-evidence >"$TMP/stepguard-off.yaml"
 ! grep -qE "^evidence:|otlp:" "$TMP/stepguard-off.yaml" || die "could not turn evidence and tracing off"
 "$BIN/stepguard" config check "$TMP/stepguard-off.yaml" >/dev/null
 
 # The same configuration on a Redis grant store (a fresh redis-server, persistence off).
 REDIS="$(free_port)"; SGR_GRPC="$(free_port)"; SGR_HTTP="$(free_port)"
-sed -e "s|127.0.0.1:$SG_GRPC|127.0.0.1:$SGR_GRPC|" -e "s|127.0.0.1:$SG_HTTP|127.0.0.1:$SGR_HTTP|" \
-    -e "s|^  store: memory$|  store: redis\n  url: redis://127.0.0.1:$REDIS/0\n  timeout_ms: 50|" \
-    -e "/^  max_entries: /d" \
-    "$TMP/stepguard.yaml" >"$TMP/stepguard-redis.yaml"
-grep -q "store: redis" "$TMP/stepguard-redis.yaml" || die "could not rewrite the grant store"
+"$HARNESS" config --grpc "$SGR_GRPC" --http "$SGR_HTTP" --policies "$TMP/policies" \
+    --otlp "$OTLP" --sample-ratio 1.0 --redis "redis://127.0.0.1:$REDIS/0" >"$TMP/stepguard-redis.yaml"
 "$BIN/stepguard" config check "$TMP/stepguard-redis.yaml" >/dev/null
 start redis redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no
 RD_PID="$LAST_PID"
@@ -211,153 +199,19 @@ AA_PID="$LAST_PID"
 wait_until allow_all 10 "$AA_PID" tcp_open "$ALLOW"
 
 # --- envoy bootstraps ------------------------------------------------------------------------
-# envoy_config MODE LISTEN ADMIN AUTHZ_PORT
+# envoy_config MODE LISTEN ADMIN AUTHZ_PORT: the test kit's bootstrap (examples/harness.rs envoy),
+# generated from deploy/local/envoy.yaml: its path handling and ext_authz settings (fail closed,
+# the body for binding, 0.5 s timeout) and its direct-response demo routes; no ext_authz for none.
 envoy_config() {
-    local mode="$1" listen="$2" admin="$3" authz="$4" authz_filter=""
-    if [[ "$mode" != none ]]; then
-        # As deploy/local/envoy.yaml: fail closed, the body for binding, 0.5 s timeout.
-        authz_filter='
-                  - name: envoy.filters.http.ext_authz
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-                      transport_api_version: V3
-                      grpc_service:
-                        envoy_grpc:
-                          cluster_name: authz
-                        timeout: 0.5s
-                      failure_mode_allow: false
-                      status_on_error:
-                        code: ServiceUnavailable
-                      with_request_body:
-                        max_request_bytes: 65536
-                        allow_partial_message: true
-                      include_peer_certificate: true
-                      metadata_context_namespaces:
-                        - envoy.filters.http.jwt_authn'
+    local mode="$1" listen="$2" admin="$3" authz="$4"
+    if [[ "$mode" == none ]]; then
+        "$HARNESS" envoy --listen "$listen" --admin "$admin"
+    else
+        "$HARNESS" envoy --listen "$listen" --admin "$admin" --authz-grpc "$authz"
     fi
-    cat <<EOF
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: $admin }
-static_resources:
-  listeners:
-    - name: ingress
-      address:
-        socket_address: { address: 127.0.0.1, port_value: $listen }
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress_http
-                codec_type: AUTO
-                normalize_path: true
-                merge_slashes: true
-                path_with_escaped_slashes_action: REJECT_REQUEST
-                use_remote_address: true
-                http_filters:$authz_filter
-                  - name: envoy.filters.http.router
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-                route_config:
-                  name: demo
-                  virtual_hosts:
-                    - name: demo
-                      domains: ["*"]
-                      routes:
-                        - match:
-                            prefix: "/public"
-                            headers:
-                              - name: ":method"
-                                string_match: { exact: GET }
-                          direct_response:
-                            status: 200
-                            body: { inline_string: "public\n" }
-                        - match:
-                            safe_regex: { regex: "/v1/accounts/[^/]+/transfers" }
-                            headers:
-                              - name: ":method"
-                                string_match: { exact: POST }
-                          direct_response:
-                            status: 200
-                            body: { inline_string: "{\"status\":\"transferred\"}\n" }
-                        - match: { prefix: "/" }
-                          direct_response:
-                            status: 404
-                            body: { inline_string: "not found\n" }
-  clusters:
-    - name: authz
-      type: STATIC
-      connect_timeout: 0.25s
-      typed_extension_protocol_options:
-        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config:
-            http2_protocol_options: {}
-      load_assignment:
-        cluster_name: authz
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    socket_address: { address: 127.0.0.1, port_value: $authz }
-EOF
 }
 
 # --- load generators -------------------------------------------------------------------------
-cat >"$TMP/mix.lua" <<'EOF'
--- 4 public GETs, then 1 sensitive POST, repeated: exactly 80/20 of the requests sent.
--- Counters are globals: done() reads them from each thread with thread:get().
-local token
-n, done_n, public_ok, sensitive_ok, non2xx = 0, 0, 0, 0, 0
-local public_req, sensitive_req
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  token = args[1]
-  public_req = wrk.format("GET", "/public/hello")
-  sensitive_req = wrk.format("POST", "/v1/accounts/A1/transfers", {
-    ["Authorization"] = "Bearer " .. token,
-    ["Content-Type"] = "application/json",
-  }, '{"amount":100,"currency":"EUR","payee":"bob"}')
-end
-
-function request()
-  n = n + 1
-  if n % 5 == 0 then return sensitive_req end
-  return public_req
-end
-
-function response(status, headers, body)
-  done_n = done_n + 1
-  if status < 200 or status > 299 then
-    non2xx = non2xx + 1
-  elseif body == "public\n" then
-    public_ok = public_ok + 1
-  elseif string.find(body, "transferred", 1, true) then
-    sensitive_ok = sensitive_ok + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local pub, sens, bad = 0, 0, 0
-  for _, t in ipairs(threads) do
-    pub = pub + t:get("public_ok")
-    sens = sens + t:get("sensitive_ok")
-    bad = bad + t:get("non2xx")
-  end
-  io.write(string.format(
-    "RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d public_ok=%d sensitive_ok=%d non2xx=%d errors=%d\n",
-    summary.requests, summary.duration, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    pub, sens, bad,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-EOF
 
 # p50/p99 from an h2load --log-file (start µs, status, duration µs per line).
 percentiles() {
@@ -428,7 +282,7 @@ for mode in "${MODES[@]}"; do
 
     e0="$(cpu_ticks "$epid")"; a0="$( [[ -n "$apid" ]] && cpu_ticks "$apid" || echo 0)"
     timeout "$RUN_TIMEOUT" wrk -t1 -c "$MIX_CONNS" -d "${MIX_SECONDS}s" --timeout 5s --latency \
-        -s "$TMP/mix.lua" "$base" "$TOKEN" >"$TMP/$mode.wrk" 2>&1 ||
+        -s "$ROOT/scripts/load-mix.lua" "$base" "$TOKEN" >"$TMP/$mode.wrk" 2>&1 ||
         { cat "$TMP/$mode.wrk" >&2; die "wrk ($mode) failed or timed out"; }
     e1="$(cpu_ticks "$epid")"; a1="$( [[ -n "$apid" ]] && cpu_ticks "$apid" || echo 0)"
     MIX[$mode]="$(sed -n 's/^RESULT //p' "$TMP/$mode.wrk")"

@@ -50,8 +50,8 @@ pub mod request;
 pub mod response;
 pub mod route;
 pub mod telemetry;
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod txn;
 
 /// stepguard's own protobuf API (`proto/stepguard/v1`).

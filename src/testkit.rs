@@ -1,51 +1,18 @@
-//! Test helpers shared by the unit tests: the quickstart config and dev-key token minting.
+//! The test kit: one copy of what unit tests, integration tests (`tests/it`), benches, examples
+//! and the load driver (`scripts/load.sh`, through `examples/harness.rs`) build on — dev-key
+//! tokens, CheckRequests as Envoy sends them, the quickstart config, Envoy bootstraps from the
+//! quickstart's own `deploy/local/envoy.yaml`, free loopback ports.
+//!
+//! Compiled for the crate's unit tests and, for everything else, behind the `testkit` feature
+//! (`cargo test --features testkit`; `scripts/test` passes it). It panics on broken fixtures:
+//! a test kit has no better way to say so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
-use std::path::Path;
+pub mod check;
+pub mod config;
+pub mod envoy;
+pub mod ports;
+pub mod tokens;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::{Value, json};
-
-use crate::config::Config;
-
-pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local");
-pub const ISSUER: &str = "https://idp.stepguard.local";
-
-/// The quickstart config, with `edit` applied to its text.
-pub fn config(edit: impl Fn(String) -> String) -> Config {
-    let text = std::fs::read_to_string(format!("{DIR}/stepguard.yaml")).unwrap();
-    Config::parse(&edit(text), Path::new(DIR)).unwrap()
-}
-
-/// Signs `claims` under `header` with the dev ES256 key.
-pub fn sign(header: Value, claims: Value) -> String {
-    sign_text(&header.to_string(), &claims.to_string())
-}
-
-/// Signs a header and claims given as JSON text, as written (e.g. with a duplicate member).
-pub fn sign_text(header: &str, claims: &str) -> String {
-    let pem = std::fs::read(format!("{DIR}/dev-signing-key.DEV-ONLY.pem")).unwrap();
-    let key = EncodingKey::from_ec_pem(&pem).unwrap();
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::ES256).unwrap();
-    format!("{message}.{sig}")
-}
-
-pub fn header() -> Value {
-    json!({"alg": "ES256", "kid": "dev-es256-1", "typ": "JWT"})
-}
-
-/// Claims of a user `sub` who authenticated at `acr` `age` seconds before `now`.
-pub fn claims(sub: &str, acr: &str, now: i64, age: i64) -> Value {
-    json!({"iss": ISSUER, "aud": "stepguard-demo", "sub": sub, "exp": now + 300, "iat": now - 10,
-           "auth_time": now - age, "acr": acr, "amr": ["pwd", "otp"]})
-}
-
-pub fn token(sub: &str, acr: &str, now: i64, age: i64) -> String {
-    sign(header(), claims(sub, acr, now, age))
-}
+pub use config::{DIR, config, manifest_dir};
+pub use tokens::{ISSUER, claims, header, sign, sign_text, token};

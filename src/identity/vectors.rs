@@ -3,7 +3,7 @@
 //! the issuer's key and signature check (`Issuer::check_signature`), with a JWKS holding the
 //! group's key (JWS vectors) or key set (JWK vectors). The
 //! vectors sign payloads such as `foo`, not claim sets, so the full path (`Identity`) refuses all
-//! of them before their signature matters; `tests/jws_vectors.rs` replays them there.
+//! of them before their signature matters; `tests/it/jws_vectors.rs` replays them there.
 //!
 //! Every `invalid` vector must be refused. Every `valid` one must be accepted, except the ones in
 //! [`REFUSED_VALID`], which stepguard's stricter rules refuse: the test checks that they are

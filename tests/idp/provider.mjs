@@ -1,5 +1,5 @@
 // A real OpenID Provider (the `oidc-provider` npm package) for stepguard's integration tests,
-// started by tests/support/idp.rs. It signs the test user in without any UI: its interaction
+// started by tests/it/support/idp.rs. It signs the test user in without any UI: its interaction
 // route completes login and consent at once, as whoever the test asked for.
 //
 // Usage: node tests/idp/provider.mjs <config.json>

@@ -6,6 +6,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::policy::Outcome;
 use crate::testkit::config;
+use trial::TRIAL_TRIES;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -138,6 +139,42 @@ async fn the_shipped_policy_passes_its_trial() {
         trial.check(engine.as_ref()).unwrap(),
         Outcome::StepUp { .. } | Outcome::Deny { .. }
     ));
+}
+
+/// Fails its first `failures` evaluations with a time limit, then denies.
+struct Starved {
+    failures: u32,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl PolicyEngine for Starved {
+    fn evaluate(&self, _: serde_json::Value) -> Result<serde_json::Value, PolicyError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call < self.failures {
+            return Err(PolicyError::Eval("Execution exceeded time limit".into()));
+        }
+        Ok(json!({"result": "deny", "reason": "trial"}))
+    }
+    fn revision(&self) -> &str {
+        "starved"
+    }
+}
+
+#[test]
+fn a_trial_evaluation_starved_once_is_tried_again_and_one_failing_every_time_is_refused() {
+    let config = config(|t| t);
+    let trial = Trial::for_config(&config, Arc::new(ManualClock::new(NOW))).unwrap();
+    let cold = Starved {
+        failures: TRIAL_TRIES - 1,
+        calls: Default::default(),
+    };
+    assert!(matches!(trial.check(&cold), Ok(Outcome::Deny { .. })));
+    let slow = Starved {
+        failures: u32::MAX,
+        calls: Default::default(),
+    };
+    assert!(matches!(trial.check(&slow), Err(PolicyError::Eval(_))));
+    assert_eq!(slow.calls.into_inner(), TRIAL_TRIES, "tried, then refused");
 }
 
 #[test]

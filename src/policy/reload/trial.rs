@@ -12,6 +12,9 @@ use crate::request::{AuthzRequest, RawRequest};
 use crate::route::{Action, RouteTable};
 use crate::txn::Transaction;
 
+/// How many evaluations a trial makes before an evaluation error refuses the policy.
+pub const TRIAL_TRIES: u32 = 3;
+
 /// The trial a new policy must pass before it serves: its entrypoint evaluated on a
 /// representative sensitive request (the first configured action, a human subject at the
 /// lowest `acr`, no grant) must produce a decision that fits the output contract.
@@ -53,9 +56,18 @@ impl Trial {
         })
     }
 
-    /// Evaluates `engine` on the trial input and reads the result through the contract.
+    /// Evaluates `engine` on the trial input and reads the result through the contract. An
+    /// evaluation error (a time limit reached, say) is tried again, up to [`TRIAL_TRIES`] times
+    /// in all: a policy's first, cold evaluation on a starved CPU (a busy node at start) must not
+    /// stop stepguard from starting, while a policy that fails every time is still refused.
     pub fn check(&self, engine: &dyn PolicyEngine) -> Result<Outcome, PolicyError> {
-        let value = engine.evaluate(self.input()?)?;
+        let mut tries = 1;
+        let value = loop {
+            match engine.evaluate(self.input()?) {
+                Err(PolicyError::Eval(_)) if tries < TRIAL_TRIES => tries += 1,
+                result => break result?,
+            }
+        };
         Outcome::from_value(&value, &self.ladder)
     }
 

@@ -1,0 +1,3 @@
+//! CheckRequests as Envoy's ext_authz filter builds them: the test kit's.
+
+pub use stepguard::testkit::check::request;
