@@ -79,17 +79,17 @@ fn transfer(sub: &str, acr: &str) -> CheckRequest {
         ("authorization", bearer.as_str()),
     ];
     let body = r#"{"amount": 100, "currency": "EUR", "payee": "bob"}"#;
-    support::check::request("POST", "/v1/accounts/A1/transfers", &headers, body)
+    crate::support::check::request("POST", "/v1/accounts/A1/transfers", &headers, body)
 }
 
 fn export(key: &str) -> CheckRequest {
     let bearer = format!("Bearer {}", token("alice", "aal1", 60));
     let headers = [("authorization", bearer.as_str())];
-    support::check::request("POST", &format!("/v1/keys/{key}/export"), &headers, "")
+    crate::support::check::request("POST", &format!("/v1/keys/{key}/export"), &headers, "")
 }
 
 fn public() -> CheckRequest {
-    support::check::request("GET", "/public/hello", &[], "")
+    crate::support::check::request("GET", "/public/hello", &[], "")
 }
 
 /// An approval service completes alice's challenge for exporting `key` with her sign-in at

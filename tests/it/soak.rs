@@ -16,9 +16,9 @@
 //!
 //! - flat: RSS max(B) ≤ max(A) + max(10 %, 8 MiB) (runs under 5 min: max(25 %, 32 MiB));
 //!   open files max(B) ≤ max(A) + 16; Redis keys living ≤ 600 s max(B) ≤ 1.25 max(A) + 100,
-//!   longer-lived ones (first-use claims, known networks) ≤ stepped-up requests + 2 per subject
-//!   + 100, and no key without a TTL but the evidence streams; spool bytes ≤ its cap and
-//!   max(B) ≤ max(A) + one segment;
+//!   longer-lived ones (first-use claims, known networks) ≤ stepped-up requests plus 2 per
+//!   subject plus 100, and no key without a TTL but the evidence streams; spool bytes ≤ its cap
+//!   and max(B) ≤ max(A) + one segment;
 //! - zero approvals without a satisfying session or grant, checked against the evidence
 //!   records as they are written (`support::evidence_tail`), no record missed, and every
 //!   approval a client saw among them; no client ever got a 200 it should not have;
