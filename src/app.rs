@@ -18,9 +18,9 @@ use tonic_health::ServingStatus;
 
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, GrantsConfig, callback_path};
+use crate::config::{Config, callback_path};
 use crate::evidence::ship::{ShipSettings, Shipper};
-use crate::grant::{GrantStore, MemoryStore, RedisConnection};
+use crate::grant::RedisConnection;
 use crate::grant_api::GrantApi;
 use crate::grpc::CheckService;
 use crate::http::Endpoints;
@@ -276,59 +276,9 @@ async fn pipeline(
 ) -> Result<Built, AppError> {
     let shipping = config.evidence.as_ref().and_then(|e| e.stream.as_ref());
     // The evidence shipper's own connection to the store's Redis, when it ships.
-    let side = |store: &crate::grant::RedisStore| match shipping {
-        Some(_) => store.side_connection().map(Some),
-        None => Ok(None),
-    };
-    let (grants, redis): (Arc<dyn GrantStore>, Option<RedisConnection>) = match &config.grants {
-        GrantsConfig::Memory { max_entries } => (Arc::new(MemoryStore::new(*max_entries)), None),
-        GrantsConfig::Redis {
-            url,
-            timeout_ms,
-            key_prefix,
-        } => {
-            let store = crate::grant::RedisStore::connect(
-                url,
-                key_prefix,
-                Duration::from_millis(*timeout_ms),
-                clock.clone(),
-            )?;
-            let side = side(&store)?;
-            (Arc::new(store), side)
-        }
-        GrantsConfig::RedisCluster {
-            nodes,
-            timeout_ms,
-            key_prefix,
-        } => {
-            let store = crate::grant::RedisStore::connect_cluster(
-                nodes,
-                key_prefix,
-                Duration::from_millis(*timeout_ms),
-                clock.clone(),
-            )?;
-            let side = side(&store)?;
-            (Arc::new(store), side)
-        }
-        GrantsConfig::RedisSentinel {
-            sentinels,
-            master_name,
-            replica_acks,
-            timeout_ms,
-            key_prefix,
-        } => {
-            let store = crate::grant::RedisStore::connect_sentinel(
-                sentinels,
-                master_name,
-                *replica_acks,
-                key_prefix,
-                Duration::from_millis(*timeout_ms),
-                clock.clone(),
-            )?;
-            let side = side(&store)?;
-            (Arc::new(store), side)
-        }
-    };
+    let (grants, redis) = config
+        .grants
+        .build_with_side(clock.clone(), shipping.is_some())?;
     let evidence = crate::evidence::from_config(config)?;
     let mut final_ship = None;
     if let (Some(stream), Some(conn), Some(spool)) = (

@@ -4,6 +4,8 @@
 //! to the browser by a `__Host-` cookie, or as an RFC 9470 `insufficient_user_authentication`
 //! challenge for API clients.
 
+pub mod limits;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;

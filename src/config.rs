@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::grant::GrantsConfig;
 use crate::route::PathTemplate;
 
 mod evidence;
@@ -681,183 +682,12 @@ fn default_policy_timeout() -> u64 {
     100
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "store", rename_all = "lowercase")]
-pub enum GrantsConfig {
-    Memory {
-        /// Cap on each of the store's maps on its own (grants, challenges, single-use claims,
-        /// rate and velocity counters, open-challenge lists, loop guards, latest challenges,
-        /// remembered networks). Remembered networks are forgotten first when theirs fills.
-        #[serde(default = "default_max_entries")]
-        max_entries: usize,
-    },
-    /// One Redis shared by every replica (see `docs/redis.md`).
-    Redis {
-        /// `redis://[user:pass@]host:port/db`, `rediss://…` (TLS) or `unix:///path.sock`.
-        url: String,
-        /// Budget for each store operation; past it the operation fails (503 on the route).
-        #[serde(default = "default_redis_timeout")]
-        timeout_ms: u64,
-        /// Prefix of every key this store writes.
-        #[serde(default = "default_key_prefix")]
-        key_prefix: String,
-    },
-    /// A Redis Cluster shared by every replica (see `docs/redis.md`).
-    #[serde(rename = "redis_cluster")]
-    RedisCluster {
-        /// Some of the cluster's nodes (`redis://` or `rediss://` URLs); the rest are discovered.
-        nodes: Vec<String>,
-        /// Budget for each store operation; past it the operation fails (503 on the route).
-        #[serde(default = "default_redis_timeout")]
-        timeout_ms: u64,
-        /// Prefix of every key this store writes.
-        #[serde(default = "default_key_prefix")]
-        key_prefix: String,
-    },
-    /// The primary of a Sentinel-managed Redis set, followed across failovers (see
-    /// `docs/redis.md`).
-    #[serde(rename = "redis_sentinel")]
-    RedisSentinel {
-        /// The Sentinel processes (`redis://host:26379` URLs).
-        sentinels: Vec<String>,
-        /// The monitored set's name (`sentinel monitor <name> …`).
-        master_name: String,
-        /// Replicas that must acknowledge a grant's consumption (`WAIT`) before it approves.
-        /// Required, no default: only the number of replicas the sentinels may promote (all of
-        /// them) guarantees a failover cannot bring a spent grant back; fewer trades that for
-        /// availability, 0 gives it up.
-        replica_acks: u32,
-        /// Budget for each store operation; past it the operation fails (503 on the route).
-        #[serde(default = "default_redis_timeout")]
-        timeout_ms: u64,
-        /// Prefix of every key this store writes.
-        #[serde(default = "default_key_prefix")]
-        key_prefix: String,
-    },
-}
-
-impl Default for GrantsConfig {
-    fn default() -> Self {
-        Self::Memory {
-            max_entries: default_max_entries(),
-        }
-    }
-}
-
-fn default_max_entries() -> usize {
-    100_000
-}
-fn default_redis_timeout() -> u64 {
-    50
-}
-fn default_key_prefix() -> String {
-    "sg".into()
-}
-
-impl GrantsConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        match self {
-            GrantsConfig::Memory { max_entries } => match *max_entries {
-                0 => Err(invalid("grants.max_entries", "at least 1")),
-                _ => Ok(()),
-            },
-            GrantsConfig::Redis {
-                url,
-                timeout_ms,
-                key_prefix,
-            } => {
-                // The URL may hold a password: never echo it back.
-                if !redis_url_ok(url, &["redis://", "rediss://", "unix://"]) {
-                    return Err(invalid(
-                        "grants.url",
-                        "must be a redis://, rediss:// or unix:// URL",
-                    ));
-                }
-                validate_redis_common(*timeout_ms, key_prefix)
-            }
-            GrantsConfig::RedisCluster {
-                nodes,
-                timeout_ms,
-                key_prefix,
-            } => {
-                if nodes.is_empty() {
-                    return Err(invalid("grants.nodes", "list at least one cluster node"));
-                }
-                for (i, node) in nodes.iter().enumerate() {
-                    // A node URL may hold a password: never echo it back.
-                    if !redis_url_ok(node, &["redis://", "rediss://"]) {
-                        return Err(invalid(
-                            format!("grants.nodes[{i}]"),
-                            "must be a redis:// or rediss:// URL",
-                        ));
-                    }
-                }
-                validate_redis_common(*timeout_ms, key_prefix)
-            }
-            GrantsConfig::RedisSentinel {
-                sentinels,
-                master_name,
-                replica_acks,
-                timeout_ms,
-                key_prefix,
-            } => {
-                if sentinels.is_empty() {
-                    return Err(invalid("grants.sentinels", "list at least one sentinel"));
-                }
-                for (i, sentinel) in sentinels.iter().enumerate() {
-                    // A sentinel URL may hold a password: never echo it back.
-                    if !redis_url_ok(sentinel, &["redis://", "rediss://"]) {
-                        return Err(invalid(
-                            format!("grants.sentinels[{i}]"),
-                            "must be a redis:// or rediss:// URL",
-                        ));
-                    }
-                }
-                if master_name.is_empty() || master_name.chars().any(char::is_whitespace) {
-                    return Err(invalid(
-                        "grants.master_name",
-                        "must be the monitored set's name",
-                    ));
-                }
-                if *replica_acks > 16 {
-                    return Err(invalid("grants.replica_acks", "must be at most 16"));
-                }
-                validate_redis_common(*timeout_ms, key_prefix)
-            }
-        }
-    }
-}
-
 /// The path of the OIDC callback: `redirect_uri`'s path.
 pub fn callback_path(redirect_uri: &str) -> Option<&str> {
     let rest = redirect_uri.split_once("://")?.1;
     let path = &rest[rest.find('/')?..];
     let path = path.split(['?', '#']).next().unwrap_or(path);
     (path.len() > 1).then_some(path)
-}
-
-fn redis_url_ok(url: &str, schemes: &[&str]) -> bool {
-    schemes
-        .iter()
-        .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
-}
-
-fn validate_redis_common(timeout_ms: u64, key_prefix: &str) -> Result<(), ConfigError> {
-    if !(1..=1_000).contains(&timeout_ms) {
-        return Err(invalid("grants.timeout_ms", "must be between 1 and 1000"));
-    }
-    if key_prefix.is_empty()
-        || key_prefix.len() > 64
-        || !key_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-    {
-        return Err(invalid(
-            "grants.key_prefix",
-            "1 to 64 letters, digits, `.`, `_`, `-` or `:`",
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -944,7 +774,9 @@ impl Config {
         self.validate_identity()?;
         self.validate_challenge()?;
         self.validate_transaction()?;
-        self.grants.validate()?;
+        self.grants
+            .validate()
+            .map_err(|e| invalid(e.field, e.message))?;
         self.validate_grant_api()?;
         self.validate_evidence()?;
         self.validate_policy()?;

@@ -10,6 +10,8 @@
 //! baseline: for a subject never approved from any network, `new_network` is null (unknown),
 //! and the policy decides what that means.
 
+mod signals;
+
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -68,9 +70,8 @@ impl Signals {
         let velocity_name = format!("velocity:{}", &tag["subject:".len()..]);
         let seen_name = seen_name(&tag, network.as_deref().unwrap_or("-"));
         let history = seen_name_any(&tag);
-        let (count, [seen, known_elsewhere]) = grants
-            .signals(&velocity_name, window, [&seen_name, &history], now)
-            .await?;
+        let (count, [seen, known_elsewhere]) =
+            signals::read(grants, &velocity_name, window, [&seen_name, &history], now).await?;
         let header = |name: &str| {
             req.header(name)
                 .map(|v| v.chars().take(MAX_HEADER_CHARS).collect::<String>())

@@ -2,16 +2,25 @@
 //! was earned; a single-use grant is consumed atomically when it approves. A challenge is the
 //! open request for step-up that a completion (OIDC callback, RFC 9470 retry, grant API) answers.
 //!
-//! `GrantStore` has an in-memory implementation (the embedded default); the Redis one, shared by
-//! every replica, is configured the same way.
+//! [`GrantStore`] is narrow: put/find/consume for grants and challenges, fixed-window counters
+//! and set-once marks read in one call ([`GrantStore::tally`]), single-use claims and a ping.
+//! What the counters and marks mean lives with their users: the challenge-issuing limits in
+//! `challenge::limits`, the context signals in `context::signals`. The store keeps only the
+//! bookkeeping its own records need (a subject's open challenges, a transaction's attempts).
+//!
+//! Backends: in memory (`memory.rs`, the embedded default) and Redis (`redis.rs`: one server,
+//! Cluster or Sentinel), chosen by the `grants` config section (`config.rs`). Every backend passes
+//! the same contract suite (`contract.rs`, behind the `testkit` feature).
 
+pub mod config;
+#[cfg(any(test, feature = "testkit"))]
+pub mod contract;
 mod memory;
 mod redis;
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
 
+pub use config::GrantsConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConnection, RedisStore};
 
@@ -90,49 +99,6 @@ pub struct Challenge {
     pub policy_revision: Option<String>,
 }
 
-/// Abuse limits checked when a challenge is issued, in the same store operation that writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct IssueLimits {
-    /// Fixed-window rate limits on issuing challenges (per subject, per source IP).
-    pub rates: Vec<Rate>,
-    /// Cap on the transactions with an open (unexpired, not closed) challenge for the subject;
-    /// `None`: no cap. Challenging a transaction again does not take another place.
-    pub max_open: Option<u32>,
-    /// Cap on challenges issued for one transaction without a grant being minted for it (the
-    /// loop guard); `None`: no cap.
-    pub max_attempts: Option<u32>,
-}
-
-/// At most `max` challenges per fixed window of `window` seconds under a key-safe `name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rate {
-    pub scope: RateScope,
-    pub name: String,
-    pub window: i64,
-    pub max: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateScope {
-    Subject,
-    SourceIp,
-}
-
-/// What issuing a challenge came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Issued {
-    /// Stored; this is challenge number `attempts` for its transaction since its last grant.
-    Open { attempts: u32 },
-    /// A rate limit is exhausted until `retry_after` seconds from now.
-    RateLimited { scope: RateScope, retry_after: i64 },
-    /// The subject has `max_open` transactions with open challenges; the oldest expires in
-    /// `retry_after` seconds.
-    TooManyOpen { retry_after: i64 },
-    /// The transaction was challenged `attempts` times without a grant being minted: the
-    /// client is looping. The guard lifts `retry_after` seconds after the last attempt.
-    Looping { attempts: u32, retry_after: i64 },
-}
-
 /// The window of `window` seconds containing `now`: its index and its end.
 pub fn window_of(window: i64, now: i64) -> (i64, i64) {
     let index = now.div_euclid(window.max(1));
@@ -149,28 +115,126 @@ pub fn subject_tag(subject: &str) -> String {
     format!("subject:{hex}")
 }
 
-/// The key-safe name a source address is rate-limited under: `ip:<address>` for IPv4 (an
-/// IPv4-mapped IPv6 address counts as its IPv4 address), `ip:<prefix>::/64` for IPv6 — one
-/// client holds a whole /64 — and `ip:<as given>` for anything that is not an address.
-pub fn source_tag(address: &str) -> String {
-    match address.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => format!("ip:{v4}"),
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("ip:{v4}"),
-            None => {
-                let s = v6.segments();
-                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Err(_) => format!("ip:{address}"),
-    }
+/// One fixed-window counter to count an event under: `name` is key-safe, `window` in seconds;
+/// with a `max`, counting stops at it (see [`GrantStore::tally`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter<'a> {
+    pub name: &'a str,
+    pub window: i64,
+    pub max: Option<u64>,
 }
 
-/// Where grants and challenges live.
+/// What [`GrantStore::tally`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Each counter's count in its current window, this event included, in the order asked;
+    /// shorter than the counters asked when one went over its `max` (it is the last one).
+    pub counts: Vec<u64>,
+    /// Whether each mark asked for is set (remembered and unexpired), in the order asked; all
+    /// `false` when counting stopped at a `max`.
+    pub marks: Vec<bool>,
+}
+
+/// The store's own caps on storing a challenge (see [`GrantStore::admit_challenge`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// Cap on the subject's transactions with an open (unexpired, not closed) challenge;
+    /// challenging one of them again takes no other place. `None`: no cap.
+    pub max_open: Option<u32>,
+    /// Cap on the challenges stored for one transaction since its last grant (the loop guard).
+    /// `None`: no cap.
+    pub max_attempts: Option<u32>,
+}
+
+/// What storing a challenge under [`Caps`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Stored; challenge number `attempts` for its transaction since its last grant.
+    Open { attempts: u32 },
+    /// The subject has `max_open` transactions with open challenges; the oldest expires in
+    /// `retry_after` seconds.
+    TooManyOpen { retry_after: i64 },
+    /// The transaction has `attempts` challenges without a grant; the guard (extended by the
+    /// challenge's lifetime) lifts in `retry_after` seconds.
+    Looping { attempts: u32, retry_after: i64 },
+}
+
+/// Which grants to revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke<'a> {
+    /// The grant of one transaction digest.
+    Transaction(&'a str),
+    /// Every grant of a subject (its binding key, `iss|sub`).
+    Subject(&'a str),
+}
+
+/// Which challenge to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeRef<'a> {
+    /// By its id (the OIDC `state`).
+    Id(&'a str),
+    /// The transaction's (digest's) most recently stored challenge.
+    Latest(&'a str),
+}
+
+/// Where grants and challenges live. The required methods are what a backend implements; the
+/// provided ones are conveniences over them.
 #[tonic::async_trait]
 pub trait GrantStore: Send + Sync + 'static {
+    /// Stores a grant (replacing the transaction's previous one) and resets the transaction's
+    /// loop guard: minting a grant is progress.
+    async fn put_grant(&self, grant: Grant) -> Result<(), GrantError>;
     /// The live grant for a transaction digest, if any.
     async fn find_grant(&self, digest: &str, now: i64) -> Result<Option<Grant>, GrantError>;
+    /// Spends one use of `grant` atomically: true only if this call spent it (the grant still
+    /// exists under the same digest and id, and has not expired). Exactly once under races; an
+    /// answer that may not hold (a lost reply, too few replica acknowledgements) is an error.
+    async fn consume(&self, grant: &Grant, now: i64) -> Result<bool, GrantError>;
+    /// Deletes grants; returns how many.
+    async fn revoke(&self, which: Revoke<'_>) -> Result<u32, GrantError>;
+
+    /// Stores a challenge, with its `attempts` set, if `caps` admit it — checked and written in
+    /// one atomic step per record owner (subject, transaction): the open-challenge cap first,
+    /// then the loop guard. A refusal leaves no challenge behind.
+    async fn admit_challenge(
+        &self,
+        challenge: Challenge,
+        caps: &Caps,
+        now: i64,
+    ) -> Result<Admitted, GrantError>;
+    /// A live challenge.
+    async fn find_challenge(
+        &self,
+        which: ChallengeRef<'_>,
+        now: i64,
+    ) -> Result<Option<Challenge>, GrantError>;
+    /// Closes a challenge (and frees its place among the subject's open ones); true if this
+    /// call closed it.
+    async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError>;
+
+    /// Counts one event in each counter, in order, and reads marks — one round trip where the
+    /// store allows. A counter whose count goes over its `max` is the last one counted: the
+    /// counters after it are neither created nor counted (and the marks not read). Counters
+    /// without a `max` are counted without a stop.
+    async fn tally(
+        &self,
+        counters: &[Counter<'_>],
+        marks: &[&str],
+        now: i64,
+    ) -> Result<Tally, GrantError>;
+    /// Remembers `mark` (a key-safe name [`GrantStore::tally`] reads back) until `until`,
+    /// setting or refreshing it. Marks are the first thing a store short of room forgets — a
+    /// mark's user must read a forgotten one as the stricter answer — and never take the room
+    /// of a [`GrantStore::claim_once`] claim.
+    async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError>;
+    /// Records that `event` (a key-safe name) has been used, until `until`; true only for the
+    /// first caller (what makes one authentication complete one challenge).
+    async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError>;
+    /// Whether the store answers now (for readiness); stores that cannot fail answer `Ok`.
+    async fn ping(&self) -> Result<(), GrantError> {
+        Ok(())
+    }
+
     /// The first live grant among one transaction's digests (the active key's first, then
     /// those under previous binding keys still inside their overlap).
     async fn find_any(&self, digests: &[&str], now: i64) -> Result<Option<Grant>, GrantError> {
@@ -181,69 +245,39 @@ pub trait GrantStore: Send + Sync + 'static {
         }
         Ok(None)
     }
-    /// Spends one use of `grant` atomically: true only if this call spent it (the grant still
-    /// exists under the same digest and id, and has not expired).
-    async fn consume(&self, grant: &Grant, now: i64) -> Result<bool, GrantError>;
-    /// Stores a grant (replacing the transaction's previous one) and resets the transaction's
-    /// loop guard: minting a grant is progress.
-    async fn put_grant(&self, grant: Grant) -> Result<(), GrantError>;
-    /// Checks `limits` and, if they allow it, stores the challenge with its `attempts` set.
-    /// Order: the subject's rates, source-IP rates, the open-challenge cap, the loop guard — a
-    /// subject over its limit creates and counts no source-IP counter. Refusals leave no
-    /// challenge behind; rate-limit events counted before one stay counted.
-    async fn issue_challenge(
-        &self,
-        challenge: Challenge,
-        limits: &IssueLimits,
-        now: i64,
-    ) -> Result<Issued, GrantError>;
-    /// Stores a challenge without limits (completions' tests, tools).
+    /// Stores a challenge without caps (completions' tests, tools).
     async fn put_challenge(&self, challenge: Challenge) -> Result<(), GrantError> {
         let now = challenge.issued_at;
         match self
-            .issue_challenge(challenge, &IssueLimits::default(), now)
+            .admit_challenge(challenge, &Caps::default(), now)
             .await?
         {
-            Issued::Open { .. } => Ok(()),
+            Admitted::Open { .. } => Ok(()),
             refused => Err(GrantError::Unavailable(format!(
-                "challenge refused without limits: {refused:?}"
+                "challenge refused without caps: {refused:?}"
             ))),
         }
     }
-    async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError>;
+    /// A live challenge by id.
+    async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError> {
+        self.find_challenge(ChallengeRef::Id(id), now).await
+    }
     /// The transaction's most recently issued challenge, if it is still open (what an RFC 9470
     /// retry, which carries no challenge id, answers).
-    async fn open_challenge(&self, digest: &str, now: i64)
-    -> Result<Option<Challenge>, GrantError>;
-    /// Closes a challenge (and frees its place among the subject's open ones); true if this
-    /// call closed it.
-    async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError>;
-    /// Context signals for one sensitive request, in one round trip where the store allows:
-    /// counts it in the subject's velocity window (`velocity`, a key-safe name; `window`
-    /// seconds, fixed windows) and says, for each name in `seen`, whether it was claimed
-    /// before (with [`GrantStore::claim_once`]). Returns (requests in this window, seen).
-    async fn signals(
+    async fn open_challenge(
         &self,
-        velocity: &str,
-        window: i64,
-        seen: [&str; 2],
+        digest: &str,
         now: i64,
-    ) -> Result<(u64, [bool; 2]), GrantError>;
-    /// Records that `event` (a key-safe name) has been used, until `until`; true only for the
-    /// first caller (what makes one authentication complete one challenge).
-    async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError>;
-    /// Remembers `mark` (a key-safe name [`GrantStore::signals`] reads back in `seen`: a known
-    /// network) until `until`, setting or refreshing it. Marks are the first thing a store short
-    /// of room forgets — a forgotten network is only new again, which is stricter — and never
-    /// take the room of a [`GrantStore::claim_once`] claim.
-    async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError>;
+    ) -> Result<Option<Challenge>, GrantError> {
+        self.find_challenge(ChallengeRef::Latest(digest), now).await
+    }
     /// Deletes the transaction's grant; true if there was one.
-    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError>;
+    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {
+        Ok(self.revoke(Revoke::Transaction(digest)).await? > 0)
+    }
     /// Deletes every grant of a subject (its binding key, `iss|sub`); returns how many.
-    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError>;
-    /// Whether the store answers now (for readiness); stores that cannot fail answer `Ok`.
-    async fn ping(&self) -> Result<(), GrantError> {
-        Ok(())
+    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError> {
+        self.revoke(Revoke::Subject(subject)).await
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::runtime::RuntimeFlavor;
 use tracing::Instrument;
 
+use crate::challenge::limits::{self, IssueLimits, Issued, Rate, RateScope, source_tag};
 use crate::challenge::{Challenger, random_token};
 use crate::clock::Clock;
 use crate::completion::{Assurance, AuthEvent, Completer, CompletionError};
@@ -17,10 +18,7 @@ use crate::config::{ActionMode, ContextConfig};
 use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
 use crate::evidence::{Evidence, EvidenceContext, Origin};
-use crate::grant::{
-    Grant, GrantStore, GrantTerms, IssueLimits, Issued, Rate, RateScope, Requirement, source_tag,
-    subject_tag,
-};
+use crate::grant::{Grant, GrantStore, GrantTerms, Requirement, subject_tag};
 use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
 use crate::intake;
 use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, PolicyHandle, build_input};
@@ -601,9 +599,7 @@ impl Pipeline {
                 Some((location, cookie))
             }
         };
-        let issued = self
-            .grants
-            .issue_challenge(challenge.clone(), &self.issue_limits(s), now)
+        let issued = limits::issue(&*self.grants, challenge.clone(), &self.issue_limits(s), now)
             .await
             .map_err(|e| {
                 metrics::store_error("issue_challenge");

@@ -1,9 +1,10 @@
 //! The in-memory grant store: one process. Each map is bounded on its own, at `max_entries`
-//! entries: when one is full its expired entries are swept; then remembered networks are
+//! entries: when one is full its expired entries are swept; then marks (remembered networks) are
 //! forgotten, soonest to expire first (a forgotten network is only new again: stricter), and any
 //! other map still full refuses the one operation that needs room in it (`GrantError::Full`, a
-//! 503) and nothing else. Network marks, counters and other subjects' challenges never take
-//! the room of the claims and grants a completion writes.
+//! 503) and nothing else. Marks, counters and other subjects' challenges never take the room of
+//! the claims and grants a completion writes, and plain counters never that of counters with a
+//! max (the limits).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -11,8 +12,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 
 use super::{
-    Challenge, Grant, GrantError, GrantStore, IssueLimits, Issued, RateScope, subject_tag,
-    window_of,
+    Admitted, Caps, Challenge, ChallengeRef, Counter, Grant, GrantError, GrantStore, Revoke, Tally,
+    subject_tag, window_of,
 };
 
 /// Grants, challenges and what guards them, in maps capped at `max_entries` each.
@@ -28,10 +29,11 @@ type Counters = HashMap<(String, i64), (u64, i64)>;
 struct Inner {
     grants: HashMap<String, Grant>,
     challenges: HashMap<String, Challenge>,
-    /// Challenge rate limits (per subject, per source IP).
-    rates: Counters,
-    /// The subjects' sensitive-request velocity.
-    velocity: Counters,
+    /// Fixed-window counters with a max ([`GrantStore::tally`]): limits, which plain counters
+    /// never take the room of.
+    limited: Counters,
+    /// Fixed-window counters without a max.
+    counters: Counters,
     /// Subject tag → its transactions with an open challenge (digest, expiry).
     open: HashMap<String, Vec<(String, i64)>>,
     /// Transaction digest → (challenges issued since its last grant, until when that counts).
@@ -40,8 +42,8 @@ struct Inner {
     latest: HashMap<String, String>,
     /// Single-use claims (authentication events, challenge outcomes, first uses) → until when.
     claims: HashMap<String, i64>,
-    /// Remembered networks (the marks `signals` reads) → until when.
-    networks: HashMap<String, i64>,
+    /// Marks (`remember`, read by `tally`) → until when.
+    marks: HashMap<String, i64>,
 }
 
 impl MemoryStore {
@@ -130,29 +132,8 @@ fn forget_soonest(marks: &mut HashMap<String, i64>, max: usize) {
 }
 
 impl Inner {
-    /// Counts the challenge against its rate limits, the subject's first: a subject over its
-    /// limit creates and counts no source-IP counter. The first limit exceeded, if any.
-    fn count_rates(
-        &mut self,
-        limits: &IssueLimits,
-        max: usize,
-        now: i64,
-    ) -> Result<Option<Issued>, GrantError> {
-        let of = |scope| limits.rates.iter().filter(move |r| r.scope == scope);
-        for rate in of(RateScope::Subject).chain(of(RateScope::SourceIp)) {
-            let (n, end) = count(&mut self.rates, max, &rate.name, rate.window, now)?;
-            if n > rate.max {
-                return Ok(Some(Issued::RateLimited {
-                    scope: rate.scope,
-                    retry_after: (end - now).max(1),
-                }));
-            }
-        }
-        Ok(None)
-    }
-
     /// `TooManyOpen` if the subject has `max_open` other transactions with open challenges.
-    fn open_refusal(&mut self, c: &Challenge, max_open: Option<u32>, now: i64) -> Option<Issued> {
+    fn open_refusal(&mut self, c: &Challenge, max_open: Option<u32>, now: i64) -> Option<Admitted> {
         let max = max_open? as usize;
         let open: &[(String, i64)] = match self.open.get_mut(&subject_tag(&c.subject)) {
             Some(open) => {
@@ -165,7 +146,7 @@ impl Inner {
             return None;
         }
         let oldest = open.iter().map(|(_, e)| *e).min().unwrap_or(now + 1);
-        Some(Issued::TooManyOpen {
+        Some(Admitted::TooManyOpen {
             retry_after: (oldest - now).max(1),
         })
     }
@@ -177,12 +158,12 @@ impl Inner {
         max_attempts: Option<u32>,
         ttl: i64,
         now: i64,
-    ) -> Result<u32, Issued> {
+    ) -> Result<u32, Admitted> {
         match self.attempts.get_mut(digest) {
             Some((n, until)) if *until > now => {
                 if max_attempts.is_some_and(|max| *n >= max) {
                     *until = now + ttl;
-                    return Err(Issued::Looping {
+                    return Err(Admitted::Looping {
                         attempts: *n,
                         retry_after: ttl,
                     });
@@ -274,12 +255,12 @@ impl GrantStore for MemoryStore {
         Ok(())
     }
 
-    async fn issue_challenge(
+    async fn admit_challenge(
         &self,
         challenge: Challenge,
-        limits: &IssueLimits,
+        caps: &Caps,
         now: i64,
-    ) -> Result<Issued, GrantError> {
+    ) -> Result<Admitted, GrantError> {
         let mut inner = self.lock()?;
         let ttl = challenge.expires_at - now;
         if ttl <= 0 {
@@ -287,54 +268,59 @@ impl GrantStore for MemoryStore {
                 "refusing to store an already expired challenge".into(),
             ));
         }
-        if let Some(refused) = inner.count_rates(limits, self.max_entries, now)? {
+        if let Some(refused) = inner.open_refusal(&challenge, caps.max_open, now) {
             return Ok(refused);
         }
-        if let Some(refused) = inner.open_refusal(&challenge, limits.max_open, now) {
-            return Ok(refused);
-        }
-        let attempts = match inner.next_attempt(&challenge.digest, limits.max_attempts, ttl, now) {
+        let attempts = match inner.next_attempt(&challenge.digest, caps.max_attempts, ttl, now) {
             Ok(attempts) => attempts,
             Err(refused) => return Ok(refused),
         };
         inner.store(challenge, attempts, self.max_entries, now)?;
-        Ok(Issued::Open { attempts })
+        Ok(Admitted::Open { attempts })
     }
 
-    async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError> {
-        let inner = self.lock()?;
-        Ok(inner
-            .challenges
-            .get(id)
-            .filter(|c| c.expires_at > now)
-            .cloned())
-    }
-
-    async fn open_challenge(
+    async fn find_challenge(
         &self,
-        digest: &str,
+        which: ChallengeRef<'_>,
         now: i64,
     ) -> Result<Option<Challenge>, GrantError> {
         let inner = self.lock()?;
-        Ok(inner
-            .latest
-            .get(digest)
-            .and_then(|id| inner.challenges.get(id))
-            .filter(|c| c.digest == digest && c.expires_at > now)
-            .cloned())
+        let found = match which {
+            ChallengeRef::Id(id) => inner.challenges.get(id),
+            ChallengeRef::Latest(digest) => inner
+                .latest
+                .get(digest)
+                .and_then(|id| inner.challenges.get(id))
+                .filter(|c| c.digest == digest),
+        };
+        Ok(found.filter(|c| c.expires_at > now).cloned())
     }
 
-    async fn signals(
+    async fn tally(
         &self,
-        velocity: &str,
-        window: i64,
-        seen: [&str; 2],
+        counters: &[Counter<'_>],
+        marks: &[&str],
         now: i64,
-    ) -> Result<(u64, [bool; 2]), GrantError> {
+    ) -> Result<Tally, GrantError> {
         let mut inner = self.lock()?;
-        let (count, _) = count(&mut inner.velocity, self.max_entries, velocity, window, now)?;
-        let seen = seen.map(|name| inner.networks.get(name).is_some_and(|t| *t > now));
-        Ok((count, seen))
+        let mut tally = Tally::default();
+        for c in counters {
+            let map = match c.max {
+                Some(_) => &mut inner.limited,
+                None => &mut inner.counters,
+            };
+            let (n, _) = count(map, self.max_entries, c.name, c.window, now)?;
+            tally.counts.push(n);
+            if c.max.is_some_and(|max| n > max) {
+                tally.marks = vec![false; marks.len()];
+                return Ok(tally);
+            }
+        }
+        tally.marks = marks
+            .iter()
+            .map(|name| inner.marks.get(*name).is_some_and(|t| *t > now))
+            .collect();
+        Ok(tally)
     }
 
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
@@ -349,26 +335,27 @@ impl GrantStore for MemoryStore {
 
     async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError> {
         let mut inner = self.lock()?;
-        let networks = &mut inner.networks;
-        if make_room(networks, mark, self.max_entries, |t| *t > now).is_err() {
-            forget_soonest(networks, self.max_entries);
+        let marks = &mut inner.marks;
+        if make_room(marks, mark, self.max_entries, |t| *t > now).is_err() {
+            forget_soonest(marks, self.max_entries);
         }
-        if networks.len() < self.max_entries || networks.contains_key(mark) {
-            let kept = networks.entry(mark.to_string()).or_insert(until);
+        if marks.len() < self.max_entries || marks.contains_key(mark) {
+            let kept = marks.entry(mark.to_string()).or_insert(until);
             *kept = (*kept).max(until);
         }
         Ok(())
     }
 
-    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {
-        Ok(self.lock()?.grants.remove(digest).is_some())
-    }
-
-    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError> {
+    async fn revoke(&self, which: Revoke<'_>) -> Result<u32, GrantError> {
         let mut inner = self.lock()?;
-        let before = inner.grants.len();
-        inner.grants.retain(|_, g| g.subject != subject);
-        Ok(u32::try_from(before - inner.grants.len()).unwrap_or(u32::MAX))
+        match which {
+            Revoke::Transaction(digest) => Ok(u32::from(inner.grants.remove(digest).is_some())),
+            Revoke::Subject(subject) => {
+                let before = inner.grants.len();
+                inner.grants.retain(|_, g| g.subject != subject);
+                Ok(u32::try_from(before - inner.grants.len()).unwrap_or(u32::MAX))
+            }
+        }
     }
 
     async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError> {

@@ -1,13 +1,16 @@
+use std::sync::Arc;
+
 use super::*;
 
+/// The contract every store keeps, on the memory store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_keeps_the_store_contract() {
+    contract::assert_all(Arc::new(MemoryStore::new(1_000)), "mem", 1_800_000_000).await;
+}
+
 #[test]
-fn sources_are_limited_per_ipv4_address_and_per_ipv6_64() {
-    assert_eq!(source_tag("10.0.0.7"), "ip:10.0.0.7");
-    assert_eq!(source_tag("::ffff:10.0.0.7"), "ip:10.0.0.7", "IPv4-mapped");
-    for one_client in ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
-        assert_eq!(source_tag(one_client), "ip:2001:db8:1:2::/64");
-    }
-    assert_eq!(source_tag("2001:db8:1:3::1"), "ip:2001:db8:1:3::/64");
-    assert_eq!(source_tag("::1"), "ip:0:0:0:0::/64");
-    assert_eq!(source_tag("not-an-address"), "ip:not-an-address");
+fn windows_are_fixed_and_never_empty() {
+    assert_eq!(window_of(60, 1_800_000_010), (30_000_000, 1_800_000_060));
+    assert_eq!(window_of(60, -1), (-1, 0));
+    assert_eq!(window_of(0, 7), (7, 8), "a zero window is one second");
 }

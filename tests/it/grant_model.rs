@@ -30,7 +30,8 @@ use stepguard::completion::Completer;
 use stepguard::decision::{Decision, Verdict};
 use stepguard::evidence::{Evidence, EvidenceContext, EvidenceError, Lifecycle};
 use stepguard::grant::{
-    Challenge, Grant, GrantError, GrantStore, IssueLimits, Issued, MemoryStore, RedisStore,
+    Admitted, Caps, Challenge, ChallengeRef, Counter, Grant, GrantError, GrantStore, MemoryStore,
+    RedisStore, Revoke, Tally,
 };
 use stepguard::identity::Identity;
 use stepguard::pipeline::Pipeline;
@@ -128,38 +129,43 @@ impl GrantStore for Faulty {
     async fn put_grant(&self, grant: Grant) -> Result<(), GrantError> {
         self.inner.put_grant(grant).await
     }
-    async fn issue_challenge(
+    async fn admit_challenge(
         &self,
         challenge: Challenge,
-        limits: &IssueLimits,
+        caps: &Caps,
         now: i64,
-    ) -> Result<Issued, GrantError> {
-        let call = self.inner.issue_challenge(challenge, limits, now);
+    ) -> Result<Admitted, GrantError> {
+        let call = self.inner.admit_challenge(challenge, caps, now);
         self.around(Op::Issue, call).await
     }
-    async fn challenge(&self, id: &str, now: i64) -> Result<Option<Challenge>, GrantError> {
-        self.inner.challenge(id, now).await
-    }
-    async fn open_challenge(
+    async fn find_challenge(
         &self,
-        digest: &str,
+        which: ChallengeRef<'_>,
         now: i64,
     ) -> Result<Option<Challenge>, GrantError> {
-        self.around(Op::Open, self.inner.open_challenge(digest, now))
-            .await
+        let call = self.inner.find_challenge(which, now);
+        match which {
+            ChallengeRef::Id(_) => call.await,
+            ChallengeRef::Latest(_) => self.around(Op::Open, call).await,
+        }
     }
     async fn close_challenge(&self, challenge: &Challenge) -> Result<bool, GrantError> {
         self.inner.close_challenge(challenge).await
     }
-    async fn signals(
+    async fn tally(
         &self,
-        velocity: &str,
-        window: i64,
-        seen: [&str; 2],
+        counters: &[Counter<'_>],
+        marks: &[&str],
         now: i64,
-    ) -> Result<(u64, [bool; 2]), GrantError> {
-        let call = self.inner.signals(velocity, window, seen, now);
-        self.around(Op::Signals, call).await
+    ) -> Result<Tally, GrantError> {
+        // Counters with a max are the challenge-issuing rate limits; without, the context
+        // signals (velocity and known networks).
+        let op = match counters.iter().any(|c| c.max.is_some()) {
+            true => Op::Issue,
+            false => Op::Signals,
+        };
+        self.around(op, self.inner.tally(counters, marks, now))
+            .await
     }
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
         // A spent grant's first-use claim (`used:…`) is made off the approval's path, for the
@@ -173,11 +179,8 @@ impl GrantStore for Faulty {
     async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError> {
         self.inner.remember(mark, until, now).await
     }
-    async fn revoke_transaction(&self, digest: &str) -> Result<bool, GrantError> {
-        self.inner.revoke_transaction(digest).await
-    }
-    async fn revoke_subject(&self, subject: &str) -> Result<u32, GrantError> {
-        self.inner.revoke_subject(subject).await
+    async fn revoke(&self, which: Revoke<'_>) -> Result<u32, GrantError> {
+        self.inner.revoke(which).await
     }
 }
 

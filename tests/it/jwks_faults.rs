@@ -174,3 +174,84 @@ async fn a_verified_token_is_refused_once_the_keys_pass_max_stale_until_a_fetch_
     jwks.set(Answer::Body(Duration::ZERO));
     assert_eq!(verify(&id, &token).await, Ok(Some("alice".into())));
 }
+
+/// A dev-key token naming `kid`, which the JWKS does not have.
+fn token_with_kid(kid: &str) -> String {
+    let header = serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"});
+    stepguard::testkit::sign(header, claims("mallory", "aal2", 5))
+}
+
+/// Reliability B4, sustained: ~1,000 unknown-`kid` requests a second for 10 s through the
+/// pipeline, 200 different `kid`s, with a 2 s refresh cooldown. Every one is answered
+/// `invalid_token` within the decision budget, the JWKS is fetched at most once per cooldown,
+/// and a known key keeps verifying throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sustained_unknown_kid_flood_is_refused_in_budget_and_fetches_once_per_cooldown() {
+    const COOLDOWN_SECS: u64 = 2;
+    const FLOOD: Duration = Duration::from_secs(10);
+    let settings = format!("min_refresh_secs: {COOLDOWN_SECS}");
+    let (jwks, edit) = serve(&settings).await;
+    let pipeline = unlimited(edit).await;
+    let hostile: Arc<Vec<String>> = Arc::new(
+        (0..200)
+            .map(|i| token_with_kid(&format!("rotated-{i}")))
+            .collect(),
+    );
+    let before = jwks.hits();
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8u64 {
+        let (pipeline, hostile) = (pipeline.clone(), hostile.clone());
+        workers.spawn(async move {
+            // 8 workers, each a request every 8 ms: about 1,000 a second in all.
+            let mut tick = tokio::time::interval(Duration::from_millis(8));
+            let (mut sent, mut slowest) = (0u64, Duration::ZERO);
+            while started.elapsed() < FLOOD {
+                tick.tick().await;
+                let token = &hostile[((sent * 8 + w) % 200) as usize];
+                let asked = Instant::now();
+                let d = pipeline.decide(transfer(token, 100 + w)).await;
+                slowest = slowest.max(asked.elapsed());
+                assert_eq!(d.reason, "invalid_token", "{d:?}");
+                sent += 1;
+            }
+            (sent, slowest)
+        });
+    }
+    let known = token("alice", "aal2", 5);
+    let mut known_checks = 0;
+    while started.elapsed() < FLOOD {
+        let d = pipeline.decide(transfer(&known, 7)).await;
+        assert_ne!(
+            d.reason, "invalid_token",
+            "a known key stopped verifying: {d:?}"
+        );
+        known_checks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (mut sent, mut slowest) = (0, Duration::ZERO);
+    while let Some(done) = workers.join_next().await {
+        let (n, s) = done.unwrap();
+        sent += n;
+        slowest = slowest.max(s);
+    }
+    let fetches = jwks.hits() - before;
+    let allowed = (FLOOD.as_secs() / COOLDOWN_SECS + 1) as usize;
+    eprintln!(
+        "flood: {sent} unknown-kid requests in {FLOOD:?}, slowest {slowest:?}, {fetches} JWKS \
+         fetches, {known_checks} known-key checks"
+    );
+    assert!(
+        sent > 5_000,
+        "the flood was too thin to mean anything: {sent}"
+    );
+    // The budget is 250 ms; slack for a loaded test machine.
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest answer {slowest:?}"
+    );
+    assert!(
+        fetches <= allowed,
+        "{fetches} fetches in {FLOOD:?} with a {COOLDOWN_SECS} s cooldown (at most {allowed})"
+    );
+}

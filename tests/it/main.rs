@@ -6,6 +6,7 @@
 
 mod support;
 
+mod ambiguous_consume;
 mod cli;
 mod envoy_deploy_configs;
 mod envoy_e2e;

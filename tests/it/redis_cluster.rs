@@ -14,18 +14,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::load::{Sample, decide_within, drive, transfer, unlimited};
-use crate::support::records::{
-    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits,
-    assert_subject_checked_before_source_ip, challenge, grant,
-};
+use crate::support::records::{challenge, grant};
 use crate::support::redis::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster, RedisServer};
 use crate::support::sidecar::{invalid_field, parse_grants, with_grants};
 use crate::support::tokens::token;
 use serde_json::json;
 use stepguard::app::App;
+use stepguard::challenge::limits::contract::{
+    assert_issue_limits, assert_subject_checked_before_source_ip,
+};
 use stepguard::clock::ManualClock;
 use stepguard::config::{ConfigError, GrantsConfig};
 use stepguard::decision::Verdict;
+use stepguard::grant::contract;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore};
 use stepguard::pipeline::Pipeline;
 use stepguard::request::RawRequest;
@@ -143,7 +144,7 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once_on_a_cluster
     let cluster = RedisCluster::start();
     let store = Arc::new(store(&cluster, Duration::from_secs(2)));
     ready(&store).await;
-    assert_consumed_exactly_once(store, 20, NOW).await;
+    contract::assert_consumed_exactly_once(store, "race", 20, NOW).await;
     // Left: the subject's grant index (it expires with the longest grant).
     assert_eq!(assert_every_key_has_a_ttl(&cluster).0, 1);
 }
@@ -199,14 +200,15 @@ async fn transactions_spread_over_the_nodes_and_every_key_has_a_ttl() {
     assert_eq!(assert_every_key_has_a_ttl(&cluster).0, 12 * 2 + 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuing_enforces_the_abuse_limits_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let store = store(&cluster, BUDGET * 10);
+    let store = Arc::new(store(&cluster, BUDGET * 10));
     ready(&store).await;
-    assert_issue_limits(&store, "cluster", NOW).await;
-    assert_subject_checked_before_source_ip(&store, "cluster", NOW).await;
-    assert_completion_lookups(&store, "cluster", NOW).await;
+    assert_issue_limits(&*store, "cluster", NOW).await;
+    assert_subject_checked_before_source_ip(&*store, "cluster", NOW).await;
+    // The contract every store keeps (`grant::contract`).
+    contract::assert_all(store, "cluster", NOW).await;
     let (keys, nodes) = assert_every_key_has_a_ttl(&cluster);
     assert!(keys > 10);
     assert!(nodes >= 2, "keys on {nodes} node(s) only");

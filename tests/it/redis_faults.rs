@@ -20,9 +20,7 @@ use crate::support::sidecar::with_redis;
 use crate::support::tokens::{now, token};
 use stepguard::clock::ManualClock;
 use stepguard::decision::Verdict;
-use stepguard::grant::{
-    Challenge, Grant, GrantError, GrantStore, IssueLimits, Rate, RateScope, RedisStore,
-};
+use stepguard::grant::{Challenge, Grant, GrantError, GrantStore, RedisStore};
 use stepguard::pipeline::Pipeline;
 use stepguard::request::RawRequest;
 
@@ -100,6 +98,8 @@ fn store_state(server: &RedisServer) -> Vec<(String, Option<String>)> {
     keys
 }
 
+use stepguard::challenge::limits::{IssueLimits, Rate, RateScope};
+
 /// A challenge for `digest` issued straight to the store, with a per-subject rate limit.
 async fn issue(store: &dyn GrantStore, id: &str, digest: &str) -> Result<(), GrantError> {
     let limits = IssueLimits {
@@ -113,8 +113,7 @@ async fn issue(store: &dyn GrantStore, id: &str, digest: &str) -> Result<(), Gra
         max_attempts: Some(100),
     };
     let now = now();
-    store
-        .issue_challenge(challenge(id, digest, now), &limits, now)
+    stepguard::challenge::limits::issue(store, challenge(id, digest, now), &limits, now)
         .await
         .map(|_| ())
 }

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::records::{assert_completion_lookups, assert_issue_limits, challenge, grant};
+use crate::support::records::{challenge, grant};
 use crate::support::sentinel::{MASTER_NAME, SentinelSet};
 use crate::support::sidecar::{invalid_field, parse_grants};
+use stepguard::challenge::limits::contract::assert_issue_limits;
 use stepguard::clock::ManualClock;
 use stepguard::config::GrantsConfig;
+use stepguard::grant::contract;
 use stepguard::grant::{GrantStore, RedisStore};
 
 const NOW: i64 = 1_800_000_000;
@@ -178,10 +180,10 @@ async fn a_consume_no_replica_acknowledged_does_not_approve() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn challenges_and_limits_through_sentinel() {
     let set = SentinelSet::start();
-    let store = store(&set, 1);
+    let store = Arc::new(store(&set, 1));
     writable(&store, Duration::from_secs(10)).await;
     let c = challenge("c-sentinel", "dev1:s1", NOW);
     store.put_challenge(c.clone()).await.unwrap();
@@ -190,8 +192,9 @@ async fn challenges_and_limits_through_sentinel() {
         Some(c.clone())
     );
     assert!(store.close_challenge(&c).await.unwrap());
-    assert_issue_limits(&store, "sentinel", NOW).await;
-    assert_completion_lookups(&store, "sentinel", NOW).await;
+    assert_issue_limits(&*store, "sentinel", NOW).await;
+    // The contract every store keeps (`grant::contract`).
+    contract::assert_all(store, "sentinel", NOW).await;
     for (key, pttl) in support::redis::scan_pttl(&mut set.client(set.primary_port())) {
         assert!(pttl > 0, "key {key} has PTTL {pttl}");
     }

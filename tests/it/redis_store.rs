@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::blackhole::Blackhole;
-use crate::support::records::{
-    assert_completion_lookups, assert_consumed_exactly_once, assert_issue_limits,
-    assert_subject_checked_before_source_ip, challenge, grant,
-};
+use crate::support::records::{challenge, grant};
 use crate::support::redis::RedisServer;
 use crate::support::sidecar::{invalid_field, parse_grants, with_redis};
 use serde_json::json;
 use stepguard::app::App;
+use stepguard::challenge::limits::contract::{
+    assert_issue_limits, assert_subject_checked_before_source_ip,
+};
 use stepguard::clock::ManualClock;
 use stepguard::config::ConfigError;
 use stepguard::decision::Verdict;
+use stepguard::grant::contract;
 use stepguard::grant::{Grant, GrantError, GrantStore, RedisStore, subject_tag};
 use stepguard::request::RawRequest;
 
@@ -198,12 +199,21 @@ async fn already_expired_records_are_refused_and_ttls_follow_expiry() {
     }
 }
 
+/// The contract every store keeps (`grant::contract`), with a TTL on every key it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_the_store_contract() {
+    let server = RedisServer::start();
+    let store = Arc::new(store(&server, Duration::from_secs(2)));
+    contract::assert_all(store, "redis", NOW).await;
+    assert!(assert_every_key_has_a_ttl(&server) > 10);
+}
+
 #[tokio::test]
 async fn issuing_enforces_the_abuse_limits_with_ttls() {
     let server = RedisServer::start();
     let store = store(&server, BUDGET * 10);
     assert_issue_limits(&store, "redis", NOW).await;
-    assert_completion_lookups(&store, "redis", NOW).await;
+    contract::assert_completion_lookups(&store, "redis", NOW).await;
     assert!(assert_every_key_has_a_ttl(&server) > 10);
 }
 
@@ -237,7 +247,7 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
     let server = RedisServer::start();
     // A generous budget: this test is about atomicity, not latency.
     let store = Arc::new(store(&server, Duration::from_secs(2)));
-    assert_consumed_exactly_once(store, 50, NOW).await;
+    contract::assert_consumed_exactly_once(store, "race", 50, NOW).await;
     // Left: the subject's grant index.
     assert_eq!(assert_every_key_has_a_ttl(&server), 1);
 }

@@ -138,10 +138,11 @@ async fn concurrent_consumers_spend_a_single_use_grant_exactly_once() {
 /// before is still completed once, and its grant found and spent.
 #[tokio::test]
 async fn completions_work_when_every_other_map_is_full() {
+    use crate::challenge::limits::{IssueLimits, Rate, RateScope, issue};
     use crate::completion::{Assurance, Completer, CompletionError};
     use crate::config::ContextConfig;
     use crate::context::{Signals, Velocity};
-    use crate::grant::{Rate, RateScope};
+    use crate::grant::Counter;
 
     const CAP: usize = 4;
     let now = 1_000;
@@ -164,9 +165,13 @@ async fn completions_work_when_every_other_map_is_full() {
         let _ = signals
             .remember(store.as_ref(), &ContextConfig::default(), &subject, now)
             .await;
-        let _ = store
-            .signals(&format!("velocity:{i}"), 60, ["seen:a", "seen:b"], now)
-            .await;
+        let velocity = format!("velocity:{i}");
+        let counter = Counter {
+            name: &velocity,
+            window: 60,
+            max: None,
+        };
+        let _ = store.tally(&[counter], &["seen:a", "seen:b"], now).await;
         let mut other = challenge(&format!("other-{i}"), now);
         other.subject = subject;
         other.digest = format!("d-{i}");
@@ -180,7 +185,7 @@ async fn completions_work_when_every_other_map_is_full() {
             max_open: Some(5),
             max_attempts: Some(5),
         };
-        let _ = store.issue_challenge(other, &limits, now).await;
+        let _ = issue(store.as_ref(), other, &limits, now).await;
     }
     {
         let inner = store.inner.lock().unwrap();
@@ -188,12 +193,12 @@ async fn completions_work_when_every_other_map_is_full() {
         // soonest network marks); the completion's own maps are untouched.
         let full = [
             ("challenges", inner.challenges.len()),
-            ("rates", inner.rates.len()),
-            ("velocity", inner.velocity.len()),
+            ("limited", inner.limited.len()),
+            ("counters", inner.counters.len()),
             ("open", inner.open.len()),
             ("attempts", inner.attempts.len()),
             ("latest", inner.latest.len()),
-            ("networks", inner.networks.len()),
+            ("marks", inner.marks.len()),
         ];
         for (map, len) in full {
             assert_eq!(len, CAP, "{map}");
@@ -249,26 +254,20 @@ async fn network_marks_are_forgotten_soonest_first_and_never_refused() {
     store.remember("seen:new", 5_000, 1_000).await.unwrap();
     let seen = |name: &'static str| {
         let store = &store;
-        async move {
-            store
-                .signals("velocity:x", 60, [name, "-"], 1_000)
-                .await
-                .unwrap()
-                .1[0]
-        }
+        async move { store.tally(&[], &[name], 1_000).await.unwrap().marks[0] }
     };
     assert!(seen("seen:new").await);
     assert!(!seen("seen:n0").await && !seen("seen:n1").await);
     assert!(seen("seen:n2").await && seen("seen:n15").await);
-    assert_eq!(store.inner.lock().unwrap().networks.len(), 15);
+    assert_eq!(store.inner.lock().unwrap().marks.len(), 15);
     // Remembering a known mark again refreshes it and takes no room.
     store.remember("seen:n2", 9_000, 1_000).await.unwrap();
-    assert_eq!(store.inner.lock().unwrap().networks["seen:n2"], 9_000);
+    assert_eq!(store.inner.lock().unwrap().marks["seen:n2"], 9_000);
 }
 
 #[tokio::test]
 async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
-    use crate::grant::{Rate, RateScope};
+    use crate::challenge::limits::{IssueLimits, Issued, Rate, RateScope, issue};
     let store = MemoryStore::new(1_000);
     let limits = |ip: usize| IssueLimits {
         rates: vec![
@@ -289,12 +288,12 @@ async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
     };
     let mut first = challenge("c0", 1_000);
     first.digest = "d0".into();
-    let issued = store.issue_challenge(first, &limits(0), 1_000).await;
+    let issued = issue(&store, first, &limits(0), 1_000).await;
     assert_eq!(issued, Ok(Issued::Open { attempts: 1 }));
     for ip in 1..100 {
         let mut c = challenge(&format!("c{ip}"), 1_000);
         c.digest = format!("d{ip}");
-        let issued = store.issue_challenge(c, &limits(ip), 1_000).await.unwrap();
+        let issued = issue(&store, c, &limits(ip), 1_000).await.unwrap();
         assert!(
             matches!(
                 issued,
@@ -307,7 +306,7 @@ async fn a_subject_over_its_limit_creates_no_source_ip_counter() {
         );
     }
     assert_eq!(
-        store.inner.lock().unwrap().rates.len(),
+        store.inner.lock().unwrap().limited.len(),
         2,
         "the subject's counter and its first IP's"
     );

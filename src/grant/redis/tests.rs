@@ -1,3 +1,4 @@
+use super::keys::{Keys, hash_tag};
 use super::*;
 
 #[test]

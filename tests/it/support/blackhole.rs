@@ -1,10 +1,13 @@
 //! A loopback TCP proxy that can black-hole its connections: the peer vanishes without a FIN or
 //! an RST (as behind a dead NAT entry or a partitioned network), so the client's socket stays
 //! open and simply never hears back. Connections black-holed once stay dead after `heal`; new
-//! connections made after `heal` are forwarded again.
+//! connections made after `heal` are forwarded again. It can also hold back one request: the
+//! first client write containing a marker reaches the server only after a delay (an answer lost
+//! to the client's time limit, while the server still acts on the request).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +23,8 @@ struct State {
     epoch: AtomicU64,
     /// While set, nothing is forwarded (new connections are accepted and left hanging).
     cut: AtomicBool,
+    /// The next client write containing this marker is held this long before it is forwarded.
+    hold: Mutex<Option<(Vec<u8>, Duration)>>,
 }
 
 impl Blackhole {
@@ -30,6 +35,7 @@ impl Blackhole {
         let state = Arc::new(State {
             epoch: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            hold: Mutex::new(None),
         });
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -58,6 +64,12 @@ impl Blackhole {
     /// New connections are forwarded again (the ones cut stay dead).
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// The next client write that contains `marker` reaches the server `delay` late (once); the
+    /// writes after it on that connection queue behind it, as on a slow link.
+    pub fn hold_next(&self, marker: &[u8], delay: Duration) {
+        *self.state.hold.lock().unwrap() = Some((marker.to_vec(), delay));
     }
 }
 
@@ -92,6 +104,20 @@ async fn relay(client: TcpStream, target: u16, state: Arc<State>) {
                 match cr.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) if live() => {
+                        let held = {
+                            let mut hold = state.hold.lock().unwrap();
+                            match hold.as_ref() {
+                                Some((marker, _))
+                                    if buf[..n].windows(marker.len()).any(|w| w == marker) =>
+                                {
+                                    hold.take().map(|(_, delay)| delay)
+                                }
+                                _ => None,
+                            }
+                        };
+                        if let Some(delay) = held {
+                            tokio::time::sleep(delay).await;
+                        }
                         if sw.write_all(&buf[..n]).await.is_err() {
                             return;
                         }
