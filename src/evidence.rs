@@ -31,7 +31,7 @@ use std::time::SystemTime;
 
 pub use key::{PublicKey, SigningKey};
 pub use record::{Recorder, Redaction};
-pub use spool::{SpoolEvidence, SpoolSettings, SpoolStats, WhenFull};
+pub use spool::{Shipped, SpoolEvidence, SpoolSettings, SpoolStats, WhenFull};
 pub use time::parse as parse_time;
 
 use crate::config::{Config, EvidenceSink};
@@ -178,6 +178,19 @@ pub trait Evidence: Send + Sync + 'static {
     fn spool(&self) -> Option<SpoolStats> {
         None
     }
+
+    /// False while the sink is known to be failing (its last write or sync failed and it has
+    /// not been reopened since): the pipeline then spends no grant on an approval it could not
+    /// record. True for sinks that cannot tell.
+    fn writable(&self) -> bool {
+        true
+    }
+
+    /// Where shipping stands, shared with the spool so `delete_oldest` keeps what is not
+    /// shipped yet; `None` for sinks without a spool or when nothing ships.
+    fn shipped(&self) -> Option<Shipped> {
+        None
+    }
 }
 
 /// Evidence as structured log events only (target `stepguard::evidence`): neither durable nor
@@ -245,7 +258,9 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> 
         (EvidenceSink::Spool, Some(spool), Some(key_file)) => {
             let path = config.resolve(key_file);
             let key = SigningKey::load(&path).map_err(|m| key_error(&path, m))?;
-            let settings = SpoolSettings::from_config(spool, &ev.checkpoint, config);
+            let mut settings = SpoolSettings::from_config(spool, &ev.checkpoint, config);
+            // With shipping, `delete_oldest` deletes only what the shipper has sent.
+            settings.shipped = ev.stream.as_ref().map(|_| Shipped::default());
             Ok(Arc::new(SpoolEvidence::open(
                 settings, key, recorder, ev.log,
             )))

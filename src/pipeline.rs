@@ -532,7 +532,12 @@ impl Pipeline {
     }
 
     /// Spends the grant atomically; a grant already spent by a concurrent request is refused.
+    /// A spool known to be failing (a write or `fdatasync` error not yet recovered) spends
+    /// nothing: the approval could not be recorded, so the grant is kept for the retry.
     async fn spend(&self, id: &str, grant: &Grant, now: i64) -> Step<String> {
+        if !self.evidence.writable() {
+            return Err(Decision::fault(id.into(), "evidence_unavailable"));
+        }
         match self.grants.consume(grant, now).await {
             Ok(true) => {
                 metrics::grant_consumed(true);

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::Evidence;
 use super::chain;
 use super::spool::files;
+use super::{Evidence, Shipped};
 use crate::config::StreamConfig;
 use crate::grant::RedisConnection;
 
@@ -135,6 +135,8 @@ pub struct Shipper {
     evidence: Weak<dyn Evidence>,
     cursors: HashMap<String, Cursor>,
     registered: HashSet<String>,
+    /// Where shipping stands, for the spool's `delete_oldest`.
+    shipped: Option<Shipped>,
 }
 
 impl Shipper {
@@ -145,6 +147,7 @@ impl Shipper {
         evidence: &Arc<dyn Evidence>,
     ) -> Self {
         Self {
+            shipped: evidence.shipped(),
             settings,
             conn,
             evidence: Arc::downgrade(evidence),
@@ -218,6 +221,9 @@ impl Shipper {
             if let Some(head) = head {
                 metrics::gauge!("stepguard_evidence_ship_lag_records")
                     .set(head.saturating_sub(cursor.seq) as f64);
+            }
+            if let Some(shipped) = &self.shipped {
+                shipped.mark(&chain, cursor.seq);
             }
             self.cursors.insert(chain, cursor);
         }

@@ -13,13 +13,21 @@
 //! - **Checkpoints** (`spool/writer.rs`): signed records of the chain head every
 //!   `checkpoint.every_records` decisions or `every_secs` seconds, at start and at shutdown.
 //! - **Cap.** Past `max_bytes` the spool refuses records (`when_full: refuse`) or deletes the
-//!   oldest closed segments (`delete_oldest`, noted in a checkpoint).
-//! - **Failure.** A spool that cannot be opened or written fails the records (approvals become
-//!   503) and is reopened at most once per second.
+//!   oldest closed segments (`delete_oldest`, noted in a checkpoint). With shipping
+//!   (`evidence.stream`) only segments whose every record is in the stream ([`Shipped`]) are
+//!   deleted: at the cap with the oldest segment unshipped (a shipping outage), records are
+//!   refused — approvals become 503 — until shipping catches up; unshipped evidence is never
+//!   deleted.
+//! - **Failure.** A spool that cannot be opened or written (a `write` or `fdatasync` error) fails
+//!   the records (approvals become 503): the failed batch is cut off the segment, never counted
+//!   as durable, and the chain continues after the last durable record once the spool is
+//!   reopened — by the writer itself, at most once per second, whether records arrive or not.
+//!   While it is broken the pipeline spends no grant ([`Evidence::writable`]).
 
 pub(super) mod files;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -49,6 +57,31 @@ pub struct SpoolSettings {
     pub checkpoint_interval: Duration,
     /// An unavailable spool is reopened at most this often.
     pub retry: Duration,
+    /// With shipping: how far each chain has shipped; `delete_oldest` deletes nothing after it.
+    pub shipped: Option<Shipped>,
+}
+
+/// The last `seq` of each chain known to be in its stream, written by the shipper and read by
+/// the spool's writer before it deletes a segment. A chain not in it has shipped nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Shipped(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Shipped {
+    /// Records that `chain` is shipped up to `seq`.
+    pub fn mark(&self, chain: &str, seq: u64) {
+        if let Ok(mut marks) = self.0.lock() {
+            marks.insert(chain.to_string(), seq);
+        }
+    }
+
+    /// The last `seq` of `chain` known to be shipped (0: none).
+    pub fn upto(&self, chain: &str) -> u64 {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|marks| marks.get(chain).copied())
+            .unwrap_or(0)
+    }
 }
 
 impl SpoolSettings {
@@ -63,6 +96,7 @@ impl SpoolSettings {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             retry: Duration::from_secs(1),
+            shipped: None,
         }
     }
 
@@ -81,6 +115,7 @@ impl SpoolSettings {
             checkpoint_every: checkpoint.every_records,
             checkpoint_interval: Duration::from_secs(checkpoint.every_secs),
             retry: Duration::from_secs(1),
+            shipped: None,
         }
     }
 }
@@ -110,6 +145,8 @@ pub struct SpoolStats {
 #[derive(Default)]
 struct Stats {
     available: AtomicBool,
+    /// A write, sync or open failed and the spool has not been reopened since.
+    broken: AtomicBool,
     queued: AtomicU64,
     bytes: AtomicU64,
     chain: Mutex<String>,
@@ -151,6 +188,7 @@ enum Msg {
 /// Evidence in a durable, tamper-evident spool.
 pub struct SpoolEvidence {
     recorder: Recorder,
+    shipped: Option<Shipped>,
     tx: SyncSender<Msg>,
     stats: Arc<Stats>,
     log: bool,
@@ -162,6 +200,7 @@ impl SpoolEvidence {
     pub fn open(settings: SpoolSettings, key: SigningKey, recorder: Recorder, log: bool) -> Self {
         let (tx, rx) = sync_channel(settings.queue.max(1));
         let stats = Arc::new(Stats::default());
+        let shipped = settings.shipped.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let writer = writer::Writer::new(settings, key, recorder.labels().clone(), stats.clone());
         let spawned = std::thread::Builder::new()
@@ -174,6 +213,7 @@ impl SpoolEvidence {
         }
         Self {
             recorder,
+            shipped,
             tx,
             stats,
             log,
@@ -236,6 +276,14 @@ impl Evidence for SpoolEvidence {
 
     fn spool(&self) -> Option<SpoolStats> {
         Some(self.stats())
+    }
+
+    fn shipped(&self) -> Option<Shipped> {
+        self.shipped.clone()
+    }
+
+    fn writable(&self) -> bool {
+        !self.stats.broken.load(Ordering::Acquire)
     }
 }
 

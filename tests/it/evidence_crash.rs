@@ -7,8 +7,8 @@
 //! a torn tail is repaired on restart. The page cache survives a killed process, so it cannot
 //! show the record reached the disk — that needs the machine to lose power, or `fdatasync` to
 //! fail. Write failures are covered by `tests/it/evidence_unwritable.rs` and the spool's unit
-//! tests (an unwritable spool); an `fdatasync` error injected at the syscall level (EIO, ENOSPC)
-//! is not tested yet (issue #15).
+//! tests (an unwritable spool), and at the syscall level by `tests/it/evidence_syscall_faults.rs`
+//! (EIO injected into `fdatasync`, ENOSPC into `write`, with strace on the live process).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;

@@ -290,35 +290,39 @@ pub fn spool_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Deletes the oldest closed segments (never a chain's last) until `need` bytes are freed;
-/// the names deleted.
-pub fn delete_oldest(dir: &Path, need: u64) -> Vec<String> {
-    let mut closed: Vec<PathBuf> = chains(dir)
-        .iter()
-        .flat_map(|c| {
-            let mut s = segments(c);
-            s.pop();
-            s
-        })
-        .collect();
-    closed.sort_by(|a, b| (a.parent(), segment_seq(a)).cmp(&(b.parent(), segment_seq(b))));
+/// Deletes the oldest closed segments (never a chain's last, nor one with a record after
+/// `shipped(chain)`, the last `seq` shipped) until `need` bytes are freed; the names deleted.
+/// A closed segment's last record is the one before the next segment's first.
+pub fn delete_oldest(dir: &Path, need: u64, shipped: impl Fn(&str) -> u64) -> Vec<String> {
+    let mut closed: Vec<(PathBuf, String)> = Vec::new();
+    for chain in chains(dir) {
+        let id = chain
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let upto = shipped(&id);
+        let segments = segments(&chain);
+        for pair in segments.windows(2) {
+            let last = segment_seq(&pair[1]).unwrap_or(0).saturating_sub(1);
+            if last > upto {
+                break;
+            }
+            closed.push((pair[0].clone(), id.clone()));
+        }
+    }
+    closed
+        .sort_by(|a, b| (a.0.parent(), segment_seq(&a.0)).cmp(&(b.0.parent(), segment_seq(&b.0))));
     let mut freed = 0;
     let mut deleted = Vec::new();
-    for segment in closed {
+    for (segment, chain) in closed {
         if freed >= need {
             break;
         }
         let len = fs::metadata(&segment).map(|m| m.len()).unwrap_or(0);
         if fs::remove_file(&segment).is_ok() {
             freed += len;
-            let chain = segment.parent().and_then(|p| p.file_name());
-            let name = segment.file_name();
-            if let (Some(chain), Some(name)) = (chain, name) {
-                deleted.push(format!(
-                    "{}/{}",
-                    chain.to_string_lossy(),
-                    name.to_string_lossy()
-                ));
+            if let Some(name) = segment.file_name() {
+                deleted.push(format!("{chain}/{}", name.to_string_lossy()));
             }
         }
     }

@@ -346,6 +346,74 @@ async fn delete_oldest_keeps_writing_and_says_what_it_deleted() {
 }
 
 #[tokio::test]
+async fn delete_oldest_never_deletes_what_is_not_shipped() {
+    let tmp = TempDir::new("delete-oldest-shipped");
+    let shipped = Shipped::default();
+    let mut s = settings(tmp.path());
+    s.segment_bytes = 4096;
+    s.max_bytes = 12 * 1024;
+    s.when_full = WhenFull::DeleteOldest;
+    s.shipped = Some(shipped.clone());
+    let (spool, public) = open(s);
+    let chain = spool.stats().chain;
+    // Nothing shipped (a shipping outage): at the cap records are refused, nothing deleted.
+    let mut refused = None;
+    for i in 0..100 {
+        if let Err(e) = append(&spool, &format!("d-{i}")).await {
+            refused = Some(e.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("the cap is reached");
+    assert!(refused.contains("not shipped"), "{refused}");
+    assert!(!spool.stats().available);
+    let first = tmp.path().join(&chain).join(files::segment_name(1));
+    assert!(first.exists(), "the oldest, unshipped segment is kept");
+    let head = spool.stats().head_seq;
+
+    // Shipped up to the second segment's end only: room is made from that, and no further.
+    let segments = files::segments(&tmp.path().join(&chain));
+    let upto = files::segment_seq(&segments[2]).unwrap() - 1;
+    shipped.mark(&chain, upto);
+    append(&spool, "after").await.unwrap();
+    let records = lines(tmp.path());
+    let first_kept = records[0]["seq"].as_u64().unwrap();
+    assert!(first_kept > 1, "a shipped segment was deleted");
+    assert!(first_kept <= upto + 1, "nothing unshipped was deleted");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["checkpoint"]["reason"] == "pruned")
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["seq"].as_u64().unwrap() <= head + 3)
+    );
+    verify_ok(tmp.path(), &public);
+    spool.close().await;
+}
+
+#[tokio::test]
+async fn a_broken_spool_is_not_writable_and_reopens_by_itself() {
+    let tmp = TempDir::new("broken-reopens");
+    let dir = tmp.path().join("spool");
+    std::fs::write(&dir, b"a file where the directory should be").unwrap();
+    let (spool, public) = open(settings(&dir));
+    assert!(!Evidence::writable(&spool), "grants are not spent on it");
+    std::fs::remove_file(&dir).unwrap();
+    // No record arrives: the writer reopens it on its own (every `retry`, 20 ms here).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Evidence::writable(&spool) {
+        assert!(Instant::now() < deadline, "the spool was not reopened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(spool.stats().available);
+    verify_ok(&dir, &public);
+    spool.close().await;
+}
+
+#[tokio::test]
 async fn an_unwritable_spool_fails_records_until_it_can_be_written() {
     let tmp = TempDir::new("unwritable");
     let dir = tmp.path().join("spool");

@@ -61,8 +61,12 @@ impl Writer {
         self.reopen(true);
         let _ = ready.send(());
         loop {
-            let first = match rx.recv_timeout(self.until_checkpoint()) {
+            let first = match rx.recv_timeout(self.until_next()) {
                 Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) if self.open.is_none() => {
+                    self.reopen(false);
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     self.interval_checkpoint();
                     continue;
@@ -97,6 +101,18 @@ impl Writer {
             }
         }
         self.shutdown();
+    }
+
+    /// Until the next checkpoint, or, while the spool is broken, the next reopening.
+    fn until_next(&self) -> Duration {
+        match (&self.open, &self.down) {
+            (None, Some((_, at))) => self
+                .settings
+                .retry
+                .saturating_sub(at.elapsed())
+                .max(Duration::from_millis(1)),
+            _ => self.until_checkpoint(),
+        }
     }
 
     fn until_checkpoint(&self) -> Duration {
@@ -178,10 +194,22 @@ impl Writer {
             return Ok(Vec::new());
         }
         let over = self.total + need - self.settings.max_bytes;
-        let deleted = files::delete_oldest(&self.settings.dir, over);
+        let shipped = self.settings.shipped.as_ref();
+        let deleted = files::delete_oldest(&self.settings.dir, over, |chain| {
+            shipped.map_or(u64::MAX, |s| s.upto(chain))
+        });
         if !deleted.is_empty() {
             tracing::warn!(?deleted, "evidence spool full: oldest segments deleted");
             self.total = files::spool_bytes(&self.settings.dir);
+        }
+        if shipped.is_some() && self.total + need > self.settings.max_bytes {
+            // Only shipped segments may go: the rest is refused until shipping catches up.
+            self.stats.available.store(false, Ordering::Release);
+            return Err(format!(
+                "evidence spool full: {} of {} bytes (evidence.spool.max_bytes), and the oldest \
+                 segments are not shipped yet (evidence.stream): nothing unshipped is deleted",
+                self.total, self.settings.max_bytes
+            ));
         }
         Ok(deleted)
     }
@@ -253,6 +281,7 @@ impl Writer {
         self.open = None;
         self.down = Some((error.clone(), Instant::now()));
         self.stats.available.store(false, Ordering::Release);
+        self.stats.broken.store(true, Ordering::Release);
         error
     }
 
@@ -271,6 +300,7 @@ impl Writer {
                 tracing::error!(error = %e, "evidence spool unavailable");
                 self.down = Some((format!("evidence spool unavailable: {e}"), Instant::now()));
                 self.stats.available.store(false, Ordering::Release);
+                self.stats.broken.store(true, Ordering::Release);
                 return false;
             }
         };
@@ -297,7 +327,11 @@ impl Writer {
         self.down = None;
         self.total = files::spool_bytes(&self.settings.dir);
         self.since_checkpoint = 0;
-        self.write(&batch).is_ok()
+        let written = self.write(&batch).is_ok();
+        if written {
+            self.stats.broken.store(false, Ordering::Release);
+        }
+        written
     }
 
     fn interval_checkpoint(&mut self) {

@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod binary;
 pub mod blackhole;
 pub mod check;
 pub mod envoy;
+pub mod evidence_tail;
 pub mod idp;
 pub mod isolated;
 pub mod load;
