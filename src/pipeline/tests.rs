@@ -9,6 +9,7 @@ use crate::decision::Verdict;
 use crate::grant::Grant;
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::request::RawRequest;
+use crate::response::status;
 use crate::testkit::{config, token};
 
 use super::*;
@@ -235,7 +236,8 @@ async fn malformed_requests_and_unknown_tags_are_refused() {
     let (p, _) = pipeline().await;
     let mut raw = transfer(None, 1, "bob");
     raw.path = "/v1/accounts/A1%2F..%2Fx/transfers".into();
-    assert_eq!(p.decide(raw).await.verdict, Verdict::Deny { status: 400 });
+    let d = p.decide(raw).await;
+    assert_eq!((&d.verdict, status(&d)), (&Verdict::Refused, 400));
     let mut raw = transfer(None, 1, "bob");
     raw.context_extensions
         .insert("stepguard.action".into(), "nope".into());
@@ -244,9 +246,10 @@ async fn malformed_requests_and_unknown_tags_are_refused() {
     raw.headers
         .insert("x-envoy-auth-partial-body".into(), "true".into());
     let d = p.decide(raw).await;
+    assert_eq!(status(&d), 400);
     assert_eq!(
         (d.verdict, d.reason.as_str()),
-        (Verdict::Deny { status: 400 }, "body_unavailable")
+        (Verdict::Refused, "body_unavailable")
     );
 }
 
@@ -405,7 +408,8 @@ async fn challenges_are_rate_limited_per_subject() {
     }
     let d = p.decide(transfer(Some(&weak), 100, "bob")).await;
     assert_eq!(d.reason, "challenge_rate_limited_subject");
-    let Verdict::RateLimited { retry_after } = d.verdict else {
+    assert_eq!((&d.verdict, status(&d)), (&Verdict::Refused, 429));
+    let Some(retry_after) = d.fault.as_ref().and_then(Fault::retry_after) else {
         panic!("{d:?}")
     };
     assert!((1..=60).contains(&retry_after));
@@ -465,7 +469,7 @@ async fn a_client_retrying_one_transaction_without_completing_gets_a_403() {
     }
     let d = p.decide(transfer(Some(&weak), 100, "bob")).await;
     assert_eq!(d.reason, "step_up_not_completing");
-    assert!(matches!(d.verdict, Verdict::Deny { status: 403 }), "{d:?}");
+    assert_eq!((&d.verdict, status(&d)), (&Verdict::Refused, 403), "{d:?}");
     assert!(
         matches!(
             p.decide(transfer(Some(&weak), 200, "bob")).await.verdict,
@@ -510,7 +514,8 @@ async fn open_challenges_per_subject_are_capped() {
     }
     let d = p.decide(transfer(Some(&weak), 6, "bob")).await;
     assert_eq!(d.reason, "too_many_open_challenges");
-    let Verdict::RateLimited { retry_after } = d.verdict else {
+    assert_eq!((&d.verdict, status(&d)), (&Verdict::Refused, 429));
+    let Some(retry_after) = d.fault.as_ref().and_then(Fault::retry_after) else {
         panic!("{d:?}")
     };
     assert_eq!(retry_after, 300, "until the oldest challenge expires");
@@ -839,7 +844,7 @@ async fn anonymous_refusals_grow_the_spool_by_less_than_64_kib() {
                 matches!(
                     (&d.verdict, d.reason.as_str()),
                     (Verdict::Unauthenticated { .. }, "invalid_token")
-                        | (Verdict::Deny { status: 400 }, "malformed_request")
+                        | (Verdict::Refused, "malformed_request")
                 ),
                 "{d:?}"
             );
@@ -862,8 +867,8 @@ async fn an_authenticated_denial_is_still_recorded_durably() {
         .insert("x-envoy-auth-partial-body".into(), "true".into());
     let d = p.decide(raw).await;
     assert_eq!(
-        (&d.verdict, d.reason.as_str()),
-        (&Verdict::Deny { status: 400 }, "body_unavailable")
+        (&d.verdict, d.reason.as_str(), status(&d)),
+        (&Verdict::Refused, "body_unavailable", 400)
     );
     // Answered only once durable: its record is on disk now.
     let spooled = spooled_text(&scratch.0);

@@ -254,7 +254,14 @@ pub fn reason_label(reason: &str) -> &'static str {
 /// The `outcome` label (and span attribute) of a decision.
 pub fn outcome(decision: &Decision) -> &'static str {
     match decision.verdict {
-        Verdict::RateLimited { .. } => "rate_limited",
+        Verdict::Refused
+            if decision
+                .fault
+                .as_ref()
+                .is_some_and(|f| f.retry_after().is_some()) =>
+        {
+            "rate_limited"
+        }
         _ => decision.outcome(),
     }
 }
