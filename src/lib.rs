@@ -26,6 +26,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+#[cfg(test)]
+mod architecture_tests;
 pub mod capped;
 pub mod challenge;
 pub mod cli;

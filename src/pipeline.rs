@@ -21,6 +21,7 @@ use crate::identity::{Identity, IdentityError, Subject, SubjectKind};
 use crate::policy::{Outcome, PolicyEngine, PolicyHandle};
 use crate::random::random_token;
 use crate::request::{AuthzRequest, RawRequest};
+use crate::response;
 use crate::route::{Action, Classification, RouteTable};
 use crate::telemetry::traces::{CheckSpan, Stage};
 use crate::telemetry::{metrics, stage, stage_sync};
@@ -87,7 +88,10 @@ impl Pipeline {
             }
         };
         decision.remove_headers = remove;
-        check.finish(&mut decision);
+        if let Some((trace_id, span_id)) = check.finish(&response::decided(&decision)) {
+            decision.trace_id = Some(trace_id);
+            decision.span_id = span_id;
+        }
         decision
     }
 

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::challenge::{insufficient_authentication, invalid_token};
 use crate::decision::{Decision, Verdict};
 use crate::fault::{Cause, Fault};
+use crate::telemetry::traces::Decided;
 
 /// Header carrying the decision id, to the upstream on allow and to the client on deny.
 pub const DECISION_ID_HEADER: &str = "x-stepguard-decision-id";
@@ -85,6 +86,29 @@ pub fn render(decision: &Decision) -> CheckResponse {
         Verdict::Deny { status } => deny(decision, *status),
         Verdict::Refused => refused(decision),
         Verdict::Fault => fault(decision),
+    }
+}
+
+/// The decision as telemetry records it, with its `outcome` label (a rate limit is
+/// `rate_limited`).
+pub fn decided(decision: &Decision) -> Decided<'_> {
+    let rate_limited = decision
+        .fault
+        .as_ref()
+        .is_some_and(|f| f.retry_after().is_some());
+    Decided {
+        outcome: match decision.verdict {
+            Verdict::Refused if rate_limited => "rate_limited",
+            _ => decision.outcome(),
+        },
+        reason: &decision.reason,
+        action: decision.action.as_deref(),
+        policy_revision: decision.policy_revision.as_deref(),
+        acr_required: match &decision.verdict {
+            Verdict::Challenge { requirement, .. } => Some(requirement.acr_values.join(" ")),
+            _ => None,
+        },
+        fault: decision.verdict == Verdict::Fault,
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod metrics;
 mod process;
+pub mod stage;
 pub mod traces;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;

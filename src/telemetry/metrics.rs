@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::traces::Stage;
-use crate::decision::{Decision, Verdict};
+use super::stage::Stage;
+use super::traces::Decided;
 
 pub const DECISIONS: &str = "stepguard_decisions_total";
 pub const STAGE_DURATION: &str = "stepguard_stage_duration_seconds";
@@ -251,28 +251,13 @@ pub fn reason_label(reason: &str) -> &'static str {
     OTHER_REASON
 }
 
-/// The `outcome` label (and span attribute) of a decision.
-pub fn outcome(decision: &Decision) -> &'static str {
-    match decision.verdict {
-        Verdict::Refused
-            if decision
-                .fault
-                .as_ref()
-                .is_some_and(|f| f.retry_after().is_some()) =>
-        {
-            "rate_limited"
-        }
-        _ => decision.outcome(),
-    }
-}
-
 /// Counts a decision.
-pub fn decision(decision: &Decision) {
+pub fn decision(decided: &Decided<'_>) {
     metrics::counter!(
         DECISIONS,
-        "action" => decision.action.clone().unwrap_or_default(),
-        "outcome" => outcome(decision),
-        "reason" => reason_label(&decision.reason),
+        "action" => decided.action.unwrap_or_default().to_string(),
+        "outcome" => decided.outcome,
+        "reason" => reason_label(decided.reason),
     )
     .increment(1);
 }
