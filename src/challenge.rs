@@ -11,7 +11,7 @@ use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::config::ChallengeConfig;
+use crate::challenge::config::ChallengeConfig;
 use crate::grant::{Challenge, GrantTerms, Requirement};
 use crate::identity::Subject;
 use crate::random::random_token;
@@ -20,6 +20,7 @@ use crate::route::Action;
 use crate::txn::Transaction;
 pub use issue::{ChallengeRequest, Issuance};
 
+pub mod config;
 mod issue;
 
 /// Builds challenges from config.
@@ -65,7 +66,7 @@ impl Challenger {
         &self.config.acr_ladder
     }
 
-    pub fn limits(&self) -> &crate::config::ChallengeLimits {
+    pub fn limits(&self) -> &crate::challenge::config::ChallengeLimits {
         &self.config.limits
     }
 

@@ -21,8 +21,11 @@
 //! | [`oidc`] | the IdP's relying party: discovery, code exchange, ID token, the callback |
 //! | [`grant_api`] | `stepguard.v1.GrantService`: approval systems look up, complete, revoke |
 //! | [`pipeline`], [`decision`] | `decide()` and what it returns |
+//! | [`fault`] | every way stepguard refuses by itself: reason code and who caused it (statuses in [`response`]) |
+//! | [`random`] | random tokens (ids, nonces, PKCE verifiers) |
 //! | [`evidence`] | tamper-evident audit records: decisions and grant lifecycle events, the spool, shipping |
-//! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`], [`capped`] | wiring; size-capped reading of fetched bodies |
+//! | [`config`] | the whole file: each module's section (`<module>/config.rs`) composed, cross-section rules |
+//! | [`app`], [`http`], [`telemetry`], [`clock`], [`cli`], [`capped`] | wiring; size-capped reading of fetched bodies |
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -24,7 +24,6 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::stage::Stage;
-use super::traces::Decided;
 
 pub const DECISIONS: &str = "stepguard_decisions_total";
 pub const STAGE_DURATION: &str = "stepguard_stage_duration_seconds";
@@ -251,13 +250,13 @@ pub fn reason_label(reason: &str) -> &'static str {
     OTHER_REASON
 }
 
-/// Counts a decision.
-pub fn decision(decided: &Decided<'_>) {
+/// Counts a decision: its action (empty when none), `outcome` label and primary reason.
+pub fn decision(action: &str, outcome: &'static str, reason: &str) {
     metrics::counter!(
         DECISIONS,
-        "action" => decided.action.unwrap_or_default().to_string(),
-        "outcome" => decided.outcome,
-        "reason" => reason_label(decided.reason),
+        "action" => action.to_string(),
+        "outcome" => outcome,
+        "reason" => reason_label(reason),
     )
     .increment(1);
 }

@@ -27,7 +27,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::TelemetryError;
 use super::metrics;
 pub use super::stage::Stage;
-use crate::config::OtlpConfig;
+use crate::telemetry::config::OtlpConfig;
 
 /// Whether spans are exported (set once the OTLP layer is installed).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -184,7 +184,11 @@ impl CheckSpan {
         }
         // Every decision, a fault's included, is an OK gRPC answer (a CheckResponse).
         span.record("rpc.grpc.status_code", 0_i64);
-        metrics::decision(decided);
+        metrics::decision(
+            decided.action.unwrap_or_default(),
+            decided.outcome,
+            decided.reason,
+        );
         metrics::stage(Stage::Total, self.started.elapsed());
         self.trace_id.map(|trace_id| (trace_id, self.span_id))
     }
