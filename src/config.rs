@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use crate::route::PathTemplate;
 
+mod actions;
+mod challenge;
 mod evidence;
+mod identity;
 mod policy;
 pub use crate::challenge::config::{
     ChallengeConfig, ChallengeLimits, ClientAuth, OidcConfig, RateLimit,
@@ -26,6 +29,7 @@ pub use evidence::{
     CheckpointConfig, EvidenceConfig, EvidenceSink, RedactConfig, SpoolConfig, StreamConfig,
     WhenFull,
 };
+use identity::validate_issuer;
 pub use policy::{BundleServerConfig, MAX_BUNDLE_BYTES, ReloadConfig, SourceKind};
 
 /// A configuration problem, naming the field it is about.
@@ -137,40 +141,6 @@ impl Default for DecisionConfig {
             drain_ms: 5_000,
             max_path_segments: 128,
         }
-    }
-}
-
-impl JwksConfig {
-    /// The source, with a file path resolved against the config directory. An unknown `kid`
-    /// waits for a URL fetch at most half the decision budget.
-    pub fn source(&self, config: &Config) -> JwksSource {
-        self.source_in(&config.base_dir, config.jwks_wait())
-    }
-
-    /// The limits of a URL fetch, under `field` (`….jwks`).
-    fn validate(&self, field: impl Fn(&str) -> String) -> Result<(), ConfigError> {
-        if self.ttl_secs == 0 {
-            return Err(invalid(field("ttl_secs"), "must be at least 1"));
-        }
-        if self.max_stale_secs < self.ttl_secs {
-            return Err(invalid(
-                field("max_stale_secs"),
-                "must be at least ttl_secs",
-            ));
-        }
-        if !(1_024..=16 << 20).contains(&self.max_bytes) {
-            return Err(invalid(
-                field("max_bytes"),
-                "must be between 1024 and 16777216",
-            ));
-        }
-        if !(100..=60_000).contains(&self.timeout_ms) {
-            return Err(invalid(
-                field("timeout_ms"),
-                "must be between 100 and 60000",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -548,78 +518,6 @@ impl Config {
         Ok(())
     }
 
-    fn validate_actions(&self) -> Result<(), ConfigError> {
-        let mut names = HashSet::new();
-        for (i, action) in self.actions.iter().enumerate() {
-            let field = |f: &str| format!("actions[{i}].{f}");
-            if !valid_action_name(&action.name) {
-                return Err(invalid(
-                    field("name"),
-                    "use lower-case letters, digits, `.`, `_` and `-`",
-                ));
-            }
-            if !names.insert(action.name.as_str()) {
-                return Err(invalid(
-                    field("name"),
-                    format!("duplicate action `{}`", action.name),
-                ));
-            }
-            let params = match &action.matcher {
-                Some(m) => validate_match(m, &field("match"))?,
-                None => Vec::new(),
-            };
-            let mut seen = HashSet::new();
-            for (j, bind) in action.bind.iter().enumerate() {
-                validate_bind(bind.field(), &params, action.body)
-                    .map_err(|m| invalid(field(&format!("bind[{j}]")), m))?;
-                if !seen.insert(bind.field()) {
-                    return Err(invalid(
-                        field(&format!("bind[{j}]")),
-                        format!("`{}` is listed twice", bind.field()),
-                    ));
-                }
-            }
-            if action.mode == ActionMode::Shadow && (action.privileged || !action.reversible) {
-                return Err(invalid(
-                    field("mode"),
-                    "a dry run (`shadow`) is refused for privileged and irreversible actions",
-                ));
-            }
-            for (name, f) in [("value", &action.value), ("currency", &action.currency)] {
-                if let Some(f) = f
-                    .as_ref()
-                    .filter(|f| !action.bind.iter().any(|b| b.field() == f.as_str()))
-                {
-                    return Err(invalid(
-                        field(name),
-                        format!("`{f}` must also be listed in `bind`"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_identity(&self) -> Result<(), ConfigError> {
-        if self.identity.leeway_secs > 300 {
-            return Err(invalid("identity.leeway_secs", "at most 300 seconds"));
-        }
-        for (i, issuer) in self.identity.issuers.iter().enumerate() {
-            validate_issuer(issuer, &format!("identity.issuers[{i}]"))?;
-        }
-        if let Some(jwt_authn) = &self.identity.jwt_authn {
-            for iss in &jwt_authn.issuers {
-                if !self.identity.issuers.iter().any(|i| &i.issuer == iss) {
-                    return Err(invalid(
-                        "identity.jwt_authn.issuers",
-                        format!("`{iss}` is not in identity.issuers"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn validate_grant_api(&self) -> Result<(), ConfigError> {
         let Some(api) = &self.grant_api else {
             return Ok(());
@@ -652,111 +550,6 @@ impl Config {
                     "must not be empty",
                 ));
             }
-        }
-        Ok(())
-    }
-
-    fn validate_challenge(&self) -> Result<(), ConfigError> {
-        let c = &self.challenge;
-        for (name, limit) in [
-            ("per_subject", c.limits.per_subject),
-            ("per_source_ip", c.limits.per_source_ip),
-        ] {
-            if limit.max == 0 || !(1..=86_400).contains(&limit.window_secs) {
-                return Err(invalid(
-                    format!("challenge.limits.{name}"),
-                    "max must be at least 1 and window_secs between 1 and 86400",
-                ));
-            }
-        }
-        for (name, max) in [
-            ("max_open_per_subject", c.limits.max_open_per_subject),
-            (
-                "max_attempts_per_transaction",
-                c.limits.max_attempts_per_transaction,
-            ),
-        ] {
-            if max == 0 {
-                return Err(invalid(
-                    format!("challenge.limits.{name}"),
-                    "must be at least 1",
-                ));
-            }
-        }
-        if c.acr_ladder.is_empty() {
-            return Err(invalid(
-                "challenge.acr_ladder",
-                "list at least one acr value",
-            ));
-        }
-        let unique: HashSet<_> = c.acr_ladder.iter().collect();
-        if unique.len() != c.acr_ladder.len() {
-            return Err(invalid("challenge.acr_ladder", "values must be unique"));
-        }
-        let issuer = c.oidc.as_ref().map(|o| &o.issuer);
-        match (&c.authorization_endpoint, issuer) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "challenge.authorization_endpoint",
-                    "not with challenge.oidc: the endpoint is discovered",
-                ));
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "challenge.oidc",
-                    "set challenge.oidc (the IdP, discovered) or challenge.authorization_endpoint",
-                ));
-            }
-            _ => {}
-        }
-        for (name, url) in [
-            ("authorization_endpoint", c.authorization_endpoint.as_ref()),
-            ("oidc.issuer", issuer),
-            ("redirect_uri", Some(&c.redirect_uri)),
-        ] {
-            let Some(url) = url else { continue };
-            if !secure_url(url) {
-                return Err(invalid(
-                    format!("challenge.{name}"),
-                    "must be https:// (plain http only on loopback)",
-                ));
-            }
-        }
-        if c.client_id.is_empty() {
-            return Err(invalid("challenge.client_id", "must not be empty"));
-        }
-        if let Some(o) = &c.oidc {
-            if o.client_secret_file.is_some() && o.client_secret_env.is_some() {
-                return Err(invalid(
-                    "challenge.oidc.client_secret_file",
-                    "set at most one of client_secret_file or client_secret_env",
-                ));
-            }
-            for alg in &o.id_token_algorithms {
-                crate::identity::parse_algorithm(alg)
-                    .map_err(|e| invalid("challenge.oidc.id_token_algorithms", e))?;
-            }
-            if crate::challenge::safe_path(&o.default_return).is_none() {
-                return Err(invalid(
-                    "challenge.oidc.default_return",
-                    "must be a path on this origin",
-                ));
-            }
-            if callback_path(&c.redirect_uri).is_none() {
-                return Err(invalid(
-                    "challenge.redirect_uri",
-                    "needs a path for the callback",
-                ));
-            }
-        }
-        if !(30..=3_600).contains(&c.ttl_secs) {
-            return Err(invalid("challenge.ttl_secs", "must be between 30 and 3600"));
-        }
-        if c.completion_skew_secs > 30 {
-            return Err(invalid(
-                "challenge.completion_skew_secs",
-                "at most 30 seconds (a sign-in older than the challenge by more never completes it)",
-            ));
         }
         Ok(())
     }
@@ -799,81 +592,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-/// One trusted token issuer (an `identity.issuers` entry or `grant_api.token`) under `field`.
-fn validate_issuer(issuer: &IssuerConfig, field: &str) -> Result<(), ConfigError> {
-    let field = |f: &str| format!("{field}.{f}");
-    if issuer.issuer.is_empty() {
-        return Err(invalid(field("issuer"), "must not be empty"));
-    }
-    if issuer.audiences.is_empty() {
-        return Err(invalid(field("audiences"), "list at least one audience"));
-    }
-    if issuer.algorithms.is_empty() {
-        return Err(invalid(field("algorithms"), "list at least one algorithm"));
-    }
-    for alg in &issuer.algorithms {
-        crate::identity::parse_algorithm(alg).map_err(|m| invalid(field("algorithms"), m))?;
-    }
-    if issuer.jwks.file.is_some() == issuer.jwks.url.is_some() {
-        return Err(invalid(field("jwks"), "set exactly one of file or url"));
-    }
-    if let Some(url) = &issuer.jwks.url
-        && !secure_url(url)
-    {
-        return Err(invalid(
-            field("jwks.url"),
-            "must be https:// (plain http only on loopback)",
-        ));
-    }
-    issuer.jwks.validate(|f| field(&format!("jwks.{f}")))
-}
-
-fn valid_action_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-fn validate_match(m: &MatchConfig, field: &str) -> Result<Vec<String>, ConfigError> {
-    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-    for method in &m.methods {
-        if !METHODS.contains(&method.as_str()) {
-            return Err(invalid(
-                format!("{field}.methods"),
-                format!("unknown method `{method}` (use upper case)"),
-            ));
-        }
-    }
-    let template = PathTemplate::parse(&m.path).map_err(|e| invalid(format!("{field}.path"), e))?;
-    Ok(template.params().map(str::to_string).collect())
-}
-
-fn validate_bind(bind: &str, params: &[String], body: BodyFormat) -> Result<(), String> {
-    let (kind, name) = bind
-        .split_once('.')
-        .ok_or_else(|| format!("`{bind}`: use path.P, query.Q, header.H or body.a.b"))?;
-    if name.is_empty() {
-        return Err(format!("`{bind}`: field name is empty"));
-    }
-    match kind {
-        "path" if params.iter().any(|p| p == name) => Ok(()),
-        "path" => Err(format!(
-            "`{bind}`: `{name}` is not a parameter of the path template"
-        )),
-        "body" if body == BodyFormat::Form && name.contains(['.', '[', ']']) => Err(format!(
-            "`{bind}`: a form body has flat names only; nested names (`a.b`, `a[b]`) are read \
-             differently by different frameworks and cannot be bound"
-        )),
-        "query" | "body" => Ok(()),
-        "header" if name == name.to_ascii_lowercase() => Ok(()),
-        "header" => Err(format!("`{bind}`: header names are lower case")),
-        _ => Err(format!(
-            "`{bind}`: use path.P, query.Q, header.H or body.a.b"
-        )),
     }
 }
 
