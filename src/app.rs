@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, callback_path};
+use crate::config::{Config, IdentityConfig, callback_path};
 use crate::evidence::ship::{ShipSettings, Shipper};
 use crate::grant::RedisConnection;
 use crate::grant_api::GrantApi;
@@ -301,8 +301,8 @@ async fn pipeline(
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
     let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
-        identity: Identity::new(&config.identity, config).await?,
-        binder: Binder::from_config(config)?,
+        identity: Identity::load(&config.identity, &config.base_dir, config.jwks_wait()).await?,
+        binder: Binder::new(&config.transaction, &config.base_dir)?,
         context: config.context.clone(),
         completer,
         grants,
@@ -406,4 +406,19 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or_default();
+}
+
+impl Binder {
+    /// The binder of a whole configuration file ([`Binder::new`] with its `transaction`
+    /// section and directory).
+    pub fn from_config(config: &Config) -> Result<Self, TxnError> {
+        Binder::new(&config.transaction, &config.base_dir)
+    }
+}
+
+impl Identity {
+    /// The resolver of a whole configuration file's `identity` section ([`Identity::load`]).
+    pub async fn new(config: &IdentityConfig, base: &Config) -> Result<Self, JwksError> {
+        Identity::load(config, &base.base_dir, base.jwks_wait()).await
+    }
 }

@@ -10,23 +10,20 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use aws_lc_rs::digest;
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::config::ChallengeConfig;
+use crate::challenge::config::ChallengeConfig;
 use crate::grant::{Challenge, GrantTerms, Requirement};
 use crate::identity::Subject;
+use crate::random::random_token;
 use crate::request::AuthzRequest;
 use crate::route::Action;
 use crate::txn::Transaction;
+pub use issue::{ChallengeRequest, Issuance};
 
-/// A random, URL-safe token with `bytes` bytes of entropy (`None` if the system RNG fails).
-pub fn random_token(bytes: usize) -> Option<String> {
-    let mut buf = vec![0u8; bytes];
-    SystemRandom::new().fill(&mut buf).ok()?;
-    Some(URL_SAFE_NO_PAD.encode(buf))
-}
+pub mod config;
+mod issue;
 
 /// Builds challenges from config.
 pub struct Challenger {
@@ -71,7 +68,7 @@ impl Challenger {
         &self.config.acr_ladder
     }
 
-    pub fn limits(&self) -> &crate::config::ChallengeLimits {
+    pub fn limits(&self) -> &crate::challenge::config::ChallengeLimits {
         &self.config.limits
     }
 

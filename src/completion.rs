@@ -35,22 +35,21 @@
 //! grant's expiry the sweeper claims the same name, and when it wins — nobody spent the grant —
 //! records it `expired` (event `grant_expired_unused`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use crate::challenge::random_token;
-use crate::clock::Clock;
 use crate::evidence::{Evidence, Lifecycle};
 use crate::grant::{Challenge, Grant, GrantError, GrantStore};
+use crate::random::random_token;
+use expiry::{Awaited, Pending, outcome_name, outcome_until};
+pub use retry::Retry;
+
+mod expiry;
+mod retry;
 
 /// Seconds after a challenge's expiry before the sweeper records it expired (replicas' clocks
 /// may differ by this much; a completion on a replica whose clock lags loses to the sweeper's
 /// claim and is refused).
 pub const EXPIRY_GRACE_SECS: i64 = 2;
-
-/// Most issued challenges awaited at once; past it the soonest to expire is no longer awaited.
-const MAX_PENDING: usize = 100_000;
 
 /// The authentication event an assurance comes from: what is claimed once, in the grant store
 /// (shared by replicas), by every completion path, so one sign-in or one approval never completes
@@ -178,95 +177,6 @@ pub struct Completer {
     pending: Arc<Pending>,
 }
 
-/// What may expire unused: a challenge issued here, or a grant minted here.
-#[derive(Clone)]
-enum Awaited {
-    Challenge(Challenge),
-    Grant(Grant),
-}
-
-impl Awaited {
-    fn key(&self) -> (i64, String) {
-        match self {
-            Self::Challenge(c) => (c.expires_at, c.id.clone()),
-            Self::Grant(g) => (g.expires_at, g.id.clone()),
-        }
-    }
-
-    /// The store name claimed once by whoever settles it first.
-    fn outcome(&self) -> (String, i64) {
-        match self {
-            Self::Challenge(c) => (outcome_name(c), outcome_until(c)),
-            Self::Grant(g) => (used_name(g), used_until(g)),
-        }
-    }
-
-    fn event(&self) -> Lifecycle<'_> {
-        match self {
-            Self::Challenge(challenge) => Lifecycle::Expired { challenge },
-            Self::Grant(grant) => Lifecycle::GrantExpired { grant },
-        }
-    }
-}
-
-/// Awaited challenges and grants by (expiry, id); `true` once their outcome was claimed as
-/// expired (the record is still to be written).
-#[derive(Default)]
-struct Pending(Mutex<BTreeMap<(i64, String), (Awaited, bool)>>);
-
-impl Pending {
-    fn insert(&self, awaited: Awaited, claimed: bool) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= MAX_PENDING
-                && let Some((key, _)) = map.pop_first()
-            {
-                tracing::warn!(id = %key.1, "too many challenges and grants awaited: its expiry will not be recorded");
-            }
-            map.insert(awaited.key(), (awaited, claimed));
-        }
-    }
-
-    fn remove(&self, challenge: &Challenge) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(&(challenge.expires_at, challenge.id.clone()));
-        }
-    }
-
-    /// Those expired at `before` or earlier, removed.
-    fn due(&self, before: i64) -> Vec<(Awaited, bool)> {
-        let Ok(mut map) = self.0.lock() else {
-            return Vec::new();
-        };
-        let later = map.split_off(&(before + 1, String::new()));
-        std::mem::replace(&mut *map, later).into_values().collect()
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-/// The store name of a challenge's outcome (completed, or expired unused): claimed once.
-fn outcome_name(challenge: &Challenge) -> String {
-    format!("outcome:{}", challenge.id)
-}
-
-/// How long a challenge's outcome claim is kept.
-fn outcome_until(challenge: &Challenge) -> i64 {
-    challenge.expires_at + EXPIRY_GRACE_SECS + 60
-}
-
-/// The store name claimed by the first use of a grant (or by its expiry unused).
-fn used_name(grant: &Grant) -> String {
-    format!("used:{}", grant.id)
-}
-
-/// How long a grant's first-use claim is kept: long past its expiry, so a sweeper that is late
-/// (a store outage) still finds it.
-fn used_until(grant: &Grant) -> i64 {
-    grant.expires_at + EXPIRY_GRACE_SECS + 3_600
-}
-
 impl Completer {
     pub fn new(
         grants: Arc<dyn GrantStore>,
@@ -281,84 +191,6 @@ impl Completer {
             skew,
             pending: Arc::default(),
         }
-    }
-
-    /// Awaits `challenge` (just issued): if nobody completes it, its expiry is recorded.
-    pub fn issued(&self, challenge: &Challenge) {
-        self.pending
-            .insert(Awaited::Challenge(challenge.clone()), false);
-    }
-
-    /// `grant` was spent: claims its first use, so the sweeper never records it expired unused.
-    /// Off the approval's path (the claim lands long before the grant's expiry plus the grace);
-    /// a claim that fails is logged, and the grant may then be recorded expired unused as well as
-    /// consumed (both records exist; the consumption is the decision record).
-    pub fn used(&self, grant: &Grant, now: i64) {
-        let grants = self.grants.clone();
-        let (name, until, id) = (used_name(grant), used_until(grant), grant.id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = grants.claim_once(&name, until, now).await {
-                tracing::warn!(grant_id = %id, error = %e, "first use of the grant not claimed");
-            }
-        });
-    }
-
-    /// Issued challenges still awaited.
-    pub fn awaited(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Records the challenges that expired unused by `now` (minus the grace); how many were
-    /// recorded. A challenge whose outcome cannot be claimed or recorded now is tried again.
-    pub async fn sweep(&self, now: i64) -> usize {
-        let mut recorded = 0;
-        for (awaited, claimed) in self.pending.due(now - EXPIRY_GRACE_SECS) {
-            let id = awaited.key().1;
-            if !claimed {
-                let (name, until) = awaited.outcome();
-                match self.grants.claim_once(&name, until, now).await {
-                    Ok(true) => {}
-                    // Completed or spent (here or on another replica).
-                    Ok(false) => continue,
-                    Err(e) => {
-                        tracing::warn!(id = %id, error = %e, "expiry not claimed; retrying");
-                        self.pending.insert(awaited, false);
-                        continue;
-                    }
-                }
-            }
-            match self.evidence.lifecycle(&awaited.event()).await {
-                Ok(()) => recorded += 1,
-                Err(e) => {
-                    tracing::warn!(id = %id, error = %e, "expiry not recorded; retrying");
-                    self.pending.insert(awaited, true);
-                }
-            }
-        }
-        recorded
-    }
-
-    /// Sweeps every `period` until every clone of this completer is dropped.
-    pub fn spawn_expiry_sweeper(&self, clock: Arc<dyn Clock>, period: Duration) {
-        let weak: Weak<Pending> = Arc::downgrade(&self.pending);
-        let (grants, evidence) = (self.grants.clone(), self.evidence.clone());
-        let (ladder, skew) = (self.ladder.clone(), self.skew);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                let Some(pending) = weak.upgrade() else {
-                    return;
-                };
-                let completer = Completer {
-                    grants: grants.clone(),
-                    evidence: evidence.clone(),
-                    ladder: ladder.clone(),
-                    skew,
-                    pending,
-                };
-                completer.sweep(clock.now()).await;
-            }
-        });
     }
 
     /// Records a refused completion (best effort: a refusal changes nothing).

@@ -16,9 +16,11 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::config::ContextConfig;
+use crate::context::config::ContextConfig;
 use crate::grant::{GrantError, GrantStore, subject_tag};
 use crate::request::AuthzRequest;
+
+pub mod config;
 
 /// The signals of one sensitive request, as the policy sees them
 /// (`input.stepguard.context`).
@@ -160,11 +162,11 @@ mod tests {
     fn an_mtls_peer_gets_the_posture_of_its_principal_prefix() {
         let config = ContextConfig {
             device_trust_peers: vec![
-                crate::config::PeerPosture {
+                crate::context::config::PeerPosture {
                     principal_prefix: "spiffe://devices.example.com/managed/".into(),
                     posture: "managed".into(),
                 },
-                crate::config::PeerPosture {
+                crate::context::config::PeerPosture {
                     principal_prefix: "spiffe://devices.example.com/".into(),
                     posture: "enrolled".into(),
                 },

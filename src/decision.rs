@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::fault::{Cause, Fault};
 use crate::grant::{Grant, Requirement};
 
 /// The verdict.
@@ -25,11 +26,12 @@ pub enum Verdict {
     },
     /// Missing or invalid token on a sensitive route: 401 `invalid_token`.
     Unauthenticated { description: String },
-    /// Refused: 4xx/5xx with a reason.
+    /// Refused by the policy, with the policy's status (4xx/5xx).
     Deny { status: u16 },
-    /// Too many challenges: 429 with `Retry-After` (seconds).
-    RateLimited { retry_after: i64 },
-    /// An internal fault on a sensitive route: 503.
+    /// Refused by stepguard because of the request (a [`Cause::Client`] fault, 4xx):
+    /// [`Decision::fault`] says why.
+    Refused,
+    /// A dependency or stepguard failed on a sensitive route (503): [`Decision::fault`] says why.
     Fault,
 }
 
@@ -61,6 +63,9 @@ pub struct Decision {
     /// The request field a refusal is about (`body.amount` for `missing_bound_field`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Why stepguard refused by itself ([`Verdict::Refused`] and [`Verdict::Fault`]).
+    #[serde(skip)]
+    pub fault: Option<Fault>,
     /// The grant this approval spent: what satisfied the step-up (evidence).
     #[serde(skip)]
     pub satisfied_by: Option<Grant>,
@@ -86,14 +91,23 @@ impl Decision {
             policy_revision: None,
             trace_id: None,
             span_id: None,
+            fault: None,
             satisfied_by: None,
             remove_headers: Vec::new(),
         }
     }
 
-    /// An explicit 503 for an internal fault.
-    pub fn fault(id: String, reason: &str) -> Self {
-        Self::new(id, Verdict::Fault, reason)
+    /// stepguard refuses by itself: [`Verdict::Refused`] for the client's fault,
+    /// [`Verdict::Fault`] for a dependency's or stepguard's.
+    pub fn refuse(id: String, fault: Fault) -> Self {
+        let verdict = match fault.cause() {
+            Cause::Client => Verdict::Refused,
+            Cause::Dependency | Cause::Stepguard => Verdict::Fault,
+        };
+        let mut decision = Self::new(id, verdict, fault.reason());
+        decision.field = fault.field().map(str::to_string);
+        decision.fault = Some(fault);
+        decision
     }
 
     pub fn is_allow(&self) -> bool {
@@ -106,7 +120,7 @@ impl Decision {
             Verdict::Allow => "allow",
             Verdict::Challenge { .. } => "challenge",
             Verdict::Unauthenticated { .. } => "unauthenticated",
-            Verdict::Deny { .. } | Verdict::RateLimited { .. } => "deny",
+            Verdict::Deny { .. } | Verdict::Refused => "deny",
             Verdict::Fault => "fault",
         }
     }

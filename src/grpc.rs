@@ -13,6 +13,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::decision::Decision;
+use crate::fault::Fault;
 use crate::pipeline::Pipeline;
 use crate::request::RawRequest;
 use crate::response::render;
@@ -42,7 +43,7 @@ impl Authorization for CheckService {
             Ok(decision) => decision,
             Err(e) => {
                 tracing::error!(error = %e, "decision task failed");
-                Decision::fault("panic".into(), "internal_error")
+                Decision::refuse("panic".into(), Fault::InternalError)
             }
         };
         Ok(Response::new(render(&decision)))

@@ -7,6 +7,7 @@
 
 mod cache;
 mod claims;
+pub mod config;
 mod jwks;
 mod token;
 
@@ -19,7 +20,7 @@ pub use claims::{Actor, Subject, SubjectKind};
 pub use jwks::{Jwks, JwksError, KeyMiss};
 pub use token::parse_algorithm;
 
-use crate::config::IdentityConfig;
+use crate::identity::config::IdentityConfig;
 use crate::request::AuthzRequest;
 
 /// How many verified tokens are remembered (their signatures are not checked again).
@@ -44,14 +45,16 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Builds the resolver, loading every JWKS once (files now, URLs on first use or refresh).
-    pub async fn new(
+    /// Builds the resolver, loading every JWKS once (files now, URLs on first use or refresh);
+    /// relative key set paths are resolved against `base_dir`.
+    pub async fn load(
         config: &IdentityConfig,
-        base: &crate::config::Config,
+        base_dir: &std::path::Path,
+        fetch_wait: std::time::Duration,
     ) -> Result<Self, JwksError> {
         let mut issuers = HashMap::new();
         for issuer in &config.issuers {
-            let jwks = Jwks::load(issuer.jwks.source(base)).await?;
+            let jwks = Jwks::load(issuer.jwks.source_in(base_dir, fetch_wait)).await?;
             issuers.insert(issuer.issuer.clone(), token::Issuer::new(issuer, jwks));
         }
         Ok(Self {

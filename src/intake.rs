@@ -56,10 +56,10 @@ fn log(decision: &Decision, origin: &Origin) {
             description = %description,
             "refused before identification (no evidence record)"
         ),
-        Verdict::Deny { status } => tracing::info!(
+        Verdict::Deny { .. } | Verdict::Refused => tracing::info!(
             decision_id = %id,
             reason = %reason,
-            status,
+            status = crate::response::status(decision),
             source,
             "refused before identification (no evidence record)"
         ),
@@ -67,7 +67,7 @@ fn log(decision: &Decision, origin: &Origin) {
         _ => tracing::error!(
             decision_id = %id,
             reason = %reason,
-            status = 503,
+            status = crate::response::status(decision),
             source,
             "refused before identification (no evidence record)"
         ),

@@ -21,11 +21,16 @@
 //! | [`oidc`] | the IdP's relying party: discovery, code exchange, ID token, the callback |
 //! | [`grant_api`] | `stepguard.v1.GrantService`: approval systems look up, complete, revoke |
 //! | [`pipeline`], [`decision`] | `decide()` and what it returns |
+//! | [`fault`] | every way stepguard refuses by itself: reason code and who caused it (statuses in [`response`]) |
+//! | [`random`] | random tokens (ids, nonces, PKCE verifiers) |
 //! | [`evidence`] | tamper-evident audit records: decisions and grant lifecycle events, the spool, shipping |
-//! | [`config`], [`app`], [`http`], [`telemetry`], [`clock`], [`cli`], [`capped`] | wiring; size-capped reading of fetched bodies |
+//! | [`config`] | the whole file: each module's section (`<module>/config.rs`) composed, cross-section rules |
+//! | [`app`], [`http`], [`telemetry`], [`clock`], [`cli`], [`capped`] | wiring; size-capped reading of fetched bodies |
 #![forbid(unsafe_code)]
 
 pub mod app;
+#[cfg(test)]
+mod architecture_tests;
 pub mod capped;
 pub mod challenge;
 pub mod cli;
@@ -35,6 +40,7 @@ pub mod config;
 pub mod context;
 pub mod decision;
 pub mod evidence;
+pub mod fault;
 pub mod grant;
 pub mod grant_api;
 pub mod grpc;
@@ -46,6 +52,7 @@ pub mod jose;
 pub mod oidc;
 pub mod pipeline;
 pub mod policy;
+pub mod random;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -15,7 +15,7 @@ pub mod rego;
 pub mod reload;
 pub mod wasm;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,31 +67,18 @@ pub struct PolicySource {
     pub timeout: Duration,
 }
 
-/// Which engine a source is evaluated by, from its file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    /// A directory of `.rego` files and `data.json`, or one `.rego` file: [`rego::RegoPolicy`].
-    Rego,
-    /// An OPA-compiled module (`*.wasm`): [`wasm::WasmPolicy`].
-    Wasm,
-    /// An OPA bundle (`*.tar.gz`, `*.tgz`): Wasm when it holds a module, else Rego.
-    Bundle,
-}
+pub use crate::config::SourceKind;
 
-impl SourceKind {
-    /// The kind of `path`, by its name alone (nothing is read).
-    pub fn of(path: &Path) -> Self {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        if name.ends_with(".wasm") {
-            Self::Wasm
-        } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            Self::Bundle
-        } else {
-            Self::Rego
-        }
+impl crate::config::Config {
+    /// The local policy source, paths resolved: what `policy::load` reads (`None` with a
+    /// bundle server).
+    pub fn policy_source(&self) -> Option<PolicySource> {
+        Some(PolicySource {
+            path: self.resolve(self.policy.source.as_ref()?),
+            data: self.policy.data.as_ref().map(|d| self.resolve(d)),
+            entrypoint: self.policy.entrypoint.clone(),
+            timeout: std::time::Duration::from_millis(self.policy.timeout_ms),
+        })
     }
 }
 

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use crate::challenge::{insufficient_authentication, invalid_token};
 use crate::decision::{Decision, Verdict};
+use crate::fault::{Cause, Fault};
+use crate::telemetry::traces::Decided;
 
 /// Header carrying the decision id, to the upstream on allow and to the client on deny.
 pub const DECISION_ID_HEADER: &str = "x-stepguard-decision-id";
@@ -81,33 +83,106 @@ pub fn render(decision: &Decision) -> CheckResponse {
                 body.to_string(),
             )
         }
-        Verdict::Deny { status } => {
-            let mut body = json!({"error": "access_denied", "reason": decision.reason, "decision_id": decision.id});
-            if let Some(field) = &decision.field {
-                body["field"] = json!(field);
-            }
-            denied(
-                decision,
-                *status,
-                PERMISSION_DENIED,
-                json_headers(None),
-                body.to_string(),
-            )
-        }
-        Verdict::RateLimited { retry_after } => {
-            let body = json!({"error": "too_many_requests", "reason": decision.reason, "decision_id": decision.id});
-            let mut headers = json_headers(None);
-            headers.push(header("retry-after", &retry_after.to_string()));
-            denied(decision, 429, PERMISSION_DENIED, headers, body.to_string())
-        }
-        Verdict::Fault => {
-            let body = json!({"error": "temporarily_unavailable", "reason": decision.reason, "decision_id": decision.id});
-            // A fault is a dependency or stepguard failing: the client may retry shortly.
-            let mut headers = json_headers(None);
-            headers.push(header("retry-after", FAULT_RETRY_AFTER_SECS));
-            denied(decision, 503, UNAVAILABLE, headers, body.to_string())
-        }
+        Verdict::Deny { status } => deny(decision, *status),
+        Verdict::Refused => refused(decision),
+        Verdict::Fault => fault(decision),
     }
+}
+
+/// The decision as telemetry records it, with its `outcome` label (a rate limit is
+/// `rate_limited`).
+pub fn decided(decision: &Decision) -> Decided<'_> {
+    let rate_limited = decision
+        .fault
+        .as_ref()
+        .is_some_and(|f| f.retry_after().is_some());
+    Decided {
+        outcome: match decision.verdict {
+            Verdict::Refused if rate_limited => "rate_limited",
+            _ => decision.outcome(),
+        },
+        reason: &decision.reason,
+        action: decision.action.as_deref(),
+        policy_revision: decision.policy_revision.as_deref(),
+        acr_required: match &decision.verdict {
+            Verdict::Challenge { requirement, .. } => Some(requirement.acr_values.join(" ")),
+            _ => None,
+        },
+        fault: decision.verdict == Verdict::Fault,
+    }
+}
+
+/// The HTTP status a decision is answered with: the one table (evidence records it too).
+pub fn status(decision: &Decision) -> u16 {
+    match &decision.verdict {
+        Verdict::Allow => 200,
+        Verdict::Challenge { location, .. } => match location {
+            Some(_) => 302,
+            None => 401,
+        },
+        Verdict::Unauthenticated { .. } => 401,
+        Verdict::Deny { status } => *status,
+        Verdict::Refused => decision.fault.as_ref().map_or(403, fault_status),
+        Verdict::Fault => 503,
+    }
+}
+
+/// A fault's status: the client's are 4xx, every other is a 503 the client may retry.
+fn fault_status(fault: &Fault) -> u16 {
+    match fault {
+        Fault::MalformedRequest | Fault::Unbindable(_) => 400,
+        Fault::WorkloadRequiresTransactionToken
+        | Fault::GrantAlreadyUsed
+        | Fault::StepUpNotCompleting => 403,
+        Fault::ChallengeRateLimitedSubject { .. }
+        | Fault::ChallengeRateLimitedSourceIp { .. }
+        | Fault::TooManyOpenChallenges { .. } => 429,
+        _ => match fault.cause() {
+            Cause::Client => 400,
+            Cause::Dependency | Cause::Stepguard => 503,
+        },
+    }
+}
+
+/// A refusal for the client's fault: a deny, or a rate limit with `Retry-After`.
+fn refused(decision: &Decision) -> CheckResponse {
+    let status = status(decision);
+    let Some(retry_after) = decision.fault.as_ref().and_then(Fault::retry_after) else {
+        return deny(decision, status);
+    };
+    let body = json!({"error": "too_many_requests", "reason": decision.reason, "decision_id": decision.id});
+    let mut headers = json_headers(None);
+    headers.push(header("retry-after", &retry_after.to_string()));
+    denied(
+        decision,
+        status,
+        PERMISSION_DENIED,
+        headers,
+        body.to_string(),
+    )
+}
+
+/// A dependency or stepguard failing: a 503 the client may retry shortly.
+fn fault(decision: &Decision) -> CheckResponse {
+    let body = json!({"error": "temporarily_unavailable", "reason": decision.reason, "decision_id": decision.id});
+    let mut headers = json_headers(None);
+    headers.push(header("retry-after", FAULT_RETRY_AFTER_SECS));
+    denied(decision, 503, UNAVAILABLE, headers, body.to_string())
+}
+
+fn deny(decision: &Decision, status: u16) -> CheckResponse {
+    let mut body =
+        json!({"error": "access_denied", "reason": decision.reason, "decision_id": decision.id});
+    if let Some(field) = &decision.field {
+        body["field"] = json!(field);
+    }
+    denied(
+        decision,
+        status,
+        PERMISSION_DENIED,
+        json_headers(None),
+        body.to_string(),
+    )
 }
 
 fn allow(decision: &Decision) -> CheckResponse {

@@ -17,8 +17,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{ActionConfig, BodyFormat, Risk};
 use crate::request::AuthzRequest;
+use crate::route::config::{ActionConfig, BodyFormat, Risk};
+
+pub mod config;
 
 /// The context-extension key service owners use to tag routes.
 pub const ACTION_TAG: &str = "stepguard.action";
@@ -38,7 +40,7 @@ pub struct Action {
     /// RFC 9396 `authorization_details` type describing this action's transactions.
     pub authorization_details_type: Option<String>,
     /// Enforced, or a dry run.
-    pub mode: crate::config::ActionMode,
+    pub mode: crate::route::config::ActionMode,
     matcher: Option<Matcher>,
 }
 

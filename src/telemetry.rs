@@ -10,8 +10,10 @@
 //! - **Metrics** ([`metrics`]): the `stepguard_*` families and the standard `process_*` ones,
 //!   rendered as Prometheus text at `/metrics` (the admin port, `listen.admin`, when set).
 
+pub mod config;
 pub mod metrics;
 mod process;
+pub mod stage;
 pub mod traces;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -20,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::TelemetryConfig;
+use crate::telemetry::config::TelemetryConfig;
 
 pub use traces::{CheckSpan, stage, stage_sync};
 

@@ -10,6 +10,7 @@
 //! not UTF-8 — each is a [`TxnError`] the pipeline answers with 400.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
@@ -17,10 +18,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{BodyFormat, Config, TxnKeyConfig};
 use crate::identity::Subject;
 use crate::request::{AuthzRequest, Body};
+use crate::route::config::BodyFormat;
 use crate::route::{Action, BindField, Bound};
+use crate::txn::config::{TransactionConfig, TxnKeyConfig};
+
+pub mod config;
 
 /// Domain separation for digests of this format.
 const DOMAIN: &[u8] = b"stepguard/txn/v1";
@@ -99,19 +103,19 @@ pub struct Binder {
 }
 
 impl Binder {
-    /// Loads every configured key.
-    pub fn from_config(config: &Config) -> Result<Self, TxnError> {
+    /// Loads every configured key; relative secret files are resolved against `base_dir`.
+    pub fn new(config: &TransactionConfig, base_dir: &Path) -> Result<Self, TxnError> {
         let mut keys = HashMap::new();
         let mut previous = Vec::new();
-        for key in &config.transaction.keys {
-            let secret = read_secret(key, config)?;
+        for key in &config.keys {
+            let secret = read_secret(key, base_dir)?;
             keys.insert(key.id.clone(), hmac::Key::new(hmac::HMAC_SHA256, &secret));
             if let Some(until) = key.accept_until {
                 previous.push((key.id.clone(), until));
             }
         }
         Ok(Self {
-            active: config.transaction.active_key.clone(),
+            active: config.active_key.clone(),
             keys,
             previous,
         })
@@ -199,10 +203,10 @@ impl Binder {
     }
 }
 
-fn read_secret(key: &TxnKeyConfig, config: &Config) -> Result<Vec<u8>, TxnError> {
+fn read_secret(key: &TxnKeyConfig, base_dir: &Path) -> Result<Vec<u8>, TxnError> {
     let err = |m: String| TxnError::Key(key.id.clone(), m);
     let secret = match (&key.secret_file, &key.secret_env) {
-        (Some(path), _) => std::fs::read(config.resolve(path)).map_err(|e| err(e.to_string()))?,
+        (Some(path), _) => std::fs::read(base_dir.join(path)).map_err(|e| err(e.to_string()))?,
         (None, Some(var)) => std::env::var(var)
             .map_err(|_| err(format!("environment variable {var} is not set")))?
             .into_bytes(),

@@ -3,14 +3,43 @@
 //! See "Loading and reload" in `docs/policy.md`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::{Config, ConfigError, invalid, secure_url};
 
-/// Largest bundle a server may send, and the default cap.
-const MAX_BUNDLE_BYTES: u64 = crate::policy::bundle::MAX_BUNDLE_BYTES;
+/// Largest bundle: the `.tar.gz` itself, and all of its files uncompressed (also the largest a
+/// bundle server may send, and the default cap).
+pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
+
+/// Which engine a source is evaluated by, from its file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A directory of `.rego` files and `data.json`, or one `.rego` file: `policy::rego::RegoPolicy`.
+    Rego,
+    /// An OPA-compiled module (`*.wasm`): `policy::wasm::WasmPolicy`.
+    Wasm,
+    /// An OPA bundle (`*.tar.gz`, `*.tgz`): Wasm when it holds a module, else Rego.
+    Bundle,
+}
+
+impl SourceKind {
+    /// The kind of `path`, by its name alone (nothing is read).
+    pub fn of(path: &Path) -> Self {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".wasm") {
+            Self::Wasm
+        } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Self::Bundle
+        } else {
+            Self::Rego
+        }
+    }
+}
 
 /// Checking a local source (directory, file, `.wasm`, bundle file) for changes.
 #[derive(Debug, Clone, Deserialize)]

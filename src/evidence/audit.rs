@@ -8,7 +8,6 @@
 //! decision records that match a filter, as they are stored.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -16,145 +15,11 @@ use serde_json::Value;
 use super::chain::{self, GENESIS, LineError};
 use super::key::PublicKey;
 use super::spool::files::{chains, segment_seq, segments};
+pub use export::{Filter, export};
+pub use report::{ChainReport, Problem, ProblemKind, Report};
 
-/// What went wrong first in a chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemKind {
-    /// A record's bytes changed (or its hash was recomputed over changed content).
-    Altered,
-    /// Records are missing.
-    Removed,
-    /// Records are out of order.
-    Reordered,
-    /// The file ends inside a record.
-    Truncated,
-    /// A signature does not verify with the given keys.
-    Signature,
-}
-
-/// The first problem found in a chain, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub kind: ProblemKind,
-    pub file: PathBuf,
-    /// 1-based line number in `file`.
-    pub line: usize,
-    /// The record's `seq`, when it can be read (for `Removed`: the first missing one).
-    pub seq: Option<u64>,
-    pub decision_id: Option<String>,
-    pub detail: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            ProblemKind::Altered => "ALTERED",
-            ProblemKind::Removed => "REMOVED",
-            ProblemKind::Reordered => "REORDERED",
-            ProblemKind::Truncated => "TRUNCATED",
-            ProblemKind::Signature => "BAD SIGNATURE",
-        };
-        write!(f, "{kind}: {}:{}", self.file.display(), self.line)?;
-        if let Some(seq) = self.seq {
-            write!(f, " seq {seq}")?;
-        }
-        if let Some(id) = &self.decision_id {
-            write!(f, " decision {id}")?;
-        }
-        write!(f, ": {}", self.detail)
-    }
-}
-
-/// One chain's verification.
-#[derive(Debug, Clone, Default)]
-pub struct ChainReport {
-    pub chain: String,
-    pub files: Vec<PathBuf>,
-    /// Intact records read before the first problem.
-    pub records: u64,
-    pub decisions: u64,
-    pub checkpoints: u64,
-    pub first_seq: Option<u64>,
-    pub last_seq: Option<u64>,
-    /// The last checkpoint's `seq` and reason.
-    pub last_checkpoint: Option<(u64, String)>,
-    /// Whether signatures were checked (public keys given).
-    pub signatures_checked: bool,
-    pub problem: Option<Problem>,
-    /// Observations that are not problems (e.g. a chain that starts after seq 1).
-    pub notes: Vec<String>,
-}
-
-impl ChainReport {
-    /// Records after the last checkpoint: not yet covered by one (normal after a crash).
-    pub fn after_checkpoint(&self) -> u64 {
-        match (self.last_seq, &self.last_checkpoint) {
-            (Some(last), Some((cp, _))) => last - cp,
-            (Some(_), None) => self.records,
-            _ => 0,
-        }
-    }
-}
-
-/// Every chain's verification.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub chains: Vec<ChainReport>,
-}
-
-impl Report {
-    pub fn ok(&self) -> bool {
-        !self.chains.is_empty() && self.chains.iter().all(|c| c.problem.is_none())
-    }
-
-    /// The first problem of any chain.
-    pub fn first_problem(&self) -> Option<&Problem> {
-        self.chains.iter().find_map(|c| c.problem.as_ref())
-    }
-}
-
-impl std::fmt::Display for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.chains.is_empty() {
-            return writeln!(f, "no evidence records found");
-        }
-        for c in &self.chains {
-            let range = match (c.first_seq, c.last_seq) {
-                (Some(a), Some(b)) => format!("seq {a}..{b}"),
-                _ => "no records".into(),
-            };
-            writeln!(
-                f,
-                "chain {}: {} records ({} decisions, {} checkpoints), {range}, {} file(s)",
-                c.chain,
-                c.records,
-                c.decisions,
-                c.checkpoints,
-                c.files.len()
-            )?;
-            match c.signatures_checked {
-                true => writeln!(f, "  signatures: verified")?,
-                false => writeln!(f, "  signatures: NOT checked (no --key given)")?,
-            }
-            match &c.last_checkpoint {
-                Some((seq, reason)) => writeln!(
-                    f,
-                    "  last checkpoint: seq {seq} ({reason}); {} record(s) after it",
-                    c.after_checkpoint()
-                )?,
-                None => writeln!(f, "  no checkpoint")?,
-            }
-            for note in &c.notes {
-                writeln!(f, "  note: {note}")?;
-            }
-            match &c.problem {
-                Some(p) => writeln!(f, "  FAIL {p}")?,
-                None => writeln!(f, "  OK")?,
-            }
-        }
-        Ok(())
-    }
-}
+mod export;
+mod report;
 
 /// Segment files for `paths`: a segment file as is; a chain directory's segments in order; a
 /// spool directory's chains, oldest first.
@@ -495,71 +360,6 @@ impl Walk<'_> {
         c.last_seq = Some(r.seq);
         Ok(())
     }
-}
-
-/// Which records `export` prints: decisions and lifecycle events (never checkpoints).
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Unix seconds, inclusive.
-    pub from: Option<i64>,
-    /// Unix seconds, exclusive.
-    pub to: Option<i64>,
-    /// `iss|sub`, or `sub` alone.
-    pub subject: Option<String>,
-    /// A transaction digest.
-    pub transaction: Option<String>,
-}
-
-impl Filter {
-    fn matches(&self, record: &Value) -> bool {
-        if record.get("kind").and_then(Value::as_str) == Some("checkpoint") {
-            return false;
-        }
-        let unix = record.get("unix").and_then(Value::as_i64).unwrap_or(0);
-        let subject = record
-            .pointer("/input/subject/id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let digest = record
-            .pointer("/input/transaction/digest")
-            .and_then(Value::as_str);
-        self.from.is_none_or(|from| unix >= from)
-            && self.to.is_none_or(|to| unix < to)
-            && self.subject.as_deref().is_none_or(|s| {
-                subject == s || subject.rsplit_once('|').is_some_and(|(_, sub)| sub == s)
-            })
-            && self
-                .transaction
-                .as_deref()
-                .is_none_or(|t| digest == Some(t))
-    }
-}
-
-/// Writes the decision and lifecycle records of `paths` matching `filter` to `out`, one JSON line each, as
-/// stored; the number written and the number of lines skipped as unreadable. It does not verify:
-/// run [`verify`] first.
-pub fn export(
-    paths: &[PathBuf],
-    filter: &Filter,
-    out: &mut impl Write,
-) -> Result<(u64, u64), String> {
-    let (mut written, mut skipped) = (0, 0);
-    for file in expand(paths)? {
-        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice::<Value>(line) {
-                Ok(record) if filter.matches(&record) => {
-                    out.write_all(line)
-                        .and_then(|()| out.write_all(b"\n"))
-                        .map_err(|e| e.to_string())?;
-                    written += 1;
-                }
-                Ok(_) => {}
-                Err(_) => skipped += 1,
-            }
-        }
-    }
-    Ok((written, skipped))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use super::canonical::sanitize;
 use super::{EvidenceContext, Lifecycle, time};
 use crate::decision::Verdict;
+use crate::fault::Fault;
 use crate::grant::{Challenge, Grant, Requirement};
 
 /// Record format version.
@@ -173,7 +174,7 @@ impl Recorder {
             }
         };
         record.insert("event".into(), name.into());
-        let id = crate::challenge::random_token(12).unwrap_or_else(|| "unavailable".into());
+        let id = crate::random::random_token(12).unwrap_or_else(|| "unavailable".into());
         record.insert("decision_id".into(), id.into());
         record.insert("timestamp".into(), timestamp.into());
         record.insert("unix".into(), unix.into());
@@ -298,18 +299,10 @@ fn result(ctx: &EvidenceContext<'_>) -> Map<String, Value> {
     let d = ctx.decision;
     let mut out = Map::new();
     out.insert("outcome".into(), d.outcome().into());
-    let status: Option<u16> = match &d.verdict {
-        Verdict::Allow => Some(200),
-        Verdict::Challenge { location, .. } => Some(if location.is_some() { 302 } else { 401 }),
-        Verdict::Unauthenticated { .. } => Some(401),
-        Verdict::Deny { status } => Some(*status),
-        Verdict::RateLimited { retry_after } => {
-            out.insert("retry_after".into(), (*retry_after).into());
-            Some(429)
-        }
-        Verdict::Fault => Some(503),
-    };
-    put(&mut out, "status", status.map(Value::from));
+    if let Some(retry_after) = d.fault.as_ref().and_then(Fault::retry_after) {
+        out.insert("retry_after".into(), retry_after.into());
+    }
+    out.insert("status".into(), crate::response::status(d).into());
     out.insert("reason".into(), d.reason.clone().into());
     out.insert("reasons".into(), json!(d.reasons));
     if let Verdict::Challenge {

@@ -36,7 +36,7 @@ impl Caller {
             workloads: WorkloadConfig::default(),
         };
         Ok(Self {
-            identity: Identity::new(&identity, config).await?,
+            identity: Identity::load(&identity, &config.base_dir, config.jwks_wait()).await?,
             allowed_subjects: api.allowed_subjects.clone(),
         })
     }

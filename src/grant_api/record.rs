@@ -7,10 +7,10 @@
 use serde_json::{Value, json};
 
 use super::{Approver, GrantApiError, METHOD, amr_of};
-use crate::challenge::random_token;
 use crate::grant::{Challenge, Grant};
 use crate::proto;
 use crate::proto::revoke_grants_request::Target;
+use crate::random::random_token;
 
 /// What a completion call asked for, and the challenge once it was loaded.
 #[derive(Debug, Clone, Default)]

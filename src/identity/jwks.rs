@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::config::JwksSource;
+use crate::identity::config::JwksSource;
 
 /// Least time between two reads of a key file triggered by unknown `kid`s.
 const FILE_MIN_REFRESH: Duration = Duration::from_secs(5);

@@ -12,7 +12,9 @@ const DIR: &str = crate::testkit::DIR;
 async fn identity(extra: &str) -> Identity {
     let config =
         crate::testkit::config(|t| t.replace("  workloads:\n", &format!("{extra}  workloads:\n")));
-    Identity::new(&config.identity, &config).await.unwrap()
+    Identity::load(&config.identity, &config.base_dir, config.jwks_wait())
+        .await
+        .unwrap()
 }
 
 fn header() -> Value {
@@ -256,7 +258,9 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
                 &format!("file: {fixtures}/rsa-test-jwks.json"),
             )
     });
-    let id = Identity::new(&config.identity, &config).await.unwrap();
+    let id = Identity::load(&config.identity, &config.base_dir, config.jwks_wait())
+        .await
+        .unwrap();
     let claims = claims();
     let rs_key = EncodingKey::from_rsa_pem(
         &std::fs::read(format!("{fixtures}/rsa-test-key.TEST-ONLY.pem")).unwrap(),
@@ -301,7 +305,9 @@ async fn a_key_removed_from_the_jwks_stops_validating_cached_tokens() {
     let config = crate::testkit::config(|t| {
         t.replace("file: dev-jwks.json", &format!("file: {}", jwks.display()))
     });
-    let id = Identity::new(&config.identity, &config).await.unwrap();
+    let id = Identity::load(&config.identity, &config.base_dir, config.jwks_wait())
+        .await
+        .unwrap();
     let t = sign(header(), claims());
     assert!(resolve(&id, &t).await.is_ok());
     std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();

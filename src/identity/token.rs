@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::IdentityError;
 use super::cache::{self, VerifiedCache};
 use super::jwks::{Jwks, KeyMiss};
-use crate::config::IssuerConfig;
+use crate::identity::config::IssuerConfig;
 
 /// Longest token accepted.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::jwks::Jwks;
 use super::token::{Issuer, Jws};
-use crate::config::{IssuerConfig, JwksConfig, JwksSource};
+use crate::identity::config::{IssuerConfig, JwksConfig, JwksSource};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wycheproof");
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::fault::Fault;
 
 #[test]
 fn the_log_budget_admits_n_lines_a_second_and_reports_the_rest_once() {
@@ -31,18 +32,14 @@ fn only_refusals_before_identification_are_intake_refusals() {
     };
     let mut invalid_token = Decision::new("d1".into(), unauthenticated, "invalid_token");
     invalid_token.action = Some("payments.transfer".into());
-    let malformed = Decision::new(
-        "d2".into(),
-        Verdict::Deny { status: 400 },
-        "malformed_request",
-    );
-    let unknown_tag = Decision::fault("d3".into(), "unknown_action_tag");
+    let malformed = Decision::refuse("d2".into(), Fault::MalformedRequest);
+    let unknown_tag = Decision::refuse("d3".into(), Fault::UnknownActionTag);
     for d in [&invalid_token, &malformed, &unknown_tag] {
         assert!(before_subject(d), "{d:?}");
     }
     // After identification the decision carries its action: it is recorded.
     for (verdict, reason) in [
-        (Verdict::Deny { status: 400 }, "body_unavailable"),
+        (Verdict::Refused, "body_unavailable"),
         (Verdict::Fault, "binding_key_unavailable"),
         (Verdict::Fault, "policy_unavailable"),
     ] {

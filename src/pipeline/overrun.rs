@@ -1,4 +1,4 @@
-//! A decision that outlives its budget. Envoy gets the fault (503 `decision_budget_exceeded`)
+//! A decision that outlives its budget. Envoy gets the fault (`decision_budget_exceeded`)
 //! at once; what the decision had done by then — whose transaction it was, and above all a
 //! single-use grant it had already spent — is still recorded, off the answer's path, so an
 //! auditor sees why a grant is gone although its transaction was never approved.
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::decision::Decision;
 use crate::evidence::{Evidence, EvidenceContext, Origin};
+use crate::fault::Fault;
 use crate::grant::Grant;
 use crate::telemetry::metrics;
 
@@ -49,7 +50,7 @@ impl Progress {
     /// The fault Envoy gets, with what was known.
     pub fn fault(&self, id: String) -> Decision {
         let known = self.lock().clone();
-        let mut decision = Decision::fault(id, "decision_budget_exceeded");
+        let mut decision = Decision::refuse(id, Fault::DecisionBudgetExceeded);
         decision.action = known.action;
         decision.subject = known.subject;
         decision.transaction = known.transaction;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::fault::Fault;
 use crate::grant::Requirement;
 
 fn decision(verdict: Verdict) -> Decision {
@@ -121,7 +122,11 @@ fn invalid_token_deny_and_fault() {
 
 #[test]
 fn rate_limited_is_a_429_with_retry_after() {
-    let r = render(&decision(Verdict::RateLimited { retry_after: 17 }));
+    let d = Decision::refuse(
+        "dec-1".into(),
+        Fault::TooManyOpenChallenges { retry_after: 17 },
+    );
+    let r = render(&d);
     assert_eq!(denied(&r).status.unwrap().code, 429);
     assert!(headers(&r).contains(&("retry-after".into(), "17".into())));
 }

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::config::ActionConfig;
 use crate::request::RawRequest;
+use crate::route::config::ActionConfig;
 
 const LITERALS: [&str; 6] = ["v1", "accounts", "transfers", "admin", "Users", "a"];
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::traces::Stage;
-use crate::decision::{Decision, Verdict};
+use super::stage::Stage;
 
 pub const DECISIONS: &str = "stepguard_decisions_total";
 pub const STAGE_DURATION: &str = "stepguard_stage_duration_seconds";
@@ -251,21 +250,13 @@ pub fn reason_label(reason: &str) -> &'static str {
     OTHER_REASON
 }
 
-/// The `outcome` label (and span attribute) of a decision.
-pub fn outcome(decision: &Decision) -> &'static str {
-    match decision.verdict {
-        Verdict::RateLimited { .. } => "rate_limited",
-        _ => decision.outcome(),
-    }
-}
-
-/// Counts a decision.
-pub fn decision(decision: &Decision) {
+/// Counts a decision: its action (empty when none), `outcome` label and primary reason.
+pub fn decision(action: &str, outcome: &'static str, reason: &str) {
     metrics::counter!(
         DECISIONS,
-        "action" => decision.action.clone().unwrap_or_default(),
-        "outcome" => outcome(decision),
-        "reason" => reason_label(&decision.reason),
+        "action" => action.to_string(),
+        "outcome" => outcome,
+        "reason" => reason_label(reason),
     )
     .increment(1);
 }

@@ -26,8 +26,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::TelemetryError;
 use super::metrics;
-use crate::config::OtlpConfig;
-use crate::decision::{Decision, Verdict};
+pub use super::stage::Stage;
+use crate::telemetry::config::OtlpConfig;
 
 /// Whether spans are exported (set once the OTLP layer is installed).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -74,67 +74,13 @@ fn resource(otlp: &OtlpConfig) -> Resource {
         .build()
 }
 
-/// A stage of a check, timed and (while exporting) traced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Classify,
-    Identify,
-    Bind,
-    GrantLookup,
-    Policy,
-    Challenge,
-    Consume,
-    Evidence,
-    /// The whole check.
-    Total,
-}
-
-impl Stage {
-    /// The `stage` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Stage::Classify => "classify",
-            Stage::Identify => "identify",
-            Stage::Bind => "bind",
-            Stage::GrantLookup => "grant_lookup",
-            Stage::Policy => "policy",
-            Stage::Challenge => "challenge",
-            Stage::Consume => "consume",
-            Stage::Evidence => "evidence",
-            Stage::Total => "total",
-        }
-    }
-
-    /// The span's name.
-    pub fn span_name(self) -> &'static str {
-        match self {
-            Stage::Classify => "stepguard.classify",
-            Stage::Identify => "stepguard.identify",
-            Stage::Bind => "stepguard.bind",
-            Stage::GrantLookup => "stepguard.grant_lookup",
-            Stage::Policy => "stepguard.policy",
-            Stage::Challenge => "stepguard.challenge",
-            Stage::Consume => "stepguard.consume",
-            Stage::Evidence => "stepguard.evidence",
-            Stage::Total => "stepguard.check",
-        }
-    }
-
-    fn span(self) -> Span {
-        if !enabled() {
-            return Span::none();
-        }
-        tracing::info_span!(target: STAGE_TARGET, "stage", otel.name = self.span_name())
-    }
-}
-
 /// The target of stage spans (traces only; the log formatter skips them).
 pub const STAGE_TARGET: &str = "stepguard::stage";
 
 /// Runs an async stage in its span and records its duration.
 pub async fn stage<F: Future>(stage: Stage, work: F) -> F::Output {
     let started = Instant::now();
-    let out = work.instrument(stage.span()).await;
+    let out = work.instrument(span(stage)).await;
     metrics::stage(stage, started.elapsed());
     out
 }
@@ -142,7 +88,7 @@ pub async fn stage<F: Future>(stage: Stage, work: F) -> F::Output {
 /// Runs a synchronous stage in its span and records its duration.
 pub fn stage_sync<T>(stage: Stage, work: impl FnOnce() -> T) -> T {
     let started = Instant::now();
-    let out = stage.span().in_scope(work);
+    let out = span(stage).in_scope(work);
     metrics::stage(stage, started.elapsed());
     out
 }
@@ -218,35 +164,56 @@ impl CheckSpan {
         &self.span
     }
 
-    /// Records the decision on the span and in the metrics, and the trace in the decision.
-    pub fn finish(self, decision: &mut Decision) {
+    /// Records the decision on the span and in the metrics; the trace and span ids to put in
+    /// the decision, while spans are exported.
+    pub fn finish(self, decided: &Decided<'_>) -> Option<(String, Option<String>)> {
         let span = &self.span;
-        span.record("stepguard.decision", metrics::outcome(decision));
-        span.record("stepguard.reason", decision.reason.as_str());
-        if let Some(action) = &decision.action {
-            span.record("stepguard.action", action.as_str());
+        span.record("stepguard.decision", decided.outcome);
+        span.record("stepguard.reason", decided.reason);
+        if let Some(action) = decided.action {
+            span.record("stepguard.action", action);
         }
-        if let Some(revision) = &decision.policy_revision {
-            span.record("stepguard.policy_revision", revision.as_str());
+        if let Some(revision) = decided.policy_revision {
+            span.record("stepguard.policy_revision", revision);
         }
-        if let Verdict::Challenge { requirement, .. } = &decision.verdict {
-            span.record(
-                "stepguard.acr.required",
-                requirement.acr_values.join(" ").as_str(),
-            );
+        if let Some(required) = &decided.acr_required {
+            span.record("stepguard.acr.required", required.as_str());
         }
-        if decision.verdict == Verdict::Fault {
+        if decided.fault {
             span.record("otel.status_code", "error");
         }
-        // Every decision, a fault's 503 included, is an OK gRPC answer (a CheckResponse).
+        // Every decision, a fault's included, is an OK gRPC answer (a CheckResponse).
         span.record("rpc.grpc.status_code", 0_i64);
-        if self.trace_id.is_some() {
-            decision.trace_id = self.trace_id;
-            decision.span_id = self.span_id;
-        }
-        metrics::decision(decision);
+        metrics::decision(
+            decided.action.unwrap_or_default(),
+            decided.outcome,
+            decided.reason,
+        );
         metrics::stage(Stage::Total, self.started.elapsed());
+        self.trace_id.map(|trace_id| (trace_id, self.span_id))
     }
+}
+
+/// A stage's span, while spans are exported.
+fn span(stage: Stage) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(target: STAGE_TARGET, "stage", otel.name = stage.span_name())
+}
+
+/// What a check decided, as its span and `stepguard_decisions_total` record it.
+#[derive(Debug, Clone, Default)]
+pub struct Decided<'a> {
+    /// The `outcome` label: allow, challenge, unauthenticated, deny, rate_limited, fault.
+    pub outcome: &'static str,
+    pub reason: &'a str,
+    pub action: Option<&'a str>,
+    pub policy_revision: Option<&'a str>,
+    /// The challenge's `acr_values`, space-separated.
+    pub acr_required: Option<String>,
+    /// A dependency or stepguard failed (the span's status is an error).
+    pub fault: bool,
 }
 
 /// Records the authentication the decision rests on (the grant's, or the token's) on the

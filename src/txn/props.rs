@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::config::ActionConfig;
 use crate::request::RawRequest;
+use crate::route::config::ActionConfig;
 use crate::route::{Classification, RouteTable};
 
 const ACTION: &str = r#"

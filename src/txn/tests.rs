@@ -1,6 +1,6 @@
 use super::*;
-use crate::config::ActionConfig;
 use crate::request::RawRequest;
+use crate::route::config::ActionConfig;
 use crate::route::{Classification, RouteTable};
 use serde_json::json;
 

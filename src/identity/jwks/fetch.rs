@@ -4,7 +4,7 @@
 
 use super::JwksError;
 use crate::capped::CappedError;
-use crate::config::JwksUrl;
+use crate::identity::config::JwksUrl;
 
 /// The HTTP client of one key set.
 pub(super) fn client(source: &JwksUrl) -> Result<reqwest::Client, JwksError> {

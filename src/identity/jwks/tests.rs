@@ -9,7 +9,7 @@ use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::config::JwksUrl;
+use crate::identity::config::JwksUrl;
 
 const KID: &str = "dev-es256-1";
 

@@ -48,8 +48,10 @@ async fn pipeline(evidence: Arc<SlowApprovals>) -> Pipeline {
     let evidence: Arc<dyn Evidence> = evidence;
     Pipeline {
         routes: RouteTable::new(&cfg.actions),
-        identity: Identity::new(&cfg.identity, &cfg).await.unwrap(),
-        binder: Binder::from_config(&cfg).unwrap(),
+        identity: Identity::load(&cfg.identity, &cfg.base_dir, cfg.jwks_wait())
+            .await
+            .unwrap(),
+        binder: Binder::new(&cfg.transaction, &cfg.base_dir).unwrap(),
         grants: base.grants.clone(),
         policy: base.policy.clone(),
         challenger: Challenger::new(cfg.challenge.clone()),
