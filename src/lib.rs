@@ -35,6 +35,9 @@ pub mod config;
 pub mod context;
 pub mod decision;
 pub mod evidence;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod grant;
 pub mod grant_api;
 pub mod grpc;
