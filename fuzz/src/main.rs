@@ -2,7 +2,6 @@
 //! persistent mode (inputs on stdin or shared memory, as `afl-fuzz` gives them). Run through
 //! `scripts/fuzz <target> [seconds]`.
 
-
 fn main() {
     let name = std::env::args().nth(1).unwrap_or_default();
     let Some(target) = stepguard::fuzz::target(&name) else {

@@ -62,7 +62,9 @@ pub(super) fn outcome(data: &[u8]) -> Option<StatusCode> {
             .replace("$NONCE", &opened.nonce)
             .replace("$ISS", &rp.issuer);
         let (query, cookie) = text.split_once('\n').unwrap_or((&text, ""));
-        let uri = format!("/.stepguard/callback?{query}").parse::<Uri>().ok()?;
+        let uri = format!("/.stepguard/callback?{query}")
+            .parse::<Uri>()
+            .ok()?;
         let Query(params) = Query::<HashMap<String, String>>::try_from_uri(&uri).ok()?;
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(cookie) {
@@ -80,15 +82,25 @@ pub(super) fn outcome(data: &[u8]) -> Option<StatusCode> {
         let grant = rp.world.store.inner().find_grant(&opened.digest, NOW).await;
         let grant = grant.unwrap_or_else(|e| panic!("memory store failed: {e}"));
         if status != StatusCode::SEE_OTHER {
-            assert!(grant.is_none(), "a refused callback ({status}) minted a grant");
+            assert!(
+                grant.is_none(),
+                "a refused callback ({status}) minted a grant"
+            );
             assert!(
                 status.is_client_error() || status.is_server_error(),
                 "callback answered {status}"
             );
             return Some(status);
         }
-        assert_eq!(params.get("state"), Some(&opened.id), "completed another state");
-        assert!(cookie.contains(&opened.cookie), "completed without the cookie");
+        assert_eq!(
+            params.get("state"),
+            Some(&opened.id),
+            "completed another state"
+        );
+        assert!(
+            cookie.contains(&opened.cookie),
+            "completed without the cookie"
+        );
         let grant = grant.unwrap_or_else(|| panic!("completed without a grant"));
         assert_eq!(grant.subject, opened.subject);
         let location = response
@@ -101,7 +113,11 @@ pub(super) fn outcome(data: &[u8]) -> Option<StatusCode> {
             "redirected to {location:?}"
         );
         let replayed = call().await.status();
-        assert_ne!(replayed, StatusCode::SEE_OTHER, "a replayed callback completed");
+        assert_ne!(
+            replayed,
+            StatusCode::SEE_OTHER,
+            "a replayed callback completed"
+        );
         Some(status)
     })
 }

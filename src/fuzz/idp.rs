@@ -55,7 +55,9 @@ async fn token(body: String) -> (StatusCode, axum::Json<serde_json::Value>) {
         ),
         (_, Some(id_token)) => (
             StatusCode::OK,
-            axum::Json(json!({"id_token": id_token, "access_token": "fuzz", "token_type": "Bearer"})),
+            axum::Json(
+                json!({"id_token": id_token, "access_token": "fuzz", "token_type": "Bearer"}),
+            ),
         ),
     }
 }

@@ -67,7 +67,8 @@ pub(super) fn decode(data: &[u8]) -> Input {
             let age = age.and_then(|a| a.trim().parse().ok()).unwrap_or(0);
             match token(sub, acr, age) {
                 Some(t) => {
-                    raw.headers.insert("authorization".into(), format!("Bearer {t}"));
+                    raw.headers
+                        .insert("authorization".into(), format!("Bearer {t}"));
                     Credential::Valid
                 }
                 None => Credential::None,
@@ -201,16 +202,27 @@ pub(super) fn check(world: &World, d: &Decision, credential: &Credential) {
     let allowed = d.verdict == Verdict::Allow;
     // A sensitive action is never approved without a valid credential.
     if d.action.is_some() && *credential != Credential::Valid {
-        assert!(!allowed, "sensitive action allowed without a credential: {d:?}");
+        assert!(
+            !allowed,
+            "sensitive action allowed without a credential: {d:?}"
+        );
     }
     // Every approval of a sensitive action has its evidence record.
     if allowed && d.action.is_some() {
-        assert!(world.evidence.has(&d.id), "approval without evidence: {d:?}");
+        assert!(
+            world.evidence.has(&d.id),
+            "approval without evidence: {d:?}"
+        );
     }
     // An approval passes the request on; anything else answers it with a non-OK status.
     let response = crate::response::render(d);
     let code = response.status.as_ref().map_or(-1, |s| s.code);
-    assert_eq!(code == 0, allowed, "verdict {:?} rendered as code {code}", d.verdict);
+    assert_eq!(
+        code == 0,
+        allowed,
+        "verdict {:?} rendered as code {code}",
+        d.verdict
+    );
     if let Verdict::Deny { status } = d.verdict {
         assert!((400..600).contains(&status), "deny with status {status}");
     }

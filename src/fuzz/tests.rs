@@ -111,7 +111,10 @@ fn the_pipeline_encoding_reaches_approvals_challenges_and_grants() {
     assert_eq!(decide(transfer), [Verdict::Allow]);
     let export = "POST\n/v1/keys/k1/export\nmint alice aal1 3600\ngrant aal3 1\n\n";
     let verdicts = decide(export);
-    assert!(matches!(verdicts[0], Verdict::Challenge { .. }), "{verdicts:?}");
+    assert!(
+        matches!(verdicts[0], Verdict::Challenge { .. }),
+        "{verdicts:?}"
+    );
     assert_eq!(verdicts[1], Verdict::Allow);
     let forged = "POST\n/v1/keys/k1/export\nbearer e30.e30.AAAA\n-\n\n";
     assert!(matches!(decide(forged)[0], Verdict::Unauthenticated { .. }));
@@ -144,7 +147,10 @@ fn the_jwt_harness_verifies_minted_tokens_and_catches_unsigned_ones() {
     });
     let (message, signature) = token.rsplit_once('.').unwrap();
     assert!(world::verify_dev_signature(message, signature));
-    assert!(!world::verify_dev_signature(&format!("{message}x"), signature));
+    assert!(!world::verify_dev_signature(
+        &format!("{message}x"),
+        signature
+    ));
 }
 
 #[test]

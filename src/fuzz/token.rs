@@ -37,7 +37,10 @@ pub fn jwt(data: &[u8]) {
     };
     super::with_world(|w| async move {
         let identity: &Identity = &w.pipeline.identity;
-        if let Ok(subject) = identity.verify_bearer(&format!("Bearer {token}"), NOW).await {
+        if let Ok(subject) = identity
+            .verify_bearer(&format!("Bearer {token}"), NOW)
+            .await
+        {
             assert_valid(header, claims);
             assert!(subject.id.as_deref().is_some_and(|s| !s.is_empty()));
         }
@@ -46,9 +49,7 @@ pub fn jwt(data: &[u8]) {
 
 /// A verified `Authorization` value carries the dev key's signature over its first two parts.
 fn assert_signed(authorization: &str) {
-    let token = authorization
-        .split_once(' ')
-        .map_or("", |(_, t)| t.trim());
+    let token = authorization.split_once(' ').map_or("", |(_, t)| t.trim());
     let mut parts = token.rsplitn(2, '.');
     let (Some(signature), Some(message)) = (parts.next(), parts.next()) else {
         panic!("verified a token that is not compact: {authorization:?}");

@@ -267,8 +267,7 @@ impl GrantStore for Fresh {
 /// Whether `signature` is the dev key's ES256 signature of `message` (checked with the JWT
 /// library and the public key of `dev-jwks.json`, not through the identity module).
 pub fn verify_dev_signature(message: &str, signature: &str) -> bool {
-    static KEY: std::sync::OnceLock<Option<jsonwebtoken::DecodingKey>> =
-        std::sync::OnceLock::new();
+    static KEY: std::sync::OnceLock<Option<jsonwebtoken::DecodingKey>> = std::sync::OnceLock::new();
     let key = KEY.get_or_init(|| {
         let text = std::fs::read_to_string(format!("{DIR}/dev-jwks.json")).ok()?;
         let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).ok()?;
