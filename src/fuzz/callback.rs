@@ -53,9 +53,10 @@ pub(super) fn outcome(data: &[u8]) -> Option<StatusCode> {
     super::run(|| async move {
         let rp = relying().await;
         rp.world.reset();
-        let Some(opened) = open(rp).await else {
-            panic!("the browser challenge was not opened");
-        };
+        // The set-up decision runs against the real-time budget (250 ms): on a loaded machine it
+        // can overrun and answer 503 instead of the challenge; that input then tests nothing.
+        // (`tests.rs` checks that the seeds do reach a completion.)
+        let opened = open(rp).await?;
         let text = text
             .replace("$STATE", &opened.id)
             .replace("$COOKIE", &opened.cookie)
