@@ -41,6 +41,9 @@ pub mod context;
 pub mod decision;
 pub mod evidence;
 pub mod fault;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod grant;
 pub mod grant_api;
 pub mod grpc;

@@ -376,7 +376,7 @@ impl Oidc {
         let int = |name: &str| claims.get(name).and_then(Value::as_i64);
         let leeway = self.leeway as i64;
         let exp = int("exp").ok_or_else(|| reject("exp is not a number"))?;
-        if now > exp + leeway {
+        if now > exp.saturating_add(leeway) {
             return Err(reject("expired"));
         }
         if int("iat").is_none_or(|iat| iat > now + leeway) {

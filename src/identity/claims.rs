@@ -94,7 +94,7 @@ impl Subject {
             issuer: string(&claims, "iss"),
             acr: string(&claims, "acr"),
             amr: strings(claims.get("amr")),
-            session_age: auth_time.map(|t| now - t),
+            session_age: auth_time.map(|t| now.saturating_sub(t)),
             auth_time,
             roles,
             scopes,

@@ -473,3 +473,22 @@ async fn workloads_are_still_known_by_their_sub_or_their_mtls_peer() {
         )
     );
 }
+
+/// Found while writing the `jwt` fuzz harness (its inputs: tests/fuzz-corpus/jwt/crash-*): the
+/// extreme integers of a signed token's time claims overflowed the expiry check and the session age (a panic in debug
+/// builds; in release a wrapped, negative session age read as a fresh sign-in).
+#[tokio::test]
+async fn extreme_time_claims_neither_overflow_nor_make_a_session_fresh() {
+    let id = identity("").await;
+    let mut c = claims();
+    c["exp"] = json!(i64::MAX);
+    let s = resolve(&id, &sign(header(), c)).await.unwrap();
+    assert_eq!(s.session_age, Some(60));
+    let mut c = claims();
+    c["exp"] = json!(1e300);
+    assert!(resolve(&id, &sign(header(), c)).await.is_ok());
+    let mut c = claims();
+    c["auth_time"] = json!(i64::MIN);
+    let s = resolve(&id, &sign(header(), c)).await.unwrap();
+    assert_eq!(s.session_age, Some(i64::MAX), "the oldest possible session");
+}

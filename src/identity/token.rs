@@ -70,7 +70,7 @@ impl Issuer {
             return Err(invalid("wrong issuer"));
         }
         let exp = numeric(claims, "exp")?.ok_or(invalid("missing exp"))?;
-        if now > exp + leeway {
+        if now > exp.saturating_add(leeway) {
             return Err(invalid("expired"));
         }
         if numeric(claims, "nbf")?.is_some_and(|nbf| nbf > now + leeway) {

@@ -72,3 +72,20 @@ async fn an_id_token_with_a_duplicate_member_is_rejected() {
         );
     }
 }
+
+/// Found with the `jwt` fuzz harness's bug (the same expiry arithmetic as the access token's,
+/// tests/fuzz-corpus/jwt/crash-*): an ID token `exp` of i64::MAX overflowed the expiry
+/// check (a panic in debug builds).
+#[tokio::test]
+async fn an_id_token_expiring_at_the_largest_integer_does_not_overflow() {
+    let oidc = relying_party().await;
+    let header = crate::testkit::header().to_string();
+    let claims = format!(
+        r#"{{"iss":"{IDP}","aud":"stepguard-demo","sub":"alice","exp":{},"iat":{},"nonce":"n-1"}}"#,
+        i64::MAX,
+        NOW - 5
+    );
+    let token = crate::testkit::sign_text(&header, &claims);
+    let verified = oidc.verify_id_token(&token, "n-1", NOW).await;
+    assert_eq!(verified.map(|v| v.subject), Ok("alice".to_string()));
+}

@@ -1,6 +1,7 @@
 //! DEVELOPMENT tokens: signed with the quickstart's dev key (`deploy/local/dev-signing-key.DEV-ONLY.pem`,
 //! ES256, `kid` `dev-es256-1`) for its issuer and audience.
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -32,23 +33,27 @@ pub fn sign(header: Value, claims: Value) -> String {
 
 /// Signs a header and claims given as JSON text, as written (e.g. with a duplicate member).
 pub fn sign_text(header: &str, claims: &str) -> String {
-    sign_text_with(
-        header,
-        claims,
-        &format!("{DIR}/dev-signing-key.DEV-ONLY.pem"),
-    )
+    static DEV_KEY: OnceLock<EncodingKey> = OnceLock::new();
+    let key = DEV_KEY.get_or_init(|| read_key(&format!("{DIR}/dev-signing-key.DEV-ONLY.pem")));
+    sign_text_by(header, claims, key)
 }
 
 /// Signs a header and claims given as JSON text with the ES256 key in the PEM file `key`.
 pub fn sign_text_with(header: &str, claims: &str, key: &str) -> String {
-    let pem = std::fs::read(key).unwrap();
-    let key = EncodingKey::from_ec_pem(&pem).unwrap();
+    sign_text_by(header, claims, &read_key(key))
+}
+
+fn read_key(pem_file: &str) -> EncodingKey {
+    EncodingKey::from_ec_pem(&std::fs::read(pem_file).unwrap()).unwrap()
+}
+
+fn sign_text_by(header: &str, claims: &str, key: &EncodingKey) -> String {
     let message = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::ES256).unwrap();
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key, Algorithm::ES256).unwrap();
     format!("{message}.{sig}")
 }
 
@@ -60,7 +65,7 @@ pub fn header() -> Value {
 /// Claims of a user `sub` who authenticated at `acr` `age` seconds before `now`.
 pub fn claims(sub: &str, acr: &str, now: i64, age: i64) -> Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "exp": now + 300, "iat": now - 10,
-           "auth_time": now - age, "acr": acr, "amr": ["pwd", "otp"]})
+           "auth_time": now.saturating_sub(age), "acr": acr, "amr": ["pwd", "otp"]})
 }
 
 /// `sub`'s token at `acr`, authenticated `age` seconds before `now`.
