@@ -13,12 +13,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::envoy::{TempDir, http_get, manifest_dir};
+use crate::support::binary::{Served, config_text, evidence_key, spool_records};
+use crate::support::envoy::{TempDir, manifest_dir};
 use crate::support::ports::free_port;
 use crate::support::tokens::token;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
@@ -34,64 +35,18 @@ const CLIENTS: usize = 8;
 
 /// The quickstart config with absolute paths, its own ports, and the spool in `spool`.
 fn config(dir: &Path, spool: &Path, grpc: u16, http: u16) -> PathBuf {
-    let local = manifest_dir().join("deploy/local");
-    let text = std::fs::read_to_string(local.join("stepguard.yaml")).unwrap();
-    let start = text
-        .find("\nevidence:\n")
-        .expect("the quickstart has an evidence section");
-    let mut text = text[..start + 1].to_string();
-    for (from, to) in [
-        ("127.0.0.1:9191", format!("127.0.0.1:{grpc}")),
-        ("127.0.0.1:9192", format!("127.0.0.1:{http}")),
-        (
-            "file: dev-jwks.json",
-            format!("file: {}/dev-jwks.json", local.display()),
-        ),
-        (
-            "secret_file: txn-key.DEV-ONLY",
-            format!("secret_file: {}/txn-key.DEV-ONLY", local.display()),
-        ),
-        (
-            "source: ../../policies",
-            format!("source: {}/policies", manifest_dir().display()),
-        ),
-    ] {
-        assert!(text.contains(from), "the quickstart has `{from}`");
-        text = text.replace(from, &to);
-    }
-    text.push_str(&format!(
+    let evidence = format!(
         "evidence:\n  spool:\n    dir: {}\n  signing_key_file: {}\n  checkpoint:\n    every_records: 100\n",
         spool.display(),
-        local.join("evidence-signing-key.DEV-ONLY.pem").display()
-    ));
+        evidence_key().display()
+    );
     let path = dir.join("stepguard.yaml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, config_text(grpc, http, &evidence)).unwrap();
     path
 }
 
 fn dev_key() -> PublicKey {
     PublicKey::load(&manifest_dir().join("deploy/local/evidence-signing-key.DEV-ONLY.pub")).unwrap()
-}
-
-fn serve(config: &Path, log: &Path, http: u16) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stepguard"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(http, "/readyz", Duration::from_millis(200)).map(|r| r.0) != Ok(200) {
-        assert!(Instant::now() < deadline, "stepguard never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
 }
 
 fn transfer(amount: u64, bearer: &str) -> CheckRequest {
@@ -182,17 +137,9 @@ fn load(
 
 /// Every decision id in the spool.
 fn recorded(spool: &Path) -> HashSet<String> {
-    audit::expand(&[spool.to_path_buf()])
-        .unwrap()
+    spool_records(spool)
         .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter_map(|r| r["decision_id"].as_str().map(str::to_string))
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|r| r["decision_id"].as_str().map(str::to_string))
         .collect()
 }
 
@@ -211,7 +158,7 @@ fn killed_mid_load_and_restarted_the_chain_holds_every_approval() {
     let (grpc, http) = (free_port(), free_port());
     let config = config(tmp.path(), &spool, grpc, http);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut child = serve(&config, &log, http);
+    let mut served = Served::start(&config, &log, grpc, http);
     let mut last_seq = 0;
     for round in 0..ROUNDS {
         let stop = Arc::new(AtomicBool::new(false));
@@ -226,12 +173,12 @@ fn killed_mid_load_and_restarted_the_chain_holds_every_approval() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        served.child.kill().unwrap(); // SIGKILL
+        served.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
         clients.join().unwrap();
 
-        child = serve(&config, &log, http);
+        served = Served::start(&config, &log, grpc, http);
         let report = verify(&spool);
         let chain = &report.chains[0];
         assert!(chain.last_seq.unwrap() > last_seq, "the chain grows");
@@ -252,10 +199,10 @@ fn killed_mid_load_and_restarted_the_chain_holds_every_approval() {
     }
     // A clean stop closes the chain with a checkpoint.
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.pid().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(served.child.wait().unwrap().success());
     let report = verify(&spool);
     assert_eq!(
         report.chains[0].last_checkpoint.as_ref().unwrap().1,

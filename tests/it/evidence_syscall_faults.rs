@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::binary::{Served, config_text, evidence_key, evidence_public_key};
+use crate::support::binary::{
+    Served, config_text, evidence_key, evidence_public_key, spool_records,
+};
 use crate::support::envoy::{TempDir, manifest_dir};
 use crate::support::tokens::{now, token};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
@@ -229,18 +231,10 @@ async fn grant_approves_exactly_once(served: &Served, key: &str, seen: &mut Vec<
 
 /// Every decision id recorded as an approval in the spool.
 fn recorded_allows(spool: &Path) -> HashSet<String> {
-    audit::expand(&[spool.to_path_buf()])
-        .unwrap()
+    spool_records(spool)
         .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|r| r["result"]["outcome"] == "allow")
-                .filter_map(|r| r["decision_id"].as_str().map(str::to_string))
-                .collect::<Vec<_>>()
-        })
+        .filter(|r| r["result"]["outcome"] == "allow")
+        .filter_map(|r| r["decision_id"].as_str().map(str::to_string))
         .collect()
 }
 

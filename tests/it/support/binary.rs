@@ -7,39 +7,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use stepguard::testkit::config::Standalone;
+
 use super::envoy::{http_get, manifest_dir};
 use super::ports::free_port;
 
-/// The quickstart config text with its own ports and absolute paths, and `evidence` (a whole
-/// `evidence:` section, or "" for none) in place of the quickstart's evidence section.
+/// The quickstart config text with its own ports and absolute paths (the test kit's standalone
+/// copy), and `evidence` (a whole `evidence:` section, or "" for none) in place of the
+/// quickstart's evidence section.
 pub fn config_text(grpc: u16, http: u16, evidence: &str) -> String {
-    let local = manifest_dir().join("deploy/local");
-    let text = std::fs::read_to_string(local.join("stepguard.yaml")).unwrap();
-    let start = text
-        .find("\nevidence:\n")
-        .expect("the quickstart has an evidence section");
-    let mut text = text[..start + 1].to_string();
-    for (from, to) in [
-        ("127.0.0.1:9191", format!("127.0.0.1:{grpc}")),
-        ("127.0.0.1:9192", format!("127.0.0.1:{http}")),
-        (
-            "file: dev-jwks.json",
-            format!("file: {}/dev-jwks.json", local.display()),
-        ),
-        (
-            "secret_file: txn-key.DEV-ONLY",
-            format!("secret_file: {}/txn-key.DEV-ONLY", local.display()),
-        ),
-        (
-            "source: ../../policies",
-            format!("source: {}/policies", manifest_dir().display()),
-        ),
-    ] {
-        assert!(text.contains(from), "the quickstart has `{from}`");
-        text = text.replace(from, &to);
+    let text = Standalone {
+        grpc_port: grpc,
+        http_port: http,
+        no_evidence: true,
+        ..Standalone::default()
     }
-    text.push_str(evidence);
-    text
+    .render();
+    text + evidence
 }
 
 /// The dev evidence signing key (absolute path).
@@ -50,6 +34,21 @@ pub fn evidence_key() -> PathBuf {
 /// Its public half.
 pub fn evidence_public_key() -> PathBuf {
     manifest_dir().join("deploy/local/evidence-signing-key.DEV-ONLY.pub")
+}
+
+/// Every record of every chain in `spool`, in file order (a torn last line is skipped).
+pub fn spool_records(spool: &Path) -> Vec<serde_json::Value> {
+    stepguard::evidence::audit::expand(&[spool.to_path_buf()])
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// A running `stepguard serve`; killed on drop.
@@ -65,7 +64,7 @@ impl Served {
         (free_port(), free_port())
     }
 
-    /// Starts the binary on `config` (stderr appended to `log`) and waits for `/readyz`.
+        /// Starts the binary on `config` (stderr appended to `log`) and waits for `/readyz`.
     pub fn start(config: &Path, log: &Path, grpc: u16, http: u16) -> Served {
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -122,25 +122,7 @@ impl StepUpStack {
     /// The evidence records written so far (every chain of the spool, in file order).
     pub fn evidence(&self) -> Vec<serde_json::Value> {
         let spool = self.dir.path().join("spool");
-        let mut files = Vec::new();
-        for chain in std::fs::read_dir(&spool).unwrap().flatten() {
-            for f in std::fs::read_dir(chain.path()).unwrap().flatten() {
-                if f.path().extension().is_some_and(|e| e == "jsonl") {
-                    files.push(f.path());
-                }
-            }
-        }
-        files.sort();
-        files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        super::binary::spool_records(&spool)
     }
 
     /// A new browser: its own cookie jar, no redirects followed.
