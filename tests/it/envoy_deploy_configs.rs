@@ -137,8 +137,6 @@ fn generated_test_bootstrap_passes_envoy_validate() {
 mod istio;
 mod security;
 
-use security::*;
-
 // ---------------------------------------------------------------------------
 // The harness itself, against the real Envoy, with no stepguard running.
 

@@ -86,7 +86,7 @@ fn render(overlay: &str) -> Vec<Value> {
 mod checks;
 mod walkthrough;
 
-use checks::{container_port, deployment, find, ha_problems, pod_problems, stepguard_config};
+use checks::{deployment, find, ha_problems, pod_problems, stepguard_config};
 
 #[test]
 fn ha_overlay_is_highly_available_and_locked_down() {

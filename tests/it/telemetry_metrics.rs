@@ -19,12 +19,11 @@ use crate::support::sidecar::{Sidecar, quickstart};
 use crate::support::tokens::token;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use serde_json::Value;
 
 mod exposition;
 mod queried;
 
-use exposition::{Family, check_histogram, parse};
+use exposition::{Family, family_of, parse};
 use queried::{alert_rule_metrics, dashboard_metrics};
 
 // ---- traffic ----

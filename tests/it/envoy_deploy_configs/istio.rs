@@ -154,4 +154,3 @@ pub(super) fn istio_envoy_filter_patches_are_valid_envoy_config() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
-

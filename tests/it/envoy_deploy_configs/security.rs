@@ -307,4 +307,3 @@ pub(super) fn route_tags_become_context_extensions() {
         .collect::<Vec<_>>();
     assert_eq!(tagged, ["x.y", "z"]);
 }
-

@@ -301,4 +301,3 @@ pub fn ha_problems(docs: &[Value]) -> Vec<String> {
     }
     problems
 }
-

@@ -64,7 +64,7 @@ impl Served {
         (free_port(), free_port())
     }
 
-        /// Starts the binary on `config` (stderr appended to `log`) and waits for `/readyz`.
+    /// Starts the binary on `config` (stderr appended to `log`) and waits for `/readyz`.
     pub fn start(config: &Path, log: &Path, grpc: u16, http: u16) -> Served {
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -2,7 +2,7 @@
 //! lines, label syntax, grouping, histogram bucket/sum/count consistency.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -92,7 +92,7 @@ fn labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
     }
 }
 
-fn family_of(name: &str, families: &BTreeMap<String, Family>) -> String {
+pub fn family_of(name: &str, families: &BTreeMap<String, Family>) -> String {
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = name.strip_suffix(suffix)
             && families
@@ -266,4 +266,3 @@ fn the_parser_is_strict() {
         assert!(parse(bad).is_err(), "accepted {bad:?}");
     }
 }
-

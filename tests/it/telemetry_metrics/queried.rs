@@ -64,4 +64,3 @@ pub fn dashboard_metrics() -> BTreeSet<String> {
     assert!(all.len() > 10, "dashboard has few queries: {all:?}");
     metric_names(&all, &["stepguard_", "process_"])
 }
-

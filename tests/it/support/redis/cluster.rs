@@ -268,22 +268,6 @@ impl RedisCluster {
     }
 }
 
-pub(crate) fn node_client(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("cannot connect to cluster node {port}: {e}"))
-}
-
-pub(crate) fn pings(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
