@@ -158,19 +158,10 @@ pub(super) async fn mint_grant(
     let c = grants.challenge(challenge_id, NOW).await.ok()??;
     let id = format!("grant-{challenge_id}");
     let grant = Grant {
-        id: id.clone(),
-        digest: c.digest.clone(),
-        subject: c.subject.clone(),
-        action: c.action.clone(),
         acr: acr.into(),
-        amr: vec!["hwk".into()],
-        auth_time: NOW,
-        method: "oidc".into(),
-        challenge_id: Some(c.id.clone()),
-        issued_at: NOW,
         expires_at: NOW + 120,
         uses_left: uses,
-        policy_revision: None,
+        ..crate::grant::contract::minted(&c, NOW)
     };
     grants.put_grant(grant).await.ok()?;
     Some(id)

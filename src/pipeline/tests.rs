@@ -62,19 +62,10 @@ pub(super) async fn grant_for(
     let id = format!("grant-{challenge_id}");
     p.grants
         .put_grant(Grant {
-            id: id.clone(),
-            digest: c.digest.clone(),
-            subject: c.subject.clone(),
-            action: c.action.clone(),
             acr: acr.into(),
-            amr: vec!["hwk".into()],
-            auth_time: NOW,
-            method: "oidc".into(),
-            challenge_id: Some(c.id.clone()),
-            issued_at: NOW,
             expires_at: NOW + 120,
             uses_left: uses,
-            policy_revision: None,
+            ..crate::grant::contract::minted(&c, NOW)
         })
         .await
         .unwrap();
