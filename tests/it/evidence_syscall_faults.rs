@@ -248,8 +248,11 @@ async fn eio_on_fdatasync_and_enospc_on_write_refuse_approvals_and_burn_nothing(
     let pid = served.pid();
     let mut seen = Vec::new();
     approvals_resume(&served, &mut seen).await;
-    grant_for(&served, "k-eio", now()).await;
-    grant_for(&served, "k-enospc", now() - 1).await;
+    // Two approvals, two auth_times (one approval completes one challenge), whatever second the
+    // clock ticks in between.
+    let t = now();
+    grant_for(&served, "k-eio", t).await;
+    grant_for(&served, "k-enospc", t - 1).await;
 
     // EIO from fdatasync, every time, until strace is detached.
     let strace = inject(pid, "fdatasync", "fdatasync:error=EIO", None);

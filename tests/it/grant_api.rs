@@ -371,16 +371,18 @@ async fn an_approval_completes_a_challenge_and_the_export_passes_exactly_once() 
 async fn revoked_grants_no_longer_approve() {
     let sidecar = start(with_grant_api);
     let mut digests = Vec::new();
-    for (i, key) in ["k1", "k2", "k3"].into_iter().enumerate() {
+    let mut last = i64::MAX;
+    for key in ["k1", "k2", "k3"] {
         let id = challenged(&sidecar, key).await;
         let shown = lookup(&sidecar, &id, Some(&approval_service()))
             .await
             .unwrap();
         digests.push(shown.transaction.unwrap().digest);
-        // Three approvals, each at its own time (one approval completes one challenge).
-        complete(&sidecar, &id, assurance("aal3", now() - i as i64))
-            .await
-            .unwrap();
+        // Three approvals, each at its own time (one approval completes one challenge): strictly
+        // earlier than the one before, however the clock ticks between them.
+        let at = now().min(last - 1);
+        last = at;
+        complete(&sidecar, &id, assurance("aal3", at)).await.unwrap();
     }
     let by_digest = Target::TransactionDigest(digests[0].clone());
     let service = approval_service();
