@@ -382,7 +382,9 @@ async fn revoked_grants_no_longer_approve() {
         // earlier than the one before, however the clock ticks between them.
         let at = now().min(last - 1);
         last = at;
-        complete(&sidecar, &id, assurance("aal3", at)).await.unwrap();
+        complete(&sidecar, &id, assurance("aal3", at))
+            .await
+            .unwrap();
     }
     let by_digest = Target::TransactionDigest(digests[0].clone());
     let service = approval_service();
