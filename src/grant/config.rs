@@ -124,18 +124,7 @@ impl GrantsConfig {
                 timeout_ms,
                 key_prefix,
             } => {
-                if nodes.is_empty() {
-                    return Err(invalid("grants.nodes", "list at least one cluster node"));
-                }
-                for (i, node) in nodes.iter().enumerate() {
-                    // A node URL may hold a password: never echo it back.
-                    if !redis_url_ok(node, &["redis://", "rediss://"]) {
-                        return Err(invalid(
-                            format!("grants.nodes[{i}]"),
-                            "must be a redis:// or rediss:// URL",
-                        ));
-                    }
-                }
+                validate_url_list("grants.nodes", nodes, "list at least one cluster node")?;
                 validate_redis_common(*timeout_ms, key_prefix)
             }
             GrantsConfig::RedisSentinel {
@@ -145,18 +134,7 @@ impl GrantsConfig {
                 timeout_ms,
                 key_prefix,
             } => {
-                if sentinels.is_empty() {
-                    return Err(invalid("grants.sentinels", "list at least one sentinel"));
-                }
-                for (i, sentinel) in sentinels.iter().enumerate() {
-                    // A sentinel URL may hold a password: never echo it back.
-                    if !redis_url_ok(sentinel, &["redis://", "rediss://"]) {
-                        return Err(invalid(
-                            format!("grants.sentinels[{i}]"),
-                            "must be a redis:// or rediss:// URL",
-                        ));
-                    }
-                }
+                validate_url_list("grants.sentinels", sentinels, "list at least one sentinel")?;
                 if master_name.is_empty() || master_name.chars().any(char::is_whitespace) {
                     return Err(invalid(
                         "grants.master_name",
@@ -233,6 +211,23 @@ fn redis_url_ok(url: &str, schemes: &[&str]) -> bool {
     schemes
         .iter()
         .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
+}
+
+/// A non-empty list of `redis://` or `rediss://` URLs (cluster nodes, sentinels). A URL may hold
+/// a password: the error names its index, never the URL.
+fn validate_url_list(field: &str, urls: &[String], empty: &str) -> Result<(), Invalid> {
+    if urls.is_empty() {
+        return Err(invalid(field, empty));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        if !redis_url_ok(url, &["redis://", "rediss://"]) {
+            return Err(invalid(
+                format!("{field}[{i}]"),
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_redis_common(timeout_ms: u64, key_prefix: &str) -> Result<(), Invalid> {
