@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 
 use crate::challenge::Challenger;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, IdentityConfig, callback_path};
+use crate::config::Config;
 use crate::evidence::ship::{ShipSettings, Shipper};
 use crate::grant::RedisConnection;
 use crate::grant_api::GrantApi;
@@ -85,20 +85,27 @@ impl App {
     ) -> Result<Self, AppError> {
         // Once per process (tests build many apps): metrics are process-wide.
         crate::telemetry::metrics::install();
-        let reloader = Reloader::new(config, Trial::for_config(config, clock.clone())?).await?;
+        let reloader = Reloader::new(
+            &config.policy,
+            Trial::for_actions(&config.actions, &config.challenge.acr_ladder, clock.clone())?,
+        )
+        .await?;
         let (pipeline, final_ship) = pipeline(config, clock, &reloader).await?;
         let pipeline = Arc::new(pipeline);
         let oidc = match &config.challenge.oidc {
             Some(oidc_config) => {
                 let oidc = Arc::new(Oidc::new(
-                    config,
+                    &config.challenge,
                     oidc_config,
+                    config.identity.leeway_secs,
                     pipeline.challenger.endpoint(),
                 )?);
                 // Browsers are sent to the IdP only once it is discovered; until then they get
                 // a 503 and API clients their RFC 9470 401 as usual.
                 oidc.spawn_discovery();
-                let path = callback_path(&config.challenge.redirect_uri)
+                let path = config
+                    .challenge
+                    .callback_path()
                     .unwrap_or("/.stepguard/callback")
                     .to_string();
                 Some((path, oidc))
@@ -279,14 +286,15 @@ async fn pipeline(
     let (grants, redis) = config
         .grants
         .build_with_side(clock.clone(), shipping.is_some())?;
-    let evidence = crate::evidence::from_config(config)?;
+    let evidence =
+        crate::evidence::from_config(config.evidence.as_ref(), &config.policy.entrypoint)?;
     let mut final_ship = None;
     if let (Some(stream), Some(conn), Some(spool)) = (
         shipping,
         redis,
         config.evidence.as_ref().and_then(|e| e.spool.as_ref()),
     ) {
-        let settings = ShipSettings::new(config.resolve(&spool.dir), stream);
+        let settings = ShipSettings::new(spool.dir.clone(), stream);
         tracing::info!(key = %settings.key, "evidence records are shipped to Redis Streams");
         final_ship = Some((settings.clone(), conn.clone()));
         Shipper::new(settings, conn, &evidence).spawn();
@@ -301,8 +309,8 @@ async fn pipeline(
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
     let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
-        identity: Identity::load(&config.identity, &config.base_dir, config.jwks_wait()).await?,
-        binder: Binder::new(&config.transaction, &config.base_dir)?,
+        identity: Identity::load(&config.identity, config.jwks_wait()).await?,
+        binder: Binder::new(&config.transaction)?,
         context: config.context.clone(),
         completer,
         grants,
@@ -327,7 +335,8 @@ async fn grant_api(
     };
     let api = GrantApi::new(
         api,
-        config,
+        config.identity.leeway_secs,
+        config.jwks_wait(),
         pipeline.completer.clone(),
         pipeline.clock.clone(),
     )
@@ -406,19 +415,4 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or_default();
-}
-
-impl Binder {
-    /// The binder of a whole configuration file ([`Binder::new`] with its `transaction`
-    /// section and directory).
-    pub fn from_config(config: &Config) -> Result<Self, TxnError> {
-        Binder::new(&config.transaction, &config.base_dir)
-    }
-}
-
-impl Identity {
-    /// The resolver of a whole configuration file's `identity` section ([`Identity::load`]).
-    pub async fn new(config: &IdentityConfig, base: &Config) -> Result<Self, JwksError> {
-        Identity::load(config, &base.base_dir, base.jwks_wait()).await
-    }
 }

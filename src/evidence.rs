@@ -20,6 +20,7 @@
 pub mod audit;
 mod canonical;
 mod chain;
+pub mod config;
 mod key;
 mod record;
 pub mod ship;
@@ -34,12 +35,12 @@ pub use record::{Recorder, Redaction};
 pub use spool::{Shipped, SpoolEvidence, SpoolSettings, SpoolStats, WhenFull};
 pub use time::parse as parse_time;
 
-use crate::config::{Config, EvidenceSink};
 use crate::decision::Decision;
 use crate::grant::{Challenge, Grant};
 use crate::identity::Subject;
 use crate::request::RawRequest;
 use crate::txn::Transaction;
+use config::{EvidenceConfig, EvidenceSink};
 
 /// Why evidence could not be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -223,14 +224,17 @@ impl Evidence for LogEvidence {
 
 /// The sink the configuration asks for. A spool that cannot be written is not an error here:
 /// it starts unavailable (approvals on sensitive routes are refused) and retries.
-pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> {
-    let Some(ev) = &config.evidence else {
+pub fn from_config(
+    config: Option<&EvidenceConfig>,
+    entrypoint: &str,
+) -> Result<Arc<dyn Evidence>, EvidenceError> {
+    let Some(ev) = config else {
         tracing::warn!(
             "no `evidence` section: decision records go to the log only, neither durable nor \
              tamper-evident (docs/evidence.md)"
         );
         return Ok(Arc::new(LogEvidence::new(Recorder::new(
-            &config.policy.entrypoint,
+            entrypoint,
             &Default::default(),
             Redaction::default(),
         ))));
@@ -240,12 +244,11 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> 
         message,
     };
     let redaction_key = match &ev.redact.key_file {
-        Some(file) => {
-            let path = config.resolve(file);
-            let key = std::fs::read(&path).map_err(|e| key_error(&path, e.to_string()))?;
+        Some(path) => {
+            let key = std::fs::read(path).map_err(|e| key_error(path, e.to_string()))?;
             let key = key.trim_ascii().to_vec();
             if key.len() < 32 {
-                return Err(key_error(&path, "shorter than 32 bytes".into()));
+                return Err(key_error(path, "shorter than 32 bytes".into()));
             }
             Some(key)
         }
@@ -253,12 +256,11 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Evidence>, EvidenceError> 
     };
     let redaction = Redaction::new(ev.redact.fields.iter().cloned(), redaction_key.as_deref())
         .with_actions(ev.redact.actions.iter().cloned());
-    let recorder = Recorder::new(&config.policy.entrypoint, &ev.labels, redaction);
+    let recorder = Recorder::new(entrypoint, &ev.labels, redaction);
     match (&ev.sink, &ev.spool, &ev.signing_key_file) {
-        (EvidenceSink::Spool, Some(spool), Some(key_file)) => {
-            let path = config.resolve(key_file);
-            let key = SigningKey::load(&path).map_err(|m| key_error(&path, m))?;
-            let mut settings = SpoolSettings::from_config(spool, &ev.checkpoint, config);
+        (EvidenceSink::Spool, Some(spool), Some(path)) => {
+            let key = SigningKey::load(path).map_err(|m| key_error(path, m))?;
+            let mut settings = SpoolSettings::from_config(spool, &ev.checkpoint);
             // With shipping, `delete_oldest` deletes only what the shipper has sent.
             settings.shipped = ev.stream.as_ref().map(|_| Shipped::default());
             Ok(Arc::new(SpoolEvidence::open(

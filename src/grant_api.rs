@@ -32,6 +32,7 @@
 //! Errors map to gRPC codes in one table, [`GrantApiError`]'s `From` for `Status`.
 
 pub mod caller;
+pub mod config;
 mod message;
 mod record;
 
@@ -43,13 +44,13 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::Clock;
 use crate::completion::{Completer, CompletionError};
-use crate::config::{Config, GrantApiConfig};
 use crate::evidence::Lifecycle;
 use crate::grant::{Challenge, Grant, GrantError, GrantStore};
 use crate::identity::{IdentityError, Jwks, JwksError};
 use crate::proto;
 use crate::proto::grant_service_server::GrantService;
 use crate::proto::revoke_grants_request::Target;
+use config::GrantApiConfig;
 
 pub use caller::{Approver, Caller};
 pub use message::{
@@ -139,15 +140,17 @@ pub struct GrantApi {
 
 impl GrantApi {
     /// Builds the service from its config section over the sidecar's completer (its grant
-    /// store, evidence and completion rules) and clock.
+    /// store, evidence and completion rules) and clock; `leeway_secs` and `jwks_wait` as for
+    /// user tokens.
     pub async fn new(
         api: &GrantApiConfig,
-        config: &Config,
+        leeway_secs: u64,
+        jwks_wait: std::time::Duration,
         completer: Completer,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, JwksError> {
         Ok(Self {
-            caller: Caller::new(api, config).await?,
+            caller: Caller::new(api, leeway_secs, jwks_wait).await?,
             skew: completer.skew(),
             completer,
             clock,

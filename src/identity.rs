@@ -17,8 +17,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use claims::{Actor, Subject, SubjectKind};
+pub use config::parse_algorithm;
 pub use jwks::{Jwks, JwksError, KeyMiss};
-pub use token::parse_algorithm;
 
 use crate::identity::config::IdentityConfig;
 use crate::request::AuthzRequest;
@@ -45,16 +45,14 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Builds the resolver, loading every JWKS once (files now, URLs on first use or refresh);
-    /// relative key set paths are resolved against `base_dir`.
+    /// Builds the resolver, loading every JWKS once (files now, URLs on first use or refresh).
     pub async fn load(
         config: &IdentityConfig,
-        base_dir: &std::path::Path,
         fetch_wait: std::time::Duration,
     ) -> Result<Self, JwksError> {
         let mut issuers = HashMap::new();
         for issuer in &config.issuers {
-            let jwks = Jwks::load(issuer.jwks.source_in(base_dir, fetch_wait)).await?;
+            let jwks = Jwks::load(issuer.jwks.source(fetch_wait)).await?;
             issuers.insert(issuer.issuer.clone(), token::Issuer::new(issuer, jwks));
         }
         Ok(Self {

@@ -59,6 +59,7 @@ pub mod random;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod section;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -17,8 +17,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::challenge::Endpoint;
-use crate::config::{ClientAuth, Config, JwksSource, JwksUrl, OidcConfig, callback_path};
-use crate::identity::{Jwks, KeyMiss, parse_algorithm};
+use crate::challenge::config::{ChallengeConfig, ClientAuth, OidcConfig, callback_path};
+use crate::identity::config::{JwksSource, JwksUrl};
+use crate::identity::{Jwks, KeyMiss};
 
 /// Time allowed for one request to the IdP (discovery, token endpoint).
 const IDP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,14 +89,14 @@ impl Oidc {
     /// Reads the client secret (file or environment) now; discovery happens later
     /// ([`Oidc::discover`], [`Oidc::spawn_discovery`]).
     pub fn new(
-        config: &Config,
+        challenge: &ChallengeConfig,
         oidc: &OidcConfig,
+        leeway_secs: u64,
         endpoint: Arc<ArcSwapOption<Endpoint>>,
     ) -> Result<Self, OidcError> {
         let secret = match (&oidc.client_secret_file, &oidc.client_secret_env) {
-            (Some(file), _) => {
-                let path = config.resolve(file);
-                let text = std::fs::read_to_string(&path)
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
                     .map_err(|e| OidcError::Secret(format!("{}: {e}", path.display())))?;
                 Some(text.trim().to_string())
             }
@@ -112,15 +113,11 @@ impl Oidc {
             .map_err(|e| OidcError::Discovery(e.to_string()))?;
         Ok(Self {
             config: oidc.clone(),
-            client_id: config.challenge.client_id.clone(),
-            redirect_uri: config.challenge.redirect_uri.clone(),
+            client_id: challenge.client_id.clone(),
+            redirect_uri: challenge.redirect_uri.clone(),
             secret,
-            algorithms: oidc
-                .id_token_algorithms
-                .iter()
-                .filter_map(|a| parse_algorithm(a).ok())
-                .collect(),
-            leeway: config.identity.leeway_secs,
+            algorithms: oidc.id_token_algorithms.iter().map(|a| a.0).collect(),
+            leeway: leeway_secs,
             http,
             metadata: ArcSwapOption::empty(),
             jwks: ArcSwapOption::empty(),
@@ -180,7 +177,7 @@ impl Oidc {
                 metadata.pushed_authorization_request_endpoint.as_ref(),
             ),
         ] {
-            if let Some(endpoint) = endpoint.filter(|e| !crate::config::secure_url(e)) {
+            if let Some(endpoint) = endpoint.filter(|e| !crate::section::secure_url(e)) {
                 return Err(OidcError::Discovery(format!(
                     "{name} {endpoint:?} is not https:// (plain http only on loopback)"
                 )));

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::challenge::Challenger;
 use crate::clock::Clock;
 use crate::completion::{Completer, Retry};
-use crate::config::ContextConfig;
+use crate::context::config::ContextConfig;
 use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
 use crate::evidence::{Evidence, Origin};

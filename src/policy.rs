@@ -9,6 +9,7 @@
 //! current (local changes, or a bundle server) without a restart.
 
 pub mod bundle;
+pub mod config;
 pub mod explain;
 mod input;
 pub mod rego;
@@ -67,17 +68,17 @@ pub struct PolicySource {
     pub timeout: Duration,
 }
 
-pub use crate::config::SourceKind;
+pub use config::SourceKind;
 
-impl crate::config::Config {
-    /// The local policy source, paths resolved: what `policy::load` reads (`None` with a
-    /// bundle server).
-    pub fn policy_source(&self) -> Option<PolicySource> {
+impl config::PolicyConfig {
+    /// The local policy source (paths were resolved when the file was loaded): what
+    /// [`load`] reads (`None` with a bundle server).
+    pub fn local_source(&self) -> Option<PolicySource> {
         Some(PolicySource {
-            path: self.resolve(self.policy.source.as_ref()?),
-            data: self.policy.data.as_ref().map(|d| self.resolve(d)),
-            entrypoint: self.policy.entrypoint.clone(),
-            timeout: std::time::Duration::from_millis(self.policy.timeout_ms),
+            path: self.source.clone()?,
+            data: self.data.clone(),
+            entrypoint: self.entrypoint.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
         })
     }
 }

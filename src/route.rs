@@ -52,8 +52,9 @@ pub struct Bound {
     pub optional: bool,
 }
 
-/// A request field that binds the transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request field that binds the transaction; typed when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum BindField {
     Path(String),
     Query(String),
@@ -62,15 +63,21 @@ pub enum BindField {
 }
 
 impl BindField {
-    /// Parses `path.P`, `query.Q`, `header.H` or `body.a.b` (validated by the config).
-    pub fn parse(spec: &str) -> Option<Self> {
-        let (kind, name) = spec.split_once('.')?;
-        Some(match kind {
+    /// Parses `path.P`, `query.Q`, `header.H` (lower case) or `body.a.b`. Whether a `path.P` is
+    /// a parameter of the action's template is the action's rule ([`config::ActionConfig`]).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let usage = || format!("`{spec}`: use path.P, query.Q, header.H or body.a.b");
+        let (kind, name) = spec.split_once('.').ok_or_else(usage)?;
+        if name.is_empty() {
+            return Err(format!("`{spec}`: field name is empty"));
+        }
+        Ok(match kind {
             "path" => Self::Path(name.into()),
             "query" => Self::Query(name.into()),
-            "header" => Self::Header(name.into()),
+            "header" if name == name.to_ascii_lowercase() => Self::Header(name.into()),
+            "header" => return Err(format!("`{spec}`: header names are lower case")),
             "body" => Self::Body(name.split('.').map(str::to_string).collect()),
-            _ => return None,
+            _ => return Err(usage()),
         })
     }
 
@@ -92,11 +99,27 @@ struct Matcher {
     template: PathTemplate,
 }
 
-/// A path template: `/v1/accounts/{account}/transfers`, `/admin/**`.
-#[derive(Debug, Clone)]
+impl TryFrom<String> for BindField {
+    type Error = String;
+    fn try_from(spec: String) -> Result<Self, String> {
+        Self::parse(&spec)
+    }
+}
+
+/// A path template: `/v1/accounts/{account}/transfers`, `/admin/**`; typed when the config is
+/// read.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct PathTemplate {
     segments: Vec<Segment>,
     rest: bool,
+}
+
+impl TryFrom<String> for PathTemplate {
+    type Error = String;
+    fn try_from(template: String) -> Result<Self, String> {
+        Self::parse(&template)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -300,7 +323,6 @@ impl Matcher {
 }
 
 fn build(c: &ActionConfig) -> Action {
-    let field = |f: &Option<String>| f.as_deref().and_then(BindField::parse);
     Action {
         name: c.name.clone(),
         risk: c.risk,
@@ -309,26 +331,20 @@ fn build(c: &ActionConfig) -> Action {
         bind: c
             .bind
             .iter()
-            .filter_map(|b| {
-                Some(Bound {
-                    field: BindField::parse(b.field())?,
-                    optional: b.optional(),
-                })
+            .map(|b| Bound {
+                field: b.field().clone(),
+                optional: b.optional(),
             })
             .collect(),
         body: c.body,
-        value: field(&c.value),
-        currency: field(&c.currency),
+        value: c.value.clone(),
+        currency: c.currency.clone(),
         authorization_details_type: c.authorization_details_type.clone(),
         mode: c.mode,
         matcher: c.matcher.as_ref().map(|m| Matcher {
             methods: m.methods.clone(),
             host: m.host.as_deref().map(normal_host),
-            // The config validated every template before the table is built.
-            template: PathTemplate::parse(&m.path).unwrap_or(PathTemplate {
-                segments: Vec::new(),
-                rest: false,
-            }),
+            template: m.path.clone(),
         }),
     }
 }

@@ -10,7 +10,6 @@
 //! not UTF-8 — each is a [`TxnError`] the pipeline answers with 400.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
@@ -103,12 +102,12 @@ pub struct Binder {
 }
 
 impl Binder {
-    /// Loads every configured key; relative secret files are resolved against `base_dir`.
-    pub fn new(config: &TransactionConfig, base_dir: &Path) -> Result<Self, TxnError> {
+    /// Loads every configured key (secret file paths were resolved when the file was loaded).
+    pub fn new(config: &TransactionConfig) -> Result<Self, TxnError> {
         let mut keys = HashMap::new();
         let mut previous = Vec::new();
         for key in &config.keys {
-            let secret = read_secret(key, base_dir)?;
+            let secret = read_secret(key)?;
             keys.insert(key.id.clone(), hmac::Key::new(hmac::HMAC_SHA256, &secret));
             if let Some(until) = key.accept_until {
                 previous.push((key.id.clone(), until));
@@ -203,10 +202,10 @@ impl Binder {
     }
 }
 
-fn read_secret(key: &TxnKeyConfig, base_dir: &Path) -> Result<Vec<u8>, TxnError> {
+fn read_secret(key: &TxnKeyConfig) -> Result<Vec<u8>, TxnError> {
     let err = |m: String| TxnError::Key(key.id.clone(), m);
     let secret = match (&key.secret_file, &key.secret_env) {
-        (Some(path), _) => std::fs::read(base_dir.join(path)).map_err(|e| err(e.to_string()))?,
+        (Some(path), _) => std::fs::read(path).map_err(|e| err(e.to_string()))?,
         (None, Some(var)) => std::env::var(var)
             .map_err(|_| err(format!("environment variable {var} is not set")))?
             .into_bytes(),

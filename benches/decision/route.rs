@@ -5,7 +5,7 @@ use std::hint::black_box;
 use criterion::Criterion;
 use stepguard::config::{ActionConfig, BindSpec, Config, MatchConfig, Risk};
 use stepguard::request::AuthzRequest;
-use stepguard::route::{Classification, RouteTable};
+use stepguard::route::{BindField, Classification, PathTemplate, RouteTable};
 
 use super::{configure, raw, transfer};
 
@@ -20,12 +20,13 @@ fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
             matcher: Some(MatchConfig {
                 methods: vec![methods[i % methods.len()].to_string()],
                 host: None,
-                path: match i % 4 {
+                path: PathTemplate::parse(&match i % 4 {
                     0 => format!("/v1/svc{i}/{{id}}/op"),
                     1 => format!("/v2/accounts/{{account}}/svc{i}/{{item}}"),
                     2 => format!("/v1/accounts/{{account}}/svc{i}"),
                     _ => format!("/admin/svc{i}/**"),
-                },
+                })
+                .unwrap(),
             }),
             risk: if i % 3 == 0 {
                 Risk::Critical
@@ -35,7 +36,7 @@ fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
             reversible: true,
             privileged: false,
             bind: vec![BindSpec::Declared {
-                field: "path.id".into(),
+                field: BindField::parse("path.id").unwrap(),
                 optional: true,
             }],
             body: Default::default(),

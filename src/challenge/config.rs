@@ -1,9 +1,13 @@
-//! The `challenge` section: the `acr` ladder, challenge lifetime and limits, and the IdP (OIDC) the challenges send browsers to.
-//! Its types are composed into the whole file by [`crate::config`], which validates them.
+//! The `challenge` section: the `acr` ladder, challenge lifetime and limits, and the IdP (OIDC)
+//! the challenges send browsers to; and its rules ([`ChallengeConfig::validate`]).
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::identity::config::SigningAlgorithm;
+use crate::section::{Invalid, Resolve, invalid, resolve_opt, secure_url};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +62,7 @@ pub struct OidcConfig {
     pub same_subjects_as: Vec<String>,
     /// Algorithms accepted for ID tokens (never `none` or HMAC).
     #[serde(default = "default_id_token_algorithms")]
-    pub id_token_algorithms: Vec<String>,
+    pub id_token_algorithms: Vec<SigningAlgorithm>,
     /// Push authorization requests (RFC 9126) when the IdP advertises a PAR endpoint.
     #[serde(default)]
     pub pushed_authorization_requests: bool,
@@ -76,8 +80,12 @@ pub enum ClientAuth {
     ClientSecretPost,
 }
 
-pub(crate) fn default_id_token_algorithms() -> Vec<String> {
-    vec!["RS256".into(), "ES256".into()]
+pub(crate) fn default_id_token_algorithms() -> Vec<SigningAlgorithm> {
+    use jsonwebtoken::Algorithm;
+    vec![
+        SigningAlgorithm(Algorithm::RS256),
+        SigningAlgorithm(Algorithm::ES256),
+    ]
 }
 
 pub(crate) fn default_return_path() -> String {
@@ -132,4 +140,142 @@ pub(crate) fn default_completion_skew() -> u64 {
 
 pub(crate) fn default_scope() -> String {
     "openid".into()
+}
+
+impl Resolve for ChallengeConfig {
+    fn resolve(&mut self, base: &Path) {
+        if let Some(oidc) = &mut self.oidc {
+            resolve_opt(&mut oidc.client_secret_file, base);
+        }
+    }
+}
+
+impl ChallengeConfig {
+    /// The path of the OIDC callback: `redirect_uri`'s path.
+    pub fn callback_path(&self) -> Option<&str> {
+        callback_path(&self.redirect_uri)
+    }
+
+    /// The section's rules: limits, a ladder of unique values, exactly one way to the IdP, safe
+    /// URLs, lifetimes.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.validate_limits()?;
+        if self.acr_ladder.is_empty() {
+            return Err(invalid(
+                "challenge.acr_ladder",
+                "list at least one acr value",
+            ));
+        }
+        let unique: HashSet<_> = self.acr_ladder.iter().collect();
+        if unique.len() != self.acr_ladder.len() {
+            return Err(invalid("challenge.acr_ladder", "values must be unique"));
+        }
+        let issuer = self.oidc.as_ref().map(|o| &o.issuer);
+        match (&self.authorization_endpoint, issuer) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "challenge.authorization_endpoint",
+                    "not with challenge.oidc: the endpoint is discovered",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "challenge.oidc",
+                    "set challenge.oidc (the IdP, discovered) or challenge.authorization_endpoint",
+                ));
+            }
+            _ => {}
+        }
+        for (name, url) in [
+            (
+                "authorization_endpoint",
+                self.authorization_endpoint.as_ref(),
+            ),
+            ("oidc.issuer", issuer),
+            ("redirect_uri", Some(&self.redirect_uri)),
+        ] {
+            if url.is_some_and(|url| !secure_url(url)) {
+                return Err(invalid(
+                    format!("challenge.{name}"),
+                    "must be https:// (plain http only on loopback)",
+                ));
+            }
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid("challenge.client_id", "must not be empty"));
+        }
+        if let Some(o) = &self.oidc {
+            self.validate_oidc(o)?;
+        }
+        if !(30..=3_600).contains(&self.ttl_secs) {
+            return Err(invalid("challenge.ttl_secs", "must be between 30 and 3600"));
+        }
+        if self.completion_skew_secs > 30 {
+            return Err(invalid(
+                "challenge.completion_skew_secs",
+                "at most 30 seconds (a sign-in older than the challenge by more never completes it)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), Invalid> {
+        let l = &self.limits;
+        for (name, limit) in [
+            ("per_subject", l.per_subject),
+            ("per_source_ip", l.per_source_ip),
+        ] {
+            if limit.max == 0 || !(1..=86_400).contains(&limit.window_secs) {
+                return Err(invalid(
+                    format!("challenge.limits.{name}"),
+                    "max must be at least 1 and window_secs between 1 and 86400",
+                ));
+            }
+        }
+        for (name, max) in [
+            ("max_open_per_subject", l.max_open_per_subject),
+            (
+                "max_attempts_per_transaction",
+                l.max_attempts_per_transaction,
+            ),
+        ] {
+            if max == 0 {
+                return Err(invalid(
+                    format!("challenge.limits.{name}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_oidc(&self, o: &OidcConfig) -> Result<(), Invalid> {
+        if o.client_secret_file.is_some() && o.client_secret_env.is_some() {
+            return Err(invalid(
+                "challenge.oidc.client_secret_file",
+                "set at most one of client_secret_file or client_secret_env",
+            ));
+        }
+        if super::safe_path(&o.default_return).is_none() {
+            return Err(invalid(
+                "challenge.oidc.default_return",
+                "must be a path on this origin",
+            ));
+        }
+        if self.callback_path().is_none() {
+            return Err(invalid(
+                "challenge.redirect_uri",
+                "needs a path for the callback",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The path of a redirect URI (`https://host/p?q` → `/p`); `None` without one.
+pub fn callback_path(redirect_uri: &str) -> Option<&str> {
+    let rest = redirect_uri.split_once("://")?.1;
+    let path = &rest[rest.find('/')?..];
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    (path.len() > 1).then_some(path)
 }

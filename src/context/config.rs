@@ -1,7 +1,9 @@
-//! The `context` section: how the context signals (velocity, new networks, device trust) are computed.
-//! Its types are composed into the whole file by [`crate::config`], which validates them.
+//! The `context` section: how the context signals (velocity, new networks, device trust) are
+//! computed, and its rules ([`ContextConfig::validate`]).
 
 use serde::Deserialize;
+
+use crate::section::{Invalid, invalid};
 
 /// A device posture granted to mTLS peers whose principal starts with a prefix.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -40,5 +42,57 @@ impl Default for ContextConfig {
             device_trust_peers: Vec::new(),
             break_glass_justification_header: "x-break-glass-justification".into(),
         }
+    }
+}
+
+impl ContextConfig {
+    /// The section's rules: bounded windows, URI prefixes with a posture, lower-case headers.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !(10..=86_400).contains(&self.velocity_window_secs) {
+            return Err(invalid(
+                "context.velocity_window_secs",
+                "must be between 10 and 86400",
+            ));
+        }
+        if !(1..=3_650).contains(&self.remember_networks_days) {
+            return Err(invalid(
+                "context.remember_networks_days",
+                "must be between 1 and 3650",
+            ));
+        }
+        for (i, p) in self.device_trust_peers.iter().enumerate() {
+            if p.principal_prefix.len() < 8 || !p.principal_prefix.contains("://") {
+                return Err(invalid(
+                    format!("context.device_trust_peers[{i}].principal_prefix"),
+                    "a URI prefix such as spiffe://devices.example.com/",
+                ));
+            }
+            if p.posture.trim().is_empty() {
+                return Err(invalid(
+                    format!("context.device_trust_peers[{i}].posture"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (name, header) in [
+            ("device_trust_header", self.device_trust_header.as_deref()),
+            (
+                "break_glass_justification_header",
+                Some(self.break_glass_justification_header.as_str()),
+            ),
+        ] {
+            let lower = |h: &str| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if header.is_some_and(|h| !lower(h)) {
+                return Err(invalid(
+                    format!("context.{name}"),
+                    "a lower-case header name",
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -35,9 +35,9 @@ use std::time::Duration;
 use redis::Value;
 
 use super::chain;
+use super::config::StreamConfig;
 use super::spool::files;
 use super::{Evidence, Shipped};
-use crate::config::StreamConfig;
 use crate::grant::RedisConnection;
 
 /// Longest wait for one Redis round trip.

@@ -37,10 +37,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use super::config::{CheckpointConfig, SpoolConfig};
 use super::{Evidence, EvidenceContext, EvidenceError, Lifecycle, Recorder, SigningKey};
-use crate::config::{CheckpointConfig, Config, SpoolConfig};
 
-pub use crate::config::WhenFull;
+pub use super::config::WhenFull;
 
 /// How the spool behaves.
 #[derive(Debug, Clone)]
@@ -100,13 +100,9 @@ impl SpoolSettings {
         }
     }
 
-    pub fn from_config(
-        spool: &SpoolConfig,
-        checkpoint: &CheckpointConfig,
-        config: &Config,
-    ) -> Self {
+    pub fn from_config(spool: &SpoolConfig, checkpoint: &CheckpointConfig) -> Self {
         Self {
-            dir: config.resolve(&spool.dir),
+            dir: spool.dir.clone(),
             segment_bytes: spool.segment_bytes,
             max_bytes: spool.max_bytes,
             when_full: spool.when_full,

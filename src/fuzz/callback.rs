@@ -146,8 +146,9 @@ async fn relying() -> &'static Relying {
         panic!("fuzz setup: the callback config has no oidc section");
     };
     let oidc = Oidc::new(
-        &world.config,
+        &world.config.challenge,
         &oidc_config,
+        world.config.identity.leeway_secs,
         world.pipeline.challenger.endpoint(),
     )
     .unwrap_or_else(|e| panic!("fuzz setup: relying party: {e}"));

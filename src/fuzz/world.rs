@@ -67,11 +67,11 @@ impl World {
         let evidence = Arc::new(Recorded::default());
         let grants: Arc<dyn GrantStore> = store.clone();
         let ev: Arc<dyn Evidence> = evidence.clone();
-        let identity = Identity::new(&config.identity, &config)
+        let identity = Identity::load(&config.identity, config.jwks_wait())
             .await
             .unwrap_or_else(|e| panic!("fuzz setup: identity: {e}"));
         let binder =
-            Binder::from_config(&config).unwrap_or_else(|e| panic!("fuzz setup: binder: {e}"));
+            Binder::new(&config.transaction).unwrap_or_else(|e| panic!("fuzz setup: binder: {e}"));
         let pipeline = Pipeline {
             routes: RouteTable::new(&config.actions),
             identity,

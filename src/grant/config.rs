@@ -9,20 +9,7 @@ use serde::Deserialize;
 
 use super::{GrantError, GrantStore, MemoryStore, RedisConnection, RedisStore};
 use crate::clock::Clock;
-
-/// A field of the section that is not valid, and why (`config` reports it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
+use crate::section::{Invalid, invalid};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "store", rename_all = "lowercase")]

@@ -10,7 +10,8 @@
 use tonic::metadata::MetadataMap;
 
 use super::GrantApiError;
-use crate::config::{Config, GrantApiConfig, IdentityConfig, WorkloadConfig};
+use super::config::GrantApiConfig;
+use crate::identity::config::{IdentityConfig, WorkloadConfig};
 use crate::identity::{Identity, IdentityError, Jwks, JwksError};
 
 /// An authenticated, allowed caller.
@@ -27,16 +28,21 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Loads the callers' issuer (its JWKS file now; a URL on first use or refresh).
-    pub async fn new(api: &GrantApiConfig, config: &Config) -> Result<Self, JwksError> {
+    /// Loads the callers' issuer (its JWKS file now; a URL on first use or refresh), with the
+    /// token `leeway_secs` of `identity`; an unknown `kid` waits at most `jwks_wait`.
+    pub async fn new(
+        api: &GrantApiConfig,
+        leeway_secs: u64,
+        jwks_wait: std::time::Duration,
+    ) -> Result<Self, JwksError> {
         let identity = IdentityConfig {
-            leeway_secs: config.identity.leeway_secs,
+            leeway_secs,
             issuers: vec![api.token.clone()],
             jwt_authn: None,
             workloads: WorkloadConfig::default(),
         };
         Ok(Self {
-            identity: Identity::load(&identity, &config.base_dir, config.jwks_wait()).await?,
+            identity: Identity::load(&identity, jwks_wait).await?,
             allowed_subjects: api.allowed_subjects.clone(),
         })
     }

@@ -36,7 +36,8 @@ async fn fixture(allowed: &str) -> Fixture {
     );
     let api = GrantApi::new(
         config.grant_api.as_ref().unwrap(),
-        &config,
+        config.identity.leeway_secs,
+        config.jwks_wait(),
         completer,
         clock.clone(),
     )

@@ -12,7 +12,7 @@ const DIR: &str = crate::testkit::DIR;
 async fn identity(extra: &str) -> Identity {
     let config =
         crate::testkit::config(|t| t.replace("  workloads:\n", &format!("{extra}  workloads:\n")));
-    Identity::load(&config.identity, &config.base_dir, config.jwks_wait())
+    Identity::load(&config.identity, config.jwks_wait())
         .await
         .unwrap()
 }
@@ -258,7 +258,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
                 &format!("file: {fixtures}/rsa-test-jwks.json"),
             )
     });
-    let id = Identity::load(&config.identity, &config.base_dir, config.jwks_wait())
+    let id = Identity::load(&config.identity, config.jwks_wait())
         .await
         .unwrap();
     let claims = claims();
@@ -305,7 +305,7 @@ async fn a_key_removed_from_the_jwks_stops_validating_cached_tokens() {
     let config = crate::testkit::config(|t| {
         t.replace("file: dev-jwks.json", &format!("file: {}", jwks.display()))
     });
-    let id = Identity::load(&config.identity, &config.base_dir, config.jwks_wait())
+    let id = Identity::load(&config.identity, config.jwks_wait())
         .await
         .unwrap();
     let t = sign(header(), claims());

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::jwks::Jwks;
 use super::token::{Issuer, Jws};
-use crate::identity::config::{IssuerConfig, JwksConfig, JwksSource};
+use crate::identity::config::{
+    IssuerConfig, JwksConfig, JwksSource, SigningAlgorithm, parse_algorithm,
+};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wycheproof");
 
@@ -71,7 +73,10 @@ async fn issuer(dir: &Path, group: usize, jwks: Value) -> Issuer {
     let config = IssuerConfig {
         issuer: "https://wycheproof.test".into(),
         audiences: vec!["stepguard".into()],
-        algorithms: ALGORITHMS.iter().map(|a| a.to_string()).collect(),
+        algorithms: ALGORITHMS
+            .iter()
+            .map(|a| SigningAlgorithm(parse_algorithm(a).unwrap()))
+            .collect(),
         jwks: JwksConfig {
             file: Some(path.clone()),
             url: None,

@@ -30,7 +30,7 @@ use super::Oidc;
 use crate::challenge::{authorization_params, browser_binding, cookie_name, safe_path};
 use crate::clock::Clock;
 use crate::completion::{Assurance, AuthEvent, Completer};
-use crate::config::ChallengeConfig;
+use crate::challenge::config::ChallengeConfig;
 use crate::grant::Challenge;
 
 /// What the callback needs.

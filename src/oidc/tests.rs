@@ -19,16 +19,15 @@ async fn relying_party() -> Oidc {
         )
     });
     let oidc = Oidc::new(
-        &config,
+        &config.challenge,
         config.challenge.oidc.as_ref().unwrap(),
+        config.identity.leeway_secs,
         Arc::default(),
     )
     .unwrap();
-    let jwks = Jwks::load(JwksSource::File(
-        config.resolve(std::path::Path::new("dev-jwks.json")),
-    ))
-    .await
-    .unwrap();
+    let jwks = Jwks::load(config.identity.issuers[0].jwks.source(config.jwks_wait()))
+        .await
+        .unwrap();
     oidc.jwks.store(Some(Arc::new(jwks)));
     oidc
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::runtime::RuntimeFlavor;
 
 use super::{Pipeline, Sensitive, Step};
-use crate::config::ActionMode;
+use crate::route::config::ActionMode;
 use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
 use crate::fault::Fault;

@@ -26,7 +26,7 @@ use super::{PolicyEngine, PolicyError, content_revision};
 
 /// Largest file in a bundle, uncompressed.
 pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
-pub use crate::config::MAX_BUNDLE_BYTES;
+pub use super::config::MAX_BUNDLE_BYTES;
 /// Most entries (files and directories) in a bundle.
 const MAX_ENTRIES: usize = 10_000;
 

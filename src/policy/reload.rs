@@ -21,7 +21,7 @@ use aws_lc_rs::digest;
 use tokio::sync::watch;
 
 use super::{PolicyEngine, PolicyError, PolicySource, SourceKind};
-use crate::config::Config;
+use crate::policy::config::PolicyConfig;
 
 pub use server::{BundleClient, Fetched};
 pub use trial::Trial;
@@ -159,18 +159,18 @@ pub struct Reloader {
 impl Reloader {
     /// Loads a local source now (a failure stops start-up) or prepares the bundle server's
     /// client (its first bundle activates in the background).
-    pub async fn new(config: &Config, trial: Trial) -> Result<Self, PolicyError> {
+    pub async fn new(config: &PolicyConfig, trial: Trial) -> Result<Self, PolicyError> {
         let trial = Arc::new(trial);
-        let Some(source) = config.policy_source() else {
-            let Some(bundle) = &config.policy.bundle else {
+        let Some(source) = config.local_source() else {
+            let Some(bundle) = &config.bundle else {
                 return Err(PolicyError::Load("no policy source configured".into()));
             };
             return Ok(Self {
                 handle: Arc::new(PolicyHandle::pending()),
                 watched: Watched::Server {
-                    client: BundleClient::new(bundle, config)?,
-                    entrypoint: config.policy.entrypoint.clone(),
-                    timeout: Duration::from_millis(config.policy.timeout_ms),
+                    client: BundleClient::new(bundle)?,
+                    entrypoint: config.entrypoint.clone(),
+                    timeout: Duration::from_millis(config.timeout_ms),
                     fingerprint: None,
                 },
                 trial,
@@ -191,7 +191,7 @@ impl Reloader {
             kind = ?SourceKind::of(&source.path),
             "policy loaded"
         );
-        let interval = config.policy.reload.interval_ms;
+        let interval = config.reload.interval_ms;
         Ok(Self {
             handle: Arc::new(PolicyHandle::new(engine)),
             watched: Watched::Local {

@@ -178,13 +178,15 @@ fn unknown_tag_is_an_error() {
 fn bind_fields_parse() {
     assert_eq!(
         BindField::parse("body.payee.iban"),
-        Some(BindField::Body(vec!["payee".into(), "iban".into()]))
+        Ok(BindField::Body(vec!["payee".into(), "iban".into()]))
     );
     assert_eq!(
         BindField::parse("header.x-id").unwrap().name(),
         "header.x-id"
     );
-    assert_eq!(BindField::parse("cookie.x"), None);
+    assert!(BindField::parse("cookie.x").is_err());
+    assert!(BindField::parse("header.X-Id").is_err());
+    assert!(BindField::parse("query.").is_err());
     let _ = Config::parse; // the table is built only from validated config
 }
 

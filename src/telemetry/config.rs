@@ -1,7 +1,9 @@
-//! The `telemetry` section: logs, metrics and OTLP trace export.
-//! Its types are composed into the whole file by [`crate::config`], which validates them.
+//! The `telemetry` section: logs, metrics and OTLP trace export, and its rules
+//! ([`TelemetryConfig::validate`]).
 
 use serde::Deserialize;
+
+use crate::section::{Invalid, invalid};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,4 +51,36 @@ pub(crate) fn default_service_name() -> String {
 
 pub(crate) fn default_otlp_timeout_ms() -> u64 {
     3000
+}
+
+impl TelemetryConfig {
+    /// The section's rules: a known log format; an OTLP endpoint, name, ratio and deadline that
+    /// can work.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !matches!(self.log_format.as_str(), "json" | "text") {
+            return Err(invalid("telemetry.log_format", "must be `json` or `text`"));
+        }
+        let Some(otlp) = &self.otlp else {
+            return Ok(());
+        };
+        if !otlp.endpoint.starts_with("http://") || otlp.endpoint.len() <= "http://".len() {
+            return Err(invalid(
+                "telemetry.otlp.endpoint",
+                "an `http://host:port` OTLP/gRPC endpoint",
+            ));
+        }
+        if otlp.service_name.is_empty() {
+            return Err(invalid("telemetry.otlp.service_name", "must not be empty"));
+        }
+        if otlp.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err(invalid(
+                "telemetry.otlp.sample_ratio",
+                "between 0.0 and 1.0",
+            ));
+        }
+        if otlp.timeout_ms == 0 {
+            return Err(invalid("telemetry.otlp.timeout_ms", "must be positive"));
+        }
+        Ok(())
+    }
 }

@@ -275,8 +275,10 @@ async fn world(inner: impl FnOnce(Arc<dyn Clock>) -> Arc<dyn GrantStore>) -> Wor
         .unwrap();
     let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
-        identity: Identity::new(&config.identity, &config).await.unwrap(),
-        binder: Binder::from_config(&config).unwrap(),
+        identity: Identity::load(&config.identity, config.jwks_wait())
+            .await
+            .unwrap(),
+        binder: Binder::new(&config.transaction).unwrap(),
         grants: grants.clone(),
         policy: app.pipeline().policy.clone(),
         challenger: Challenger::new(config.challenge.clone()),

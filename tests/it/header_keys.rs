@@ -32,7 +32,9 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
 
 async fn identity() -> Identity {
     let config = support::sidecar::quickstart(|t| t);
-    Identity::new(&config.identity, &config).await.unwrap()
+    Identity::load(&config.identity, config.jwks_wait())
+        .await
+        .unwrap()
 }
 
 async fn verify(id: &Identity, token: &str) -> Result<Option<String>, IdentityError> {

@@ -137,7 +137,11 @@ async fn an_unknown_kid_against_a_hanging_jwks_is_answered_within_the_decision_b
 async fn fifty_concurrent_unknown_kid_verifications_make_one_fetch() {
     let (jwks, edit) = serve("min_refresh_secs: 0").await;
     let config = quickstart(edit);
-    let id = Arc::new(Identity::new(&config.identity, &config).await.unwrap());
+    let id = Arc::new(
+        Identity::load(&config.identity, config.jwks_wait())
+            .await
+            .unwrap(),
+    );
     jwks.set(Answer::Body(Duration::from_secs(2)));
     let token = rotated_token();
     let mut flood = tokio::task::JoinSet::new();
@@ -159,7 +163,9 @@ async fn a_verified_token_is_refused_once_the_keys_pass_max_stale_until_a_fetch_
     let settings = "min_refresh_secs: 0\n        ttl_secs: 1\n        max_stale_secs: 2";
     let (jwks, edit) = serve(settings).await;
     let config = quickstart(edit);
-    let id = Identity::new(&config.identity, &config).await.unwrap();
+    let id = Identity::load(&config.identity, config.jwks_wait())
+        .await
+        .unwrap();
     let token = token("alice", "aal2", 5);
     assert_eq!(verify(&id, &token).await, Ok(Some("alice".into())));
     jwks.set(Answer::Status(StatusCode::INTERNAL_SERVER_ERROR));

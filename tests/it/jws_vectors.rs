@@ -23,7 +23,9 @@ async fn identity(jwks: &std::path::Path) -> Identity {
         )
         .replace("file: dev-jwks.json", &format!("file: {}", jwks.display()))
     });
-    Identity::new(&config.identity, &config).await.unwrap()
+    Identity::load(&config.identity, config.jwks_wait())
+        .await
+        .unwrap()
 }
 
 /// The group's key set (`public`; symmetric groups have only `private`).

@@ -10,6 +10,11 @@ fn parse_evidence(section: &str) -> Result<crate::config::Config, crate::config:
     crate::config::Config::parse(&text, std::path::Path::new(crate::testkit::DIR))
 }
 
+/// The sink a whole file's `evidence` section builds.
+fn sink_of(config: &crate::config::Config) -> Result<Arc<dyn Evidence>, EvidenceError> {
+    from_config(config.evidence.as_ref(), &config.policy.entrypoint)
+}
+
 fn field_of(section: &str) -> String {
     match parse_evidence(section) {
         Err(crate::config::ConfigError::Invalid { field, .. }) => field,
@@ -94,15 +99,13 @@ async fn from_config_builds_the_configured_sink() {
         "evidence:\n  spool:\n    dir: {}\n  signing_key_file: evidence-signing-key.DEV-ONLY.pem\n",
         tmp.path().display()
     );
-    let sink = from_config(&parse_evidence(&section).unwrap()).unwrap();
+    let sink = sink_of(&parse_evidence(&section).unwrap()).unwrap();
     let stats = sink.spool().expect("a spool");
     assert!(stats.available && stats.head_seq == 1, "{stats:?}");
     let no_key = section.replace("evidence-signing-key.DEV-ONLY.pem", "missing.pem");
-    let error = from_config(&parse_evidence(&no_key).unwrap())
-        .err()
-        .unwrap();
+    let error = sink_of(&parse_evidence(&no_key).unwrap()).err().unwrap();
     assert!(error.to_string().contains("missing.pem"), "{error}");
-    let log = from_config(&parse_evidence("").unwrap()).unwrap();
+    let log = sink_of(&parse_evidence("").unwrap()).unwrap();
     assert!(log.spool().is_none());
 }
 

@@ -48,10 +48,10 @@ async fn pipeline(evidence: Arc<SlowApprovals>) -> Pipeline {
     let evidence: Arc<dyn Evidence> = evidence;
     Pipeline {
         routes: RouteTable::new(&cfg.actions),
-        identity: Identity::load(&cfg.identity, &cfg.base_dir, cfg.jwks_wait())
+        identity: Identity::load(&cfg.identity, cfg.jwks_wait())
             .await
             .unwrap(),
-        binder: Binder::new(&cfg.transaction, &cfg.base_dir).unwrap(),
+        binder: Binder::new(&cfg.transaction).unwrap(),
         grants: base.grants.clone(),
         policy: base.policy.clone(),
         challenger: Challenger::new(cfg.challenge.clone()),

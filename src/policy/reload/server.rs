@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, ETAG, HeaderMap, HeaderName, HeaderValue, IF_NONE_MATCH};
 
 use crate::capped::CappedError;
-use crate::config::{BundleServerConfig, Config};
 use crate::policy::PolicyError;
+use crate::policy::config::BundleServerConfig;
 
 /// A bundle server's client; remembers the ETag of the last bundle it received.
 pub struct BundleClient {
@@ -31,7 +31,7 @@ pub enum Fetched {
 
 impl BundleClient {
     /// A client for `bundle`; a bearer token is read from its file or variable now.
-    pub fn new(bundle: &BundleServerConfig, config: &Config) -> Result<Self, PolicyError> {
+    pub fn new(bundle: &BundleServerConfig) -> Result<Self, PolicyError> {
         let bad = |m: String| PolicyError::Load(format!("policy.bundle: {m}"));
         let mut headers = HeaderMap::new();
         for (name, value) in &bundle.headers {
@@ -39,7 +39,7 @@ impl BundleClient {
             let value = HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
             headers.insert(name, value);
         }
-        if let Some(token) = bearer_token(bundle, config).map_err(bad)? {
+        if let Some(token) = bearer_token(bundle).map_err(bad)? {
             let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| bad("the bearer token is not a valid header value".into()))?;
             value.set_sensitive(true);
@@ -89,11 +89,10 @@ impl BundleClient {
     }
 }
 
-fn bearer_token(bundle: &BundleServerConfig, config: &Config) -> Result<Option<String>, String> {
+fn bearer_token(bundle: &BundleServerConfig) -> Result<Option<String>, String> {
     let token = match (&bundle.bearer_token_file, &bundle.bearer_token_env) {
-        (Some(file), _) => {
-            let path = config.resolve(file);
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?
+        (Some(path), _) => {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
         }
         (None, Some(var)) => {
             std::env::var(var).map_err(|_| format!("environment variable {var} unset"))?

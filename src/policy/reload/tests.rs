@@ -28,8 +28,12 @@ fn policy_dir(name: &str, text: &str) -> PathBuf {
 async fn reloader(dir: &std::path::Path) -> Result<Reloader, PolicyError> {
     let source = format!("source: {}", dir.display());
     let config = config(|t| t.replace("source: ../../policies", &source));
-    let trial = Trial::for_config(&config, Arc::new(ManualClock::new(NOW)))?;
-    Reloader::new(&config, trial).await
+    let trial = Trial::for_actions(
+        &config.actions,
+        &config.challenge.acr_ladder,
+        Arc::new(ManualClock::new(NOW)),
+    )?;
+    Reloader::new(&config.policy, trial).await
 }
 
 fn revision(handle: &PolicyHandle) -> String {
@@ -132,7 +136,12 @@ async fn a_policy_that_fails_its_trial_does_not_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_policy_passes_its_trial() {
     let config = config(|t| t);
-    let trial = Trial::for_config(&config, Arc::new(ManualClock::new(NOW))).unwrap();
+    let trial = Trial::for_actions(
+        &config.actions,
+        &config.challenge.acr_ladder,
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .unwrap();
     let engine = crate::policy::load(&config.policy_source().unwrap()).unwrap();
     // The trial is the first action (a transfer) by an aal1 user without a grant.
     assert!(matches!(
@@ -163,7 +172,12 @@ impl PolicyEngine for Starved {
 #[test]
 fn a_trial_evaluation_starved_once_is_tried_again_and_one_failing_every_time_is_refused() {
     let config = config(|t| t);
-    let trial = Trial::for_config(&config, Arc::new(ManualClock::new(NOW))).unwrap();
+    let trial = Trial::for_actions(
+        &config.actions,
+        &config.challenge.acr_ladder,
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .unwrap();
     let cold = Starved {
         failures: TRIAL_TRIES - 1,
         calls: Default::default(),

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::config::{ActionConfig, Config, Risk};
 use crate::identity::Subject;
 use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, build_input};
 use crate::request::{AuthzRequest, RawRequest};
+use crate::route::config::{ActionConfig, Risk};
 use crate::route::{Action, RouteTable};
 use crate::txn::Transaction;
 
@@ -25,33 +25,33 @@ pub struct Trial {
 }
 
 impl Trial {
-    /// The trial for `config`'s first action (a synthetic high-risk one when none is
-    /// configured).
-    pub fn for_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, PolicyError> {
-        let first = config
-            .actions
-            .first()
-            .cloned()
-            .unwrap_or_else(|| ActionConfig {
-                name: "stepguard.trial".into(),
-                matcher: None,
-                risk: Risk::High,
-                reversible: true,
-                privileged: false,
-                bind: Vec::new(),
-                body: Default::default(),
-                value: None,
-                currency: None,
-                authorization_details_type: None,
-                mode: Default::default(),
-            });
+    /// The trial for the first of `actions` (a synthetic high-risk one when none is
+    /// configured), on the `acr` ladder `ladder`.
+    pub fn for_actions(
+        actions: &[ActionConfig],
+        ladder: &[String],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, PolicyError> {
+        let first = actions.first().cloned().unwrap_or_else(|| ActionConfig {
+            name: "stepguard.trial".into(),
+            matcher: None,
+            risk: Risk::High,
+            reversible: true,
+            privileged: false,
+            bind: Vec::new(),
+            body: Default::default(),
+            value: None,
+            currency: None,
+            authorization_details_type: None,
+            mode: Default::default(),
+        });
         let action = RouteTable::new(std::slice::from_ref(&first))
             .action(&first.name)
             .cloned()
             .ok_or_else(|| PolicyError::Load(format!("no trial action `{}`", first.name)))?;
         Ok(Self {
             action,
-            ladder: config.challenge.acr_ladder.clone(),
+            ladder: ladder.to_vec(),
             clock,
         })
     }

@@ -1,17 +1,51 @@
-//! The `policy` section's reload settings: how often a local source is checked for changes
-//! (`policy.reload`), and the bundle server polled instead of a local source (`policy.bundle`).
-//! See "Loading and reload" in `docs/policy.md`.
+//! The `policy` section: the source (which also picks the engine), entrypoint and time limit,
+//! how often a local source is checked for changes (`policy.reload`), the bundle server polled
+//! instead (`policy.bundle`); and its rules ([`PolicyConfig::validate`]). See "Loading and
+//! reload" in `docs/policy.md`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, invalid, secure_url};
+use crate::section::{Invalid, Resolve, invalid, resolve_opt, secure_url};
 
 /// Largest bundle: the `.tar.gz` itself, and all of its files uncompressed (also the largest a
 /// bundle server may send, and the default cap).
 pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
+
+/// The `policy` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// What the policy is, which also picks the engine (`policy::SourceKind`): a directory of
+    /// `.rego` files (and `data.json`) or one `.rego` file (Rego); an OPA-compiled `*.wasm`
+    /// module (Wasm); an OPA bundle `*.tar.gz`/`*.tgz` (Wasm when it holds a module, else Rego).
+    /// Required unless `bundle` names a bundle server.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
+    /// The data document (JSON) for a `.wasm` source; not allowed with other sources.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    #[serde(default = "default_entrypoint")]
+    pub entrypoint: String,
+    /// Evaluation time limit; a policy past it is a fault (503).
+    #[serde(default = "default_policy_timeout")]
+    pub timeout_ms: u64,
+    /// How often a local `source` is checked for changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// A bundle server polled for the policy, instead of a local `source`.
+    #[serde(default)]
+    pub bundle: Option<BundleServerConfig>,
+}
+
+fn default_entrypoint() -> String {
+    "stepguard/authz/decision".into()
+}
+fn default_policy_timeout() -> u64 {
+    100
+}
 
 /// Which engine a source is evaluated by, from its file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +128,36 @@ fn default_max_bytes() -> u64 {
     32 << 20
 }
 
-impl Config {
-    pub(super) fn validate_policy_reload(&self) -> Result<(), ConfigError> {
-        let p = &self.policy;
+impl Resolve for PolicyConfig {
+    fn resolve(&mut self, base: &Path) {
+        resolve_opt(&mut self.source, base);
+        resolve_opt(&mut self.data, base);
+        if let Some(bundle) = &mut self.bundle {
+            resolve_opt(&mut bundle.bearer_token_file, base);
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The section's rules: one source, a data document only for Wasm, an entrypoint, sane
+    /// reload and bundle settings. (`timeout_ms` against the decision budget is the file's
+    /// rule, in `crate::config`.)
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let kind = self.source.as_deref().map(SourceKind::of);
+        if self.data.is_some() && kind != Some(SourceKind::Wasm) {
+            return Err(invalid(
+                "policy.data",
+                "only for a `.wasm` source (Rego directories and bundles carry their data)",
+            ));
+        }
+        if self.entrypoint.trim_matches('/').is_empty() {
+            return Err(invalid("policy.entrypoint", "must name a rule"));
+        }
+        self.validate_reload()
+    }
+
+    fn validate_reload(&self) -> Result<(), Invalid> {
+        let p = self;
         match (&p.source, &p.bundle) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -126,7 +187,7 @@ impl Config {
 }
 
 impl BundleServerConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), Invalid> {
         if !secure_url(&self.url) {
             return Err(invalid(
                 "policy.bundle.url",

@@ -1,12 +1,13 @@
 //! The `evidence` section: where decision records go and how they are protected
-//! (`docs/evidence.md`). Absent: records go to the log only, as before the spool existed.
+//! (`docs/evidence.md`), and its rules ([`EvidenceConfig::validate`]; what it says about actions
+//! and the grant store is checked by `crate::config`). Absent: records go to the log only.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, GrantsConfig, invalid};
+use crate::section::{Invalid, Resolve, invalid, resolve_opt, resolve_path};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,11 +151,21 @@ fn default_queue() -> usize {
     8192
 }
 
-impl Config {
-    pub(super) fn validate_evidence(&self) -> Result<(), ConfigError> {
-        let Some(e) = &self.evidence else {
-            return Ok(());
-        };
+impl Resolve for EvidenceConfig {
+    fn resolve(&mut self, base: &Path) {
+        if let Some(spool) = &mut self.spool {
+            resolve_path(&mut spool.dir, base);
+        }
+        resolve_opt(&mut self.signing_key_file, base);
+        resolve_opt(&mut self.redact.key_file, base);
+    }
+}
+
+impl EvidenceConfig {
+    /// The section's rules: a spool and key exactly for `sink: spool`, sane sizes and
+    /// intervals, a stream only from a spool, label names that do not shadow `app`/`version`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let e = self;
         match (e.sink, &e.spool, &e.signing_key_file) {
             (EvidenceSink::Spool, None, _) => {
                 return Err(invalid("evidence.spool", "required for `sink: spool`"));
@@ -186,30 +197,11 @@ impl Config {
                 "between 1 and 86400",
             ));
         }
-        for (i, field) in e.redact.fields.iter().enumerate() {
-            if !self
-                .actions
-                .iter()
-                .any(|a| a.bind.iter().any(|b| b.field() == field.as_str()))
-            {
-                return Err(invalid(
-                    format!("evidence.redact.fields[{i}]"),
-                    format!("`{field}` is not bound by any action"),
-                ));
-            }
-        }
         if let Some(stream) = &e.stream {
             if e.sink != EvidenceSink::Spool {
                 return Err(invalid(
                     "evidence.stream",
                     "ships the spool: needs `sink: spool`",
-                ));
-            }
-            if matches!(self.grants, GrantsConfig::Memory { .. }) {
-                return Err(invalid(
-                    "evidence.stream",
-                    "ships to the grant store's Redis: needs a redis, redis_cluster or \
-                     redis_sentinel grant store",
                 ));
             }
             if stream.key.is_empty() || stream.key.contains(['{', '}', ' ']) {
@@ -228,14 +220,6 @@ impl Config {
                 return Err(invalid("evidence.stream.poll_ms", "between 10 and 60000"));
             }
         }
-        for (i, action) in e.redact.actions.iter().enumerate() {
-            if !self.actions.iter().any(|a| a.name == *action) {
-                return Err(invalid(
-                    format!("evidence.redact.actions[{i}]"),
-                    format!("`{action}` is not an action"),
-                ));
-            }
-        }
         for name in e.labels.keys() {
             if name.is_empty() || name == "app" || name == "version" {
                 return Err(invalid(
@@ -248,7 +232,7 @@ impl Config {
     }
 }
 
-fn validate_spool(s: &SpoolConfig) -> Result<(), ConfigError> {
+fn validate_spool(s: &SpoolConfig) -> Result<(), Invalid> {
     if s.dir.as_os_str().is_empty() {
         return Err(invalid("evidence.spool.dir", "must not be empty"));
     }
