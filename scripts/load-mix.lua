@@ -1,6 +1,7 @@
--- 4 public GETs, then 1 sensitive POST, repeated: exactly 80/20 of the requests sent.
+-- 4 public GETs, then 1 sensitive POST, repeated: exactly 80/20 of the requests sent; with a
+-- second argument `sensitive`, every request is the sensitive POST (the sensitive-only run).
 -- Counters are globals: done() reads them from each thread with thread:get().
-local token
+local token, only_sensitive
 n, done_n, public_ok, sensitive_ok, non2xx = 0, 0, 0, 0, 0
 local public_req, sensitive_req
 local threads = {}
@@ -11,6 +12,7 @@ end
 
 function init(args)
   token = args[1]
+  only_sensitive = args[2] == "sensitive"
   public_req = wrk.format("GET", "/public/hello")
   sensitive_req = wrk.format("POST", "/v1/accounts/A1/transfers", {
     ["Authorization"] = "Bearer " .. token,
@@ -20,7 +22,7 @@ end
 
 function request()
   n = n + 1
-  if n % 5 == 0 then return sensitive_req end
+  if only_sensitive or n % 5 == 0 then return sensitive_req end
   return public_req
 end
 
