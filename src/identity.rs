@@ -9,6 +9,7 @@ mod cache;
 mod claims;
 pub mod config;
 mod jwks;
+pub mod signed;
 mod token;
 
 use std::collections::HashMap;

@@ -24,7 +24,9 @@
 //! | [`fault`] | every way stepguard refuses by itself: reason code and who caused it (statuses in [`response`]) |
 //! | [`random`] | random tokens (ids, nonces, PKCE verifiers) |
 //! | [`evidence`] | tamper-evident audit records: decisions and grant lifecycle events, the spool, shipping |
-//! | [`config`] | the whole file: each module's section (`<module>/config.rs`) composed, cross-section rules |
+//! | [`ssf`] | Shared Signals (SSF, CAEP, RISC): what a Security Event Token is and what its event means |
+//! | [`config`] | the whole file: each module's section (`<module>/config.rs`) composed, paths resolved once, cross-section rules |
+//! | [`section`] | what every section shares: `Invalid`, `secure_url`, `Resolve` |
 //! | [`app`], [`http`], [`telemetry`], [`clock`], [`cli`], [`capped`] | wiring; size-capped reading of fetched bodies |
 #![forbid(unsafe_code)]
 
@@ -60,6 +62,7 @@ pub mod request;
 pub mod response;
 pub mod route;
 pub mod section;
+pub mod ssf;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -40,6 +40,11 @@ impl Issuer {
         }
     }
 
+    /// The issuer's identifier (`iss`).
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(super) fn jwks(&self) -> &Jwks {
         &self.jwks
     }
@@ -99,7 +104,7 @@ fn numeric(claims: &Value, name: &'static str) -> Result<Option<i64>, IdentityEr
 }
 
 /// One header or payload part, read once and unambiguously (no duplicate member names).
-fn decode_json(part: &str) -> Result<Value, IdentityError> {
+pub(super) fn decode_json(part: &str) -> Result<Value, IdentityError> {
     crate::jose::decode_part(part).map_err(|e| invalid(e.reason()))
 }
 
@@ -158,9 +163,11 @@ async fn verify_signature<'a>(
 pub(super) struct Jws<'a> {
     alg: Algorithm,
     kid: Option<String>,
+    /// The header's `typ` (explicit typing, RFC 8725 §3.11), when present.
+    pub(super) typ: Option<String>,
     /// `header.payload`, what the signature covers.
     message: &'a str,
-    payload: &'a str,
+    pub(super) payload: &'a str,
     signature: &'a str,
 }
 
@@ -185,6 +192,10 @@ impl<'a> Jws<'a> {
             alg,
             kid: header
                 .get("kid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            typ: header
+                .get("typ")
                 .and_then(Value::as_str)
                 .map(str::to_string),
             message: &token[..h.len() + 1 + p.len()],

@@ -27,10 +27,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Oidc;
+use crate::challenge::config::ChallengeConfig;
 use crate::challenge::{authorization_params, browser_binding, cookie_name, safe_path};
 use crate::clock::Clock;
 use crate::completion::{Assurance, AuthEvent, Completer};
-use crate::challenge::config::ChallengeConfig;
 use crate::grant::Challenge;
 
 /// What the callback needs.

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use tokio::runtime::RuntimeFlavor;
 
 use super::{Pipeline, Sensitive, Step};
-use crate::route::config::ActionMode;
 use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
 use crate::fault::Fault;
 use crate::grant::Grant;
 use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, build_input};
 use crate::route::Action;
+use crate::route::config::ActionMode;
 use crate::telemetry::traces::Stage;
 use crate::telemetry::{metrics, stage};
 
