@@ -208,6 +208,12 @@ fn judge(file: &FileReplay, refused: &[(u64, &str)]) -> Tally {
         tally.total as u64, file.number_of_tests,
         "every vector of the file replayed (none skipped)"
     );
+    let mut ids: Vec<u64> = replays.iter().map(|r| r.tc_id).collect();
+    ids.sort_unstable();
+    assert!(
+        ids.iter().copied().eq(1..=file.number_of_tests),
+        "tcIds are 1..=numberOfTests, each once"
+    );
     tally
 }
 
