@@ -105,6 +105,9 @@ pub fn window_of(window: i64, now: i64) -> (i64, i64) {
     (index, (index + 1) * window.max(1))
 }
 
+/// Most live entries one journal keeps ([`GrantStore::append`]).
+pub const JOURNAL_MAX: usize = 64;
+
 /// A short, key-safe digest of a subject's binding key (subjects are never written into keys).
 pub fn subject_tag(subject: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject.as_bytes());
@@ -230,6 +233,14 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Records that `event` (a key-safe name) has been used, until `until`; true only for the
     /// first caller (what makes one authentication complete one challenge).
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError>;
+    /// Adds `entry` to the journal `name` (a key-safe name), kept until `until`. A journal keeps
+    /// at most [`JOURNAL_MAX`] live entries (those expiring soonest go first); a journal is never
+    /// forgotten to make room — a store short of room refuses the entry (`Full`).
+    async fn append(&self, name: &str, entry: &str, until: i64, now: i64)
+    -> Result<(), GrantError>;
+    /// The live entries of each journal in `names` (in that order), each journal's soonest to
+    /// expire first.
+    async fn journals(&self, names: &[&str], now: i64) -> Result<Vec<Vec<String>>, GrantError>;
     /// Whether the store answers now (for readiness); stores that cannot fail answer `Ok`.
     async fn ping(&self) -> Result<(), GrantError> {
         Ok(())

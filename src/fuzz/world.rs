@@ -226,6 +226,18 @@ impl GrantStore for Fresh {
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
         self.inner().claim_once(event, until, now).await
     }
+    async fn append(
+        &self,
+        name: &str,
+        entry: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), GrantError> {
+        self.inner().append(name, entry, until, now).await
+    }
+    async fn journals(&self, names: &[&str], now: i64) -> Result<Vec<Vec<String>>, GrantError> {
+        self.inner().journals(names, now).await
+    }
 }
 
 /// Whether `signature` is the dev key's ES256 signature of `message` (checked with the JWT

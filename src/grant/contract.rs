@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use super::{
-    Admitted, Caps, Challenge, Counter, Grant, GrantStore, GrantTerms, Requirement, Revoke, Tally,
+    Admitted, Caps, Challenge, Counter, Grant, GrantStore, GrantTerms, JOURNAL_MAX, Requirement,
+    Revoke, Tally,
 };
 
 /// A grant for `digest` with `uses` uses left, issued at `now`, valid 60 s.
@@ -93,7 +94,41 @@ pub async fn assert_all(store: Arc<dyn GrantStore>, tag: &str, now: i64) {
     assert_counters_stop_at_a_max(&*store, tag, now).await;
     assert_marks(&*store, tag, now).await;
     assert_completion_lookups(&*store, tag, now).await;
+    assert_journals(&*store, tag, now).await;
     store.ping().await.unwrap();
+}
+
+/// Journals keep what was appended until it expires, each entry once, the latest-expiring
+/// [`JOURNAL_MAX`] at most, and read back in the order asked.
+pub async fn assert_journals(store: &dyn GrantStore, tag: &str, now: i64) {
+    let (a, b) = (format!("{tag}-journal-a"), format!("{tag}-journal-b"));
+    let none = format!("{tag}-journal-none");
+    store.append(&a, "first", now + 100, now).await.unwrap();
+    store.append(&a, "short", now + 10, now).await.unwrap();
+    store.append(&a, "first", now + 100, now).await.unwrap();
+    store.append(&b, "other", now + 100, now).await.unwrap();
+    let read = store.journals(&[&a, &none, &b], now).await.unwrap();
+    assert_eq!(read, [vec!["short", "first"], vec![], vec!["other"]]);
+    let later = store.journals(&[&a], now + 10).await.unwrap();
+    assert_eq!(later, [vec!["first"]], "an expired entry is not read");
+    for i in 0..JOURNAL_MAX + 5 {
+        let until = now + 200 + i as i64;
+        store
+            .append(&b, &format!("e{i}"), until, now)
+            .await
+            .unwrap();
+    }
+    let full = store.journals(&[&b], now).await.unwrap().remove(0);
+    assert_eq!(full.len(), JOURNAL_MAX);
+    assert_eq!(
+        full.first().map(String::as_str),
+        Some("e5"),
+        "the soonest to expire went first"
+    );
+    assert_eq!(
+        full.last().map(String::as_str),
+        Some(format!("e{}", JOURNAL_MAX + 4).as_str())
+    );
 }
 
 /// Single-use, counted and reusable grants; a replaced grant is not spent by its old holder;

@@ -12,8 +12,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 
 use super::{
-    Admitted, Caps, Challenge, ChallengeRef, Counter, Grant, GrantError, GrantStore, Revoke, Tally,
-    subject_tag, window_of,
+    Admitted, Caps, Challenge, ChallengeRef, Counter, Grant, GrantError, GrantStore, JOURNAL_MAX,
+    Revoke, Tally, subject_tag, window_of,
 };
 
 /// Grants, challenges and what guards them, in maps capped at `max_entries` each.
@@ -44,6 +44,8 @@ struct Inner {
     claims: HashMap<String, i64>,
     /// Marks (`remember`, read by `tally`) → until when.
     marks: HashMap<String, i64>,
+    /// Journals (`append`) → their entries, each with until when.
+    journals: HashMap<String, Vec<(i64, String)>>,
 }
 
 impl MemoryStore {
@@ -344,6 +346,42 @@ impl GrantStore for MemoryStore {
             *kept = (*kept).max(until);
         }
         Ok(())
+    }
+
+    async fn append(
+        &self,
+        name: &str,
+        entry: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), GrantError> {
+        let mut inner = self.lock()?;
+        let journals = &mut inner.journals;
+        make_room(journals, name, self.max_entries, |e| {
+            e.iter().any(|(t, _)| *t > now)
+        })?;
+        let journal = journals.entry(name.to_string()).or_default();
+        journal.retain(|(t, e)| *t > now && e != entry);
+        journal.push((until, entry.to_string()));
+        journal.sort_by_key(|(t, _)| *t);
+        let over = journal.len().saturating_sub(JOURNAL_MAX);
+        journal.drain(..over);
+        Ok(())
+    }
+
+    async fn journals(&self, names: &[&str], now: i64) -> Result<Vec<Vec<String>>, GrantError> {
+        let inner = self.lock()?;
+        Ok(names
+            .iter()
+            .map(|name| {
+                inner.journals.get(*name).map_or_else(Vec::new, |j| {
+                    j.iter()
+                        .filter(|(t, _)| *t > now)
+                        .map(|(_, e)| e.clone())
+                        .collect()
+                })
+            })
+            .collect())
     }
 
     async fn revoke(&self, which: Revoke<'_>) -> Result<u32, GrantError> {

@@ -44,6 +44,8 @@ const CONSUME_LUA: &str = include_str!("redis/consume.lua");
 const ADMIT_LUA: &str = include_str!("redis/admit.lua");
 /// Counts events in fixed-window counters, stopping at a max (see the script's header).
 const COUNT_LUA: &str = include_str!("redis/count.lua");
+/// Adds one journal entry (see the script).
+const JOURNAL_LUA: &str = include_str!("redis/journal.lua");
 
 /// Grants and challenges in Redis.
 pub struct RedisStore {
@@ -54,6 +56,7 @@ pub struct RedisStore {
     consume: Script,
     admit: Script,
     count: Script,
+    journal: Script,
     /// Replicas that must acknowledge a consume (`WAIT`) before it counts; 0: none.
     replica_acks: u32,
     /// Operations that timed out in a row (see [`TIMEOUTS_BEFORE_RECONNECT`]).
@@ -153,6 +156,7 @@ impl RedisStore {
             consume: Script::new(CONSUME_LUA),
             admit: Script::new(ADMIT_LUA),
             count: Script::new(COUNT_LUA),
+            journal: Script::new(JOURNAL_LUA),
             replica_acks,
             timeouts: AtomicU32::new(0),
         };

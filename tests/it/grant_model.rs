@@ -179,6 +179,18 @@ impl GrantStore for Faulty {
     async fn remember(&self, mark: &str, until: i64, now: i64) -> Result<(), GrantError> {
         self.inner.remember(mark, until, now).await
     }
+    async fn append(
+        &self,
+        name: &str,
+        entry: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), GrantError> {
+        self.inner.append(name, entry, until, now).await
+    }
+    async fn journals(&self, names: &[&str], now: i64) -> Result<Vec<Vec<String>>, GrantError> {
+        self.inner.journals(names, now).await
+    }
     async fn revoke(&self, which: Revoke<'_>) -> Result<u32, GrantError> {
         self.inner.revoke(which).await
     }

@@ -59,6 +59,11 @@ impl Keys {
         key_part(name).then(|| format!("{}:count:{{{name}}}:{index}", self.prefix))
     }
 
+    /// `<prefix>:journal:{<name>}` → a journal's entries, scored by expiry (ms).
+    pub(super) fn journal(&self, name: &str) -> Option<String> {
+        key_part(name).then(|| format!("{}:journal:{{{name}}}", self.prefix))
+    }
+
     /// `<prefix>:challenge:{<id>}` → the challenge's digest.
     pub(super) fn challenge_index(&self, id: &str) -> Option<String> {
         key_part(id).then(|| format!("{}:challenge:{{{id}}}", self.prefix))

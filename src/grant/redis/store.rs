@@ -2,8 +2,8 @@
 
 use super::{CONSUME_LUA, RedisStore, decode, encode, redis_err, set_px, ttl_ms};
 use crate::grant::{
-    Admitted, Caps, Challenge, ChallengeRef, Counter, Grant, GrantError, GrantStore, Revoke, Tally,
-    subject_tag, window_of,
+    Admitted, Caps, Challenge, ChallengeRef, Counter, Grant, GrantError, GrantStore, JOURNAL_MAX,
+    Revoke, Tally, subject_tag, window_of,
 };
 
 #[tonic::async_trait]
@@ -246,6 +246,62 @@ impl GrantStore for RedisStore {
         }
         let marks = seen.iter().map(|n| *n == 1).collect();
         Ok(Tally { counts, marks })
+    }
+
+    async fn append(
+        &self,
+        name: &str,
+        entry: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), GrantError> {
+        let key = self
+            .keys
+            .journal(name)
+            .ok_or_else(|| GrantError::Unavailable("journal is not a valid key".into()))?;
+        let mut invocation = self.journal.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(until.saturating_mul(1000))
+            .arg(entry)
+            .arg(now.saturating_mul(1000))
+            .arg(JOURNAL_MAX);
+        let mut conn = self.conn();
+        self.bounded("append", async move {
+            let _: i64 = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err("append"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn journals(&self, names: &[&str], now: i64) -> Result<Vec<Vec<String>>, GrantError> {
+        // One read per journal (they may live on different cluster slots); a request reads one
+        // or two.
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(key) = self.keys.journal(name) else {
+                out.push(Vec::new());
+                continue;
+            };
+            let mut conn = self.conn();
+            let since = format!("({}", now.saturating_mul(1000));
+            let entries = self
+                .bounded("journals", async move {
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&key)
+                        .arg(&since)
+                        .arg("+inf")
+                        .query_async::<Vec<String>>(&mut conn)
+                        .await
+                        .map_err(redis_err("journals"))
+                })
+                .await?;
+            out.push(entries);
+        }
+        Ok(out)
     }
 
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
