@@ -4,7 +4,6 @@
 //! `validate()`); this file composes them, resolves relative paths once at load, and holds the
 //! rules that span sections. Every field is documented in `docs/configuration.md`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,16 +19,19 @@ pub use crate::evidence::config::{
 };
 pub use crate::grant::GrantsConfig;
 pub use crate::grant_api::config::GrantApiConfig;
+pub use crate::http::config::Listen;
 pub use crate::identity::config::{
     IdentityConfig, IssuerConfig, JwksConfig, JwksSource, JwksUrl, JwtAuthnConfig,
     SigningAlgorithm, WorkloadConfig,
 };
+pub use crate::pipeline::config::DecisionConfig;
 pub use crate::policy::config::{
     BundleServerConfig, MAX_BUNDLE_BYTES, PolicyConfig, ReloadConfig, SourceKind,
 };
 pub use crate::route::config::{ActionConfig, ActionMode, BindSpec, BodyFormat, MatchConfig, Risk};
 pub use crate::section::{Invalid, secure_url};
 use crate::section::{Resolve, invalid};
+pub use crate::ssf::config::SharedSignalsConfig;
 pub use crate::telemetry::config::{OtlpConfig, TelemetryConfig};
 pub use crate::txn::config::{TransactionConfig, TxnKeyConfig};
 
@@ -80,65 +82,9 @@ pub struct Config {
     /// Context signals computed for the policy (velocity, new networks, device trust).
     #[serde(default)]
     pub context: ContextConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listen {
-    /// gRPC: envoy.service.auth.v3.Authorization and grpc.health.v1.Health.
-    pub grpc: SocketAddr,
-    /// HTTP: the OIDC callback; also /healthz, /readyz and /metrics unless `admin` is set.
-    pub http: SocketAddr,
-    /// Admin HTTP: /healthz, /readyz and /metrics on a port of their own, so the
-    /// internet-facing callback port serves nothing else. Absent: they stay on `http`.
+    /// Shared Signals (SSF/CAEP/RISC) received from a transmitter; absent: none.
     #[serde(default)]
-    pub admin: Option<SocketAddr>,
-}
-
-#[cfg(test)]
-mod listen_tests;
-
-impl Listen {
-    /// No two listeners on one address (port 0 asks for any free port, so it never clashes).
-    fn validate(&self) -> Result<(), Invalid> {
-        let mut named = vec![("listen.grpc", self.grpc), ("listen.http", self.http)];
-        if let Some(admin) = self.admin {
-            named.push(("listen.admin", admin));
-        }
-        for (i, (field, addr)) in named.iter().enumerate() {
-            let clash = named[..i]
-                .iter()
-                .find(|(_, other)| addr.port() != 0 && other == addr);
-            if let Some((other_field, _)) = clash {
-                return Err(invalid(
-                    *field,
-                    format!("{addr} is already `{other_field}`: each listener needs its own port"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DecisionConfig {
-    /// Budget for one decision, well below Envoy's ext_authz timeout; past it the answer is 503.
-    pub budget_ms: u64,
-    /// How long in-flight checks may drain after SIGTERM/SIGINT.
-    pub drain_ms: u64,
-    /// Largest number of path segments classified; longer paths are denied (400).
-    pub max_path_segments: usize,
-}
-
-impl Default for DecisionConfig {
-    fn default() -> Self {
-        Self {
-            budget_ms: 250,
-            drain_ms: 5_000,
-            max_path_segments: 128,
-        }
-    }
+    pub shared_signals: Option<SharedSignalsConfig>,
 }
 
 impl Config {
@@ -189,6 +135,9 @@ impl Config {
         self.policy.validate()?;
         self.context.validate()?;
         self.telemetry.validate()?;
+        if let Some(ssf) = &self.shared_signals {
+            ssf.validate()?;
+        }
         self.across_sections()?;
         Ok(())
     }
@@ -206,6 +155,28 @@ impl Config {
         }
         if let Some(e) = &self.evidence {
             self.evidence_names_what_exists(e)?;
+        }
+        if let Some(ssf) = &self.shared_signals {
+            self.shared_signals_fit(ssf)?;
+        }
+        Ok(())
+    }
+
+    /// Subjects shared with token issuers stepguard trusts; a push path of its own.
+    fn shared_signals_fit(&self, ssf: &SharedSignalsConfig) -> Result<(), Invalid> {
+        let known = |iss: &String| self.identity.issuers.iter().any(|i| &i.issuer == iss);
+        if let Some(iss) = ssf.transmitter.same_subjects_as.iter().find(|i| !known(i)) {
+            return Err(invalid(
+                "shared_signals.transmitter.same_subjects_as",
+                format!("`{iss}` is not in identity.issuers"),
+            ));
+        }
+        let push = ssf.push.as_ref().map(|p| p.path.as_str());
+        if push.is_some() && push == self.challenge.callback_path() {
+            return Err(invalid(
+                "shared_signals.push.path",
+                "is the OIDC callback's path (challenge.redirect_uri)",
+            ));
         }
         Ok(())
     }
@@ -273,18 +244,9 @@ impl Config {
         if let Some(evidence) = &mut self.evidence {
             evidence.resolve(base);
         }
-    }
-}
-
-impl DecisionConfig {
-    fn validate(&self) -> Result<(), Invalid> {
-        if !(10..=5_000).contains(&self.budget_ms) {
-            return Err(invalid("decision.budget_ms", "must be between 10 and 5000"));
+        if let Some(ssf) = &mut self.shared_signals {
+            ssf.resolve(base);
         }
-        if self.max_path_segments == 0 {
-            return Err(invalid("decision.max_path_segments", "must be at least 1"));
-        }
-        Ok(())
     }
 }
 

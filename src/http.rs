@@ -8,6 +8,8 @@
 //! admin endpoints are served there and the `listen.http` port serves the callback only (it is
 //! the internet-facing one); without it, one port serves both ([`Endpoints`]).
 
+pub mod config;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -29,6 +29,7 @@ use crate::txn::{Binder, Transaction};
 use overrun::Progress;
 
 mod act;
+pub mod config;
 mod finish;
 mod outcome;
 mod overrun;

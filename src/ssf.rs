@@ -10,6 +10,7 @@
 //! - [`event`]: the event types stepguard acts on and [`event::assess`], what a subject's
 //!   recorded events mean for a token presented later.
 
+pub mod config;
 pub mod event;
 pub mod set;
 pub mod subject;

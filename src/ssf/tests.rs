@@ -289,3 +289,61 @@ fn changed_claims_override_older_tokens_only() {
     };
     assert!(assess(&events, new).claims.is_empty());
 }
+
+/// The quickstart with a `shared_signals` section appended.
+fn with_section(section: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let text = std::fs::read_to_string(format!("{}/stepguard.yaml", crate::testkit::DIR)).unwrap();
+    crate::config::Config::parse(
+        &format!("{text}\nshared_signals:\n{section}"),
+        std::path::Path::new(crate::testkit::DIR),
+    )
+}
+
+fn field_of(section: &str) -> String {
+    match with_section(section) {
+        Err(crate::config::ConfigError::Invalid { field, .. }) => field,
+        Err(e) => e.to_string(),
+        Ok(_) => "accepted".into(),
+    }
+}
+
+const TRANSMITTER: &str =
+    "  transmitter:\n    issuer: https://idp.stepguard.local\n    jwks: {file: dev-jwks.json}\n";
+
+#[test]
+fn the_section_is_typed_and_checked() {
+    let ok = format!("{TRANSMITTER}  audiences: [https://stepguard.example/ssf]\n  push: {{}}\n");
+    let config = with_section(&ok).unwrap();
+    let ssf = config.shared_signals.unwrap();
+    assert_eq!(ssf.push.unwrap().path, "/ssf/events");
+    assert!(
+        ssf.transmitter.jwks.file.as_ref().unwrap().is_absolute(),
+        "resolved once"
+    );
+    assert_eq!(
+        ssf.transmitter.subject_group(),
+        ["https://idp.stepguard.local"]
+    );
+
+    let cases = [
+        (format!("{TRANSMITTER}  audiences: []\n  push: {{}}\n"), "shared_signals.audiences"),
+        (format!("{TRANSMITTER}  audiences: [a]\n"), "shared_signals"),
+        (format!("{TRANSMITTER}  audiences: [a]\n  push: {{path: ssf}}\n"), "shared_signals.push.path"),
+        (format!("{TRANSMITTER}  audiences: [a]\n  push: {{path: /.stepguard/callback}}\n"), "shared_signals.push.path"),
+        (format!("{TRANSMITTER}  audiences: [a]\n  poll: {{endpoint: 'http://idp.example/poll'}}\n"), "shared_signals.poll.endpoint"),
+        (format!("{TRANSMITTER}  audiences: [a]\n  push: {{}}\n  max_age_secs: 1\n"), "shared_signals.max_age_secs"),
+        (
+            format!("{TRANSMITTER}    same_subjects_as: [https://unknown]\n  audiences: [a]\n  push: {{}}\n"),
+            "shared_signals.transmitter.same_subjects_as",
+        ),
+        (
+            "  transmitter:\n    issuer: https://idp.stepguard.local\n    jwks: {url: 'http://idp.example/jwks'}\n  audiences: [a]\n  push: {}\n".to_string(),
+            "shared_signals.transmitter.jwks.url",
+        ),
+    ];
+    for (section, field) in cases {
+        assert_eq!(field_of(&section), field, "{section}");
+    }
+    let hs = format!("{TRANSMITTER}    algorithms: [HS256]\n  audiences: [a]\n  push: {{}}\n");
+    assert!(field_of(&hs).contains("symmetric"), "{}", field_of(&hs));
+}

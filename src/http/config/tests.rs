@@ -1,6 +1,7 @@
 //! `listen`: the optional admin port and listeners that would share an address.
 
-use super::*;
+use crate::config::{Config, ConfigError};
+use std::path::Path;
 
 fn quickstart_with(listen: &str) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(concat!(
