@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod event;
+pub mod receiver;
 pub mod set;
 pub mod subject;
 
