@@ -8,13 +8,46 @@
 //! - [`subject`]: RFC 9493 subject identifiers and the SSF complex subject, and the keys an
 //!   event is filed under (the `iss|sub` keys grants are bound to);
 //! - [`event`]: the event types stepguard acts on and [`event::assess`], what a subject's
-//!   recorded events mean for a token presented later.
+//!   recorded events mean for a token presented later;
+//! - [`receiver`]: one SET verified, read, refused if replayed, applied (grants revoked, the
+//!   event filed in the subject's journals in the grant store, read by every replica);
+//! - [`push`]: RFC 8935 push delivery on the HTTP port.
 
 pub mod config;
 pub mod event;
+pub mod push;
 pub mod receiver;
 pub mod set;
 pub mod subject;
+
+use receiver::Applied;
+
+use crate::telemetry::metrics::SSF_EVENTS;
+
+/// Counts one SET received by `delivery` (`push`, `poll`) with its `outcome`.
+pub(crate) fn counted(delivery: &'static str, outcome: &'static str) {
+    metrics::counter!(SSF_EVENTS, "delivery" => delivery, "outcome" => outcome, "type" => "none")
+        .increment(1);
+}
+
+/// Counts one applied SET by its event type (`ignored` for the types stepguard does not act on).
+pub(crate) fn applied(delivery: &'static str, applied: &Applied) {
+    let outcome = if applied.ignored {
+        "ignored"
+    } else {
+        "applied"
+    };
+    tracing::info!(
+        jti = %applied.event.jti,
+        event = applied.event.kind.name(),
+        revoked = applied.revoked,
+        journals = applied.keys.len(),
+        "security event {outcome}"
+    );
+    metrics::counter!(SSF_EVENTS, "delivery" => delivery, "outcome" => outcome,
+        "type" => applied.event.kind.name())
+    .increment(1);
+}
 
 #[cfg(test)]
 mod tests;

@@ -242,4 +242,4 @@ fn key_error(e: IdentityError) -> SetError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,7 +11,8 @@
 //! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`,
 //! `stepguard_intake_refusals_total{reason}`, `stepguard_build_info{version}`, `stepguard_jwks_refresh_total{jwks,result}`,
 //! `stepguard_idp_discovery_total{result}`, `stepguard_idp_discovered`,
-//! `stepguard_store_connected{store}`; policy reloads and evidence shipping are counted where
+//! `stepguard_store_connected{store}`, `stepguard_ssf_events_total{delivery,outcome,type}`;
+//! policy reloads and evidence shipping are counted where
 //! they happen; the standard `process_*` families ([`super::process`]) are appended at render.
 //!
 //! Labels are bounded: the `reason` of a decision is reported as itself only when it is one of
@@ -47,6 +48,7 @@ pub const JWKS_REFRESHES: &str = "stepguard_jwks_refresh_total";
 pub const IDP_DISCOVERIES: &str = "stepguard_idp_discovery_total";
 pub const IDP_DISCOVERED: &str = "stepguard_idp_discovered";
 pub const STORE_CONNECTED: &str = "stepguard_store_connected";
+pub const SSF_EVENTS: &str = "stepguard_ssf_events_total";
 
 /// The `reason` label of a reason code outside [`REASONS`].
 pub const OTHER_REASON: &str = "other";
@@ -174,6 +176,10 @@ pub fn render() -> Option<String> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(DECISIONS, "Decisions by action, outcome and primary reason");
+    describe_counter!(
+        SSF_EVENTS,
+        "Security Event Tokens received, by delivery (push, poll), outcome (applied, ignored, or the refusal) and event type"
+    );
     describe_histogram!(
         STAGE_DURATION,
         Unit::Seconds,

@@ -13,9 +13,10 @@ use crate::testkit::{ISSUER, sign};
 const NOW: i64 = 1_800_000_000;
 const AUD: &str = "https://stepguard.example/ssf";
 const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
-const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
+pub(crate) const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
 
-async fn receiver() -> (Receiver, Arc<MemoryStore>) {
+/// A receiver of the dev issuer's SETs for [`AUD`], over a fresh memory store.
+pub(crate) async fn receiver() -> (Receiver, Arc<MemoryStore>) {
     let text = std::fs::read_to_string(format!("{}/stepguard.yaml", crate::testkit::DIR)).unwrap();
     let section = format!(
         "shared_signals:\n  transmitter:\n    issuer: {ISSUER}\n    jwks: {{file: dev-jwks.json}}\n  \
@@ -39,7 +40,8 @@ async fn receiver() -> (Receiver, Arc<MemoryStore>) {
     (receiver, store)
 }
 
-fn set(jti: &str, event: &str, payload: Value, sub_id: Value) -> String {
+/// A SET of the dev issuer for [`AUD`] carrying one `event`.
+pub(crate) fn set(jti: &str, event: &str, payload: Value, sub_id: Value) -> String {
     sign(
         json!({"alg": "ES256", "kid": KID, "typ": "secevent+jwt"}),
         json!({"iss": ISSUER, "aud": AUD, "iat": NOW - 5, "jti": jti,
@@ -47,7 +49,7 @@ fn set(jti: &str, event: &str, payload: Value, sub_id: Value) -> String {
     )
 }
 
-fn alice() -> Value {
+pub(crate) fn alice() -> Value {
     json!({"format": "iss_sub", "iss": ISSUER, "sub": "alice"})
 }
 
