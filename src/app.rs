@@ -31,6 +31,9 @@ use crate::pipeline::Pipeline;
 use crate::policy::{PolicyError, Reloader, Trial};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::route::RouteTable;
+use crate::ssf::push::Push;
+use crate::ssf::receiver::Receiver;
+use crate::ssf::standing::Standing;
 use crate::txn::{Binder, TxnError};
 
 /// Why the sidecar could not start or serve.
@@ -66,6 +69,8 @@ pub struct App {
     reloader: Reloader,
     /// With `evidence.stream`: where to ship the spool's last records after it closes.
     final_ship: Option<(ShipSettings, RedisConnection)>,
+    /// With `shared_signals.push`: the RFC 8935 endpoint's path and state.
+    ssf_push: Option<(String, Push)>,
 }
 
 /// The longest shutdown waits to ship the spool's last records (within the grace period the
@@ -113,7 +118,9 @@ impl App {
             None => None,
         };
         let grant_api = grant_api(config, &pipeline).await?;
+        let ssf_push = shared_signals(config, &pipeline).await?;
         Ok(Self {
+            ssf_push,
             pipeline,
             drain: Duration::from_millis(config.decision.drain_ms),
             grant_api,
@@ -214,6 +221,7 @@ impl App {
                     },
                 )
             }),
+            ssf_push: self.ssf_push.clone(),
         };
         let (http_endpoints, admin_task) = match admin {
             Some(admin) => (
@@ -307,6 +315,10 @@ async fn pipeline(
     );
     // Records the challenges issued here that expire unused; stops with the last completer.
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
+    let standing = config
+        .shared_signals
+        .as_ref()
+        .map(|_| Standing::new(grants.clone()));
     let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
         identity: Identity::load(&config.identity, config.jwks_wait()).await?,
@@ -321,6 +333,7 @@ async fn pipeline(
         budget: Duration::from_millis(config.decision.budget_ms),
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
+        standing,
     };
     Ok((pipeline, final_ship))
 }
@@ -343,6 +356,32 @@ async fn grant_api(
     .await?;
     tracing::info!("grant API enabled (stepguard.v1.GrantService)");
     Ok(Some(Arc::new(api)))
+}
+
+/// The Shared Signals receiver, when configured: the transmitter's key set loaded, its push
+/// endpoint (poll delivery is not served yet).
+async fn shared_signals(
+    config: &Config,
+    pipeline: &Pipeline,
+) -> Result<Option<(String, Push)>, AppError> {
+    let Some(ssf) = &config.shared_signals else {
+        return Ok(None);
+    };
+    let receiver = Arc::new(
+        Receiver::new(
+            ssf,
+            &config.challenge.acr_ladder,
+            pipeline.grants.clone(),
+            pipeline.clock.clone(),
+            config.jwks_wait(),
+        )
+        .await?,
+    );
+    tracing::info!(transmitter = %ssf.transmitter.issuer, "Shared Signals receiver enabled");
+    let Some(push) = &ssf.push else {
+        return Ok(None);
+    };
+    Ok(Some((push.path.clone(), Push::new(receiver, push)?)))
 }
 
 /// Refreshes URL JWKS in the background at their TTL.

@@ -29,6 +29,10 @@ pub enum Fault {
     WorkloadRequiresTransactionToken,
     /// The transaction's single-use grant was spent by a concurrent request.
     GrantAlreadyUsed,
+    /// The token's session was revoked by a Shared Signals event (CAEP `session-revoked`).
+    SessionRevoked,
+    /// A Shared Signals account event (RISC `account-disabled`, …) newer than the sign-in.
+    AccountEvent,
     /// The transaction keeps being challenged without a grant in between (the loop guard).
     StepUpNotCompleting,
     /// Too many challenges for the subject in the window.
@@ -84,6 +88,8 @@ impl Fault {
             Self::Unbindable(e) => e.reason(),
             Self::WorkloadRequiresTransactionToken => "workload_requires_transaction_token",
             Self::GrantAlreadyUsed => "grant_already_used",
+            Self::SessionRevoked => "session_revoked",
+            Self::AccountEvent => "account_event",
             Self::StepUpNotCompleting => "step_up_not_completing",
             Self::ChallengeRateLimitedSubject { .. } => "challenge_rate_limited_subject",
             Self::ChallengeRateLimitedSourceIp { .. } => "challenge_rate_limited_source_ip",
@@ -112,6 +118,8 @@ impl Fault {
             | Self::Unbindable(_)
             | Self::WorkloadRequiresTransactionToken
             | Self::GrantAlreadyUsed
+            | Self::SessionRevoked
+            | Self::AccountEvent
             | Self::StepUpNotCompleting
             | Self::ChallengeRateLimitedSubject { .. }
             | Self::ChallengeRateLimitedSourceIp { .. }

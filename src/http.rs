@@ -41,6 +41,8 @@ pub struct HttpState {
     pub evidence: Arc<dyn Evidence>,
     /// The OIDC callback's path and state, when configured.
     pub callback: Option<(String, CallbackState)>,
+    /// The Shared Signals push endpoint's path and state, when configured (RFC 8935).
+    pub ssf_push: Option<(String, crate::ssf::push::Push)>,
 }
 
 /// Which endpoints one listener serves.
@@ -80,6 +82,13 @@ pub async fn serve(
                 .route(&start_path, get(start))
                 .with_state(callback_state),
         );
+    }
+    if let Some((path, push)) = state
+        .ssf_push
+        .clone()
+        .filter(|_| endpoints != Endpoints::Admin)
+    {
+        app = app.merge(crate::ssf::push::router(&path, push));
     }
     let app = app.with_state(state);
     axum::serve(listener, app)

@@ -23,6 +23,7 @@ use crate::random::random_token;
 use crate::request::{AuthzRequest, RawRequest};
 use crate::response;
 use crate::route::{Action, Classification, RouteTable};
+use crate::ssf::standing::Standing;
 use crate::telemetry::traces::{CheckSpan, Stage};
 use crate::telemetry::{metrics, stage, stage_sync};
 use crate::txn::{Binder, Transaction};
@@ -53,6 +54,8 @@ pub struct Pipeline {
     pub budget: Duration,
     pub policy_timeout: Duration,
     pub max_segments: usize,
+    /// Subjects' Shared Signals events, when a transmitter is configured.
+    pub standing: Option<Standing>,
 }
 
 /// A stage's early answer.
@@ -136,7 +139,7 @@ impl Pipeline {
             d.action = Some(action.name.clone());
             d
         };
-        let subject = stage(Stage::Identify, self.identity.resolve(&req, now))
+        let mut subject = stage(Stage::Identify, self.identity.resolve(&req, now))
             .await
             .map_err(|e| {
                 let description = match e {
@@ -151,6 +154,19 @@ impl Pipeline {
                     "invalid_token",
                 ))
             })?;
+        // Shared Signals: a revoked session or an account event newer than the sign-in refuses
+        // the sensitive action; changed claims apply before the policy sees them.
+        if let Some(standing) = &self.standing {
+            let judged = standing.judge(&mut subject, now).await.map_err(|e| {
+                tracing::warn!(decision_id = id, error = %e, "subject events unreadable");
+                with_action(refuse(Fault::GrantStoreUnavailable))
+            })?;
+            if let Some(fault) = judged.refused {
+                let mut d = refuse(fault);
+                d.subject = Some(subject.binding_key());
+                return Err(with_action(d));
+            }
+        }
         // Unbindable input is the client's fault (naming the field); a missing key is ours.
         let txn = stage_sync(Stage::Bind, || {
             self.binder.bind(&action, &subject, &req, &params, now)

@@ -133,6 +133,8 @@ fn fault_status(fault: &Fault) -> u16 {
         Fault::MalformedRequest | Fault::Unbindable(_) => 400,
         Fault::WorkloadRequiresTransactionToken
         | Fault::GrantAlreadyUsed
+        | Fault::SessionRevoked
+        | Fault::AccountEvent
         | Fault::StepUpNotCompleting => 403,
         Fault::ChallengeRateLimitedSubject { .. }
         | Fault::ChallengeRateLimitedSourceIp { .. }

@@ -18,6 +18,7 @@ pub mod event;
 pub mod push;
 pub mod receiver;
 pub mod set;
+pub mod standing;
 pub mod subject;
 
 use receiver::Applied;

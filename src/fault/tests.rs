@@ -23,6 +23,8 @@ fn every_reason_is_a_documented_metric_label() {
         Fault::MalformedRequest,
         Fault::WorkloadRequiresTransactionToken,
         Fault::GrantAlreadyUsed,
+        Fault::SessionRevoked,
+        Fault::AccountEvent,
         Fault::StepUpNotCompleting,
         Fault::ChallengeRateLimitedSubject { retry_after: 1 },
         Fault::ChallengeRateLimitedSourceIp { retry_after: 1 },

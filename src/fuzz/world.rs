@@ -86,6 +86,7 @@ impl World {
             budget: Duration::from_millis(config.decision.budget_ms),
             policy_timeout: Duration::from_millis(config.policy.timeout_ms),
             max_segments: config.decision.max_path_segments,
+            standing: None,
         };
         World {
             pipeline,

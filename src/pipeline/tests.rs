@@ -256,4 +256,5 @@ mod context;
 mod evidence;
 mod faults;
 mod limits;
+mod signals;
 mod spending;

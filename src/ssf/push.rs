@@ -27,8 +27,33 @@ pub struct Push {
     pub bearer: Option<Arc<str>>,
 }
 
+impl Push {
+    /// The endpoint for `config` over `receiver`, its bearer token read now (a file whose
+    /// content is trimmed).
+    pub fn new(
+        receiver: Arc<Receiver>,
+        config: &super::config::PushConfig,
+    ) -> std::io::Result<Self> {
+        let bearer = match &config.bearer_token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path)?;
+                let token = token.trim();
+                if token.is_empty() {
+                    return Err(std::io::Error::other(format!(
+                        "{}: the bearer token is empty",
+                        path.display()
+                    )));
+                }
+                Some(Arc::from(token))
+            }
+            None => None,
+        };
+        Ok(Self { receiver, bearer })
+    }
+}
+
 /// The push endpoint at `path`.
-pub fn router(path: &str, push: Push) -> Router {
+pub fn router<S: Clone + Send + Sync + 'static>(path: &str, push: Push) -> Router<S> {
     Router::new().route(path, post(receive)).with_state(push)
 }
 

@@ -82,6 +82,8 @@ pub const REASONS: &[&str] = &[
     "idp_metadata_unavailable",
     "step_up_required",
     "step_up_not_completing",
+    "session_revoked",
+    "account_event",
     "challenge_rate_limited_subject",
     "challenge_rate_limited_source_ip",
     "too_many_open_challenges",

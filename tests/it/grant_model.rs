@@ -301,6 +301,7 @@ async fn world(inner: impl FnOnce(Arc<dyn Clock>) -> Arc<dyn GrantStore>) -> Wor
         budget: Duration::from_millis(config.decision.budget_ms),
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
+        standing: None,
     };
     World {
         pipeline,

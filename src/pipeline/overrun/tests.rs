@@ -67,6 +67,7 @@ async fn pipeline(evidence: Arc<SlowApprovals>) -> Pipeline {
         budget: base.budget,
         policy_timeout: base.policy_timeout,
         max_segments: base.max_segments,
+        standing: None,
     }
 }
 

@@ -1,0 +1,98 @@
+//! Shared Signals through the pipeline: a SET received on one side (the receiver, over the same
+//! grant store) changes what the next sensitive request of its subject meets.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::ssf::receiver::Receiver;
+use crate::ssf::receiver::tests::{RISC, alice, set};
+use crate::testkit::tokens::{claims, sign_claims};
+
+const SECTION: &str = "shared_signals:\n  transmitter:\n    issuer: https://idp.stepguard.local\n    jwks: {file: dev-jwks.json}\n  audiences: [https://stepguard.example/ssf]\n  push: {}\n";
+
+async fn pipeline_and_receiver() -> (Arc<Pipeline>, Receiver) {
+    let (p, clock) = pipeline_with(|t| format!("{t}\n{SECTION}")).await;
+    let config = config(|t| format!("{t}\n{SECTION}"));
+    let receiver = Receiver::new(
+        config.shared_signals.as_ref().unwrap(),
+        &config.challenge.acr_ladder,
+        p.grants.clone(),
+        clock,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    (p, receiver)
+}
+
+/// alice's token of session `sid`, signed in `age` seconds before now and issued then.
+fn session_token(sid: &str, age: i64) -> String {
+    let mut c: Value = claims("alice", "aal2", NOW, age);
+    c["sid"] = json!(sid);
+    c["iat"] = json!(NOW - age);
+    sign_claims(&c)
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_and_a_new_one_is_not() {
+    let (p, receiver) = pipeline_and_receiver().await;
+    let old = session_token("s-1", 100);
+    assert_eq!(
+        p.decide(transfer(Some(&old), 100, "bob")).await.verdict,
+        Verdict::Allow
+    );
+
+    let complex = json!({"user": alice(), "session": {"format": "opaque", "id": "s-1"}});
+    let caep = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+    receiver
+        .receive(&set(
+            "p-1",
+            caep,
+            json!({"event_timestamp": NOW - 10}),
+            complex,
+        ))
+        .await
+        .unwrap();
+    let d = p.decide(transfer(Some(&old), 100, "bob")).await;
+    assert_eq!(
+        (d.verdict.clone(), d.reason.as_str()),
+        (Verdict::Refused, "session_revoked")
+    );
+    assert_eq!(status(&d), 403);
+    let new = session_token("s-2", 5);
+    assert_eq!(
+        p.decide(transfer(Some(&new), 100, "bob")).await.verdict,
+        Verdict::Allow
+    );
+}
+
+#[tokio::test]
+async fn an_account_event_holds_until_a_newer_sign_in() {
+    let (p, receiver) = pipeline_and_receiver().await;
+    receiver
+        .receive(&set(
+            "p-2",
+            &format!("{RISC}account-disabled"),
+            json!({"event_timestamp": NOW - 20}),
+            alice(),
+        ))
+        .await
+        .unwrap();
+    let before = session_token("s-1", 30);
+    let d = p.decide(transfer(Some(&before), 100, "bob")).await;
+    assert_eq!(
+        (d.verdict, d.reason.as_str()),
+        (Verdict::Refused, "account_event")
+    );
+    // Public routes and other subjects are untouched.
+    let bob = token("bob", "aal2", NOW, 30);
+    assert_eq!(
+        p.decide(transfer(Some(&bob), 100, "carol")).await.verdict,
+        Verdict::Allow
+    );
+    let after = session_token("s-2", 10);
+    assert_eq!(
+        p.decide(transfer(Some(&after), 100, "bob")).await.verdict,
+        Verdict::Allow
+    );
+}
