@@ -31,6 +31,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::{PolicyError, Reloader, Trial};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::route::RouteTable;
+use crate::ssf::poll::Poller;
 use crate::ssf::push::Push;
 use crate::ssf::receiver::Receiver;
 use crate::ssf::standing::Standing;
@@ -71,6 +72,8 @@ pub struct App {
     final_ship: Option<(ShipSettings, RedisConnection)>,
     /// With `shared_signals.push`: the RFC 8935 endpoint's path and state.
     ssf_push: Option<(String, Push)>,
+    /// With `shared_signals.poll`: the RFC 8936 poller (started by `serve`).
+    ssf_poll: Option<Poller>,
 }
 
 /// The longest shutdown waits to ship the spool's last records (within the grace period the
@@ -118,9 +121,10 @@ impl App {
             None => None,
         };
         let grant_api = grant_api(config, &pipeline).await?;
-        let ssf_push = shared_signals(config, &pipeline).await?;
+        let (ssf_push, ssf_poll) = shared_signals(config, &pipeline).await?;
         Ok(Self {
             ssf_push,
+            ssf_poll,
             pipeline,
             drain: Duration::from_millis(config.decision.drain_ms),
             grant_api,
@@ -170,13 +174,16 @@ impl App {
     /// [`App::serve`], with the admin endpoints (`/healthz`, `/readyz`, `/metrics`) on a
     /// listener of their own when `admin` is given (`listen.admin`).
     pub async fn serve_with_admin(
-        self,
+        mut self,
         grpc: TcpListener,
         http: TcpListener,
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AppError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(poller) = self.ssf_poll.take() {
+            poller.spawn(stop_rx.clone());
+        }
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
         // Not serving until a policy is active (a bundle server's first bundle), as OPA
@@ -359,13 +366,13 @@ async fn grant_api(
 }
 
 /// The Shared Signals receiver, when configured: the transmitter's key set loaded, its push
-/// endpoint (poll delivery is not served yet).
+/// endpoint and its poller.
 async fn shared_signals(
     config: &Config,
     pipeline: &Pipeline,
-) -> Result<Option<(String, Push)>, AppError> {
+) -> Result<(Option<(String, Push)>, Option<Poller>), AppError> {
     let Some(ssf) = &config.shared_signals else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let receiver = Arc::new(
         Receiver::new(
@@ -378,10 +385,15 @@ async fn shared_signals(
         .await?,
     );
     tracing::info!(transmitter = %ssf.transmitter.issuer, "Shared Signals receiver enabled");
-    let Some(push) = &ssf.push else {
-        return Ok(None);
+    let poller = match &ssf.poll {
+        Some(poll) => Some(Poller::new(poll, receiver.clone()).map_err(std::io::Error::other)?),
+        None => None,
     };
-    Ok(Some((push.path.clone(), Push::new(receiver, push)?)))
+    let push = match &ssf.push {
+        Some(push) => Some((push.path.clone(), Push::new(receiver, push)?)),
+        None => None,
+    };
+    Ok((push, poller))
 }
 
 /// Refreshes URL JWKS in the background at their TTL.

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod event;
+pub mod poll;
 pub mod push;
 pub mod receiver;
 pub mod set;
