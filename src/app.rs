@@ -314,12 +314,15 @@ async fn pipeline(
         final_ship = Some((settings.clone(), conn.clone()));
         Shipper::new(settings, conn, &evidence).spawn();
     }
-    let completer = crate::completion::Completer::new(
+    let mut completer = crate::completion::Completer::new(
         grants.clone(),
         evidence.clone(),
         config.challenge.acr_ladder.clone(),
         config.challenge.completion_skew_secs as i64,
     );
+    if config.shared_signals.is_some() {
+        completer = completer.with_shared_signals();
+    }
     // Records the challenges issued here that expire unused; stops with the last completer.
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
     let standing = config

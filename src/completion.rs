@@ -144,6 +144,8 @@ pub enum CompletionError {
     OtherSubject,
     #[error("this authentication already completed another challenge")]
     AlreadyUsed,
+    #[error("a security event about the subject came after the challenge was issued")]
+    Revoked,
     #[error(transparent)]
     Store(#[from] GrantError),
     #[error("the completion could not be recorded: {0}")]
@@ -160,6 +162,7 @@ impl CompletionError {
             CompletionError::TooOld => "auth_time_too_old",
             CompletionError::OtherSubject => "other_subject",
             CompletionError::AlreadyUsed => "authentication_already_used",
+            CompletionError::Revoked => "challenge_revoked",
             CompletionError::Store(_) => "grant_store_unavailable",
             CompletionError::Evidence(_) => "evidence_unavailable",
         }
@@ -175,6 +178,9 @@ pub struct Completer {
     skew: i64,
     /// Challenges issued here that may still expire unused.
     pending: Arc<Pending>,
+    /// Shared Signals are received: a challenge issued before a revoking event about its
+    /// subject never completes.
+    signals: bool,
 }
 
 impl Completer {
@@ -190,7 +196,29 @@ impl Completer {
             ladder,
             skew,
             pending: Arc::default(),
+            signals: false,
         }
+    }
+
+    /// With Shared Signals received: challenges opened before a `session-revoked` or an
+    /// account event (RISC) about their subject are revoked with it.
+    pub fn with_shared_signals(mut self) -> Self {
+        self.signals = true;
+        self
+    }
+
+    /// Whether a revoking event about `challenge`'s subject came at or after its issue.
+    async fn revoked(&self, challenge: &Challenge, now: i64) -> Result<bool, GrantError> {
+        if !self.signals {
+            return Ok(false);
+        }
+        let name = crate::ssf::receiver::journal(&challenge.subject);
+        let journals = self.grants.journals(&[name.as_str()], now).await?;
+        Ok(journals
+            .iter()
+            .flatten()
+            .filter_map(|e| serde_json::from_str::<crate::ssf::event::Recorded>(e).ok())
+            .any(|e| e.time >= challenge.issued_at && e.revokes_challenges()))
     }
 
     /// Records a refused completion (best effort: a refusal changes nothing).
@@ -300,6 +328,9 @@ impl Completer {
         event_until: i64,
     ) -> Result<Grant, CompletionError> {
         self.check(challenge, assurance, now)?;
+        if self.revoked(challenge, now).await? {
+            return Err(CompletionError::Revoked);
+        }
         if !self
             .grants
             .claim_once(&assurance.event.name(), event_until, now)

@@ -163,7 +163,7 @@ impl Completer {
     pub fn spawn_expiry_sweeper(&self, clock: Arc<dyn Clock>, period: Duration) {
         let weak: Weak<Pending> = Arc::downgrade(&self.pending);
         let (grants, evidence) = (self.grants.clone(), self.evidence.clone());
-        let (ladder, skew) = (self.ladder.clone(), self.skew);
+        let (ladder, skew, signals) = (self.ladder.clone(), self.skew, self.signals);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
@@ -176,6 +176,7 @@ impl Completer {
                     ladder: ladder.clone(),
                     skew,
                     pending,
+                    signals,
                 };
                 completer.sweep(clock.now()).await;
             }

@@ -279,6 +279,9 @@ async fn complete(
                 crate::completion::CompletionError::AlreadyUsed => {
                     "This sign-in already approved another transaction. Go back and sign in again for this one."
                 }
+                crate::completion::CompletionError::Revoked => {
+                    "Your session or account changed after this step-up began. Go back and try again."
+                }
                 _ => "The sign-in was not strong or recent enough for this transaction. Go back and try again.",
             };
             refuse(StatusCode::FORBIDDEN, e.reason(), message)

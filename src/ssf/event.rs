@@ -186,6 +186,14 @@ pub struct Recorded {
     pub facts: Map<String, Value>,
 }
 
+impl Recorded {
+    /// A `session-revoked` or an account event: the subject's open challenges go with it.
+    pub fn revokes_challenges(&self) -> bool {
+        let kind = EventKind::from_name(&self.kind);
+        kind == EventKind::SessionRevoked || kind.locks_out()
+    }
+}
+
 /// The facts of a presented token that the recorded events are judged against.
 #[derive(Debug, Clone, Copy)]
 pub struct Presented<'a> {

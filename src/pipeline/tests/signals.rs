@@ -96,3 +96,37 @@ async fn an_account_event_holds_until_a_newer_sign_in() {
         Verdict::Allow
     );
 }
+
+#[tokio::test]
+async fn a_challenge_opened_before_a_revocation_never_completes() {
+    use crate::completion::{Assurance, AuthEvent, CompletionError};
+    let (p, receiver) = pipeline_and_receiver().await;
+    let before = session_token("s-1", 30);
+    let d = p.decide(transfer(Some(&before), 25_000, "bob")).await;
+    let Verdict::Challenge { challenge_id, .. } = &d.verdict else {
+        panic!("{d:?}")
+    };
+    let challenge = p
+        .grants
+        .challenge(challenge_id, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let caep = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+    receiver
+        .receive(&set("p-3", caep, json!({"event_timestamp": NOW}), alice()))
+        .await
+        .unwrap();
+    let subject = challenge.subject.clone();
+    let assurance = Assurance {
+        subject: subject.clone(),
+        acr: "aal3".into(),
+        amr: vec!["hwk".into()],
+        auth_time: NOW,
+        method: "oidc".into(),
+        approver: None,
+        event: AuthEvent::sign_in(subject, NOW, Some("s-9".into())),
+    };
+    let outcome = p.completer.complete(&challenge, &assurance, NOW).await;
+    assert_eq!(outcome.err(), Some(CompletionError::Revoked));
+}
