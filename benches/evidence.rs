@@ -41,7 +41,11 @@ fn record(recorder: &Recorder) -> serde_json::Map<String, serde_json::Value> {
         10,
         None,
     );
-    let mut decision = Decision::new("Y2eZftPM6PkmkX6I".into(), Verdict::Allow, "grant_for_transaction");
+    let mut decision = Decision::new(
+        "Y2eZftPM6PkmkX6I".into(),
+        Verdict::Allow,
+        "grant_for_transaction",
+    );
     decision.subject = Some("https://idp.stepguard.local|alice".into());
     let txn = Transaction {
         digest: "dev1:eabidp0WuqX-Vdyo-z_nS0qGdGw_JV5YwKN_cLqb-jU".into(),
