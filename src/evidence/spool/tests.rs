@@ -229,6 +229,10 @@ async fn segments_rotate_and_the_chain_runs_across_them() {
             Some(first["seq"].as_u64().unwrap()),
             files::segment_seq(segment)
         );
+        // A batch never spans segments: each ends with its checkpoint.
+        let text = std::fs::read_to_string(segment).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["kind"], "checkpoint", "{}", segment.display());
     }
     let report = verify_ok(tmp.path(), &public);
     assert_eq!(report.chains[0].decisions, 30);

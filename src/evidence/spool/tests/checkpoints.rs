@@ -194,3 +194,43 @@ async fn a_batch_of_many_records_is_covered_by_one_checkpoint() {
     let report = verify_ok(tmp.path(), &public);
     assert_eq!(report.chains[0].decisions, 400);
 }
+
+#[tokio::test]
+async fn a_new_segment_holding_only_records_without_their_checkpoint_is_emptied_at_start() {
+    let tmp = TempDir::new("uncovered-segment");
+    let pkcs8 = SigningKey::generate_pkcs8().unwrap();
+    let public = SigningKey::from_pkcs8(&pkcs8).unwrap().public_key();
+    let spool = open_with(settings(tmp.path()), &pkcs8);
+    append(&spool, "d-0").await.unwrap();
+    let chain = spool.stats().chain;
+    spool.close().await;
+    let dir = chain_dirs(tmp.path())[0].clone();
+    let closed = std::fs::read(files::segments(&dir).pop().unwrap()).unwrap();
+    let head = lines(tmp.path()).last().unwrap()["seq"].as_u64().unwrap();
+    // A crash just after rotating, while the first batch of the new segment was being written.
+    let uncovered = uncovered_records(&closed, &chain, &["lost-1", "lost-2"]);
+    let segment = dir.join(files::segment_name(head + 1));
+    std::fs::write(&segment, &uncovered).unwrap();
+    let report = audit::verify(&[tmp.path().to_path_buf()], std::slice::from_ref(&public)).unwrap();
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.chains[0].unsigned_tail, Some((head + 1, head + 2)));
+
+    let spool = open_with(settings(tmp.path()), &pkcs8);
+    assert_eq!(spool.stats().chain, chain, "the same chain is continued");
+    append(&spool, "after").await.unwrap();
+    spool.close().await;
+    let records = lines(tmp.path());
+    assert!(records.iter().all(|r| r["decision_id"] != "lost-1"));
+    let startup = records
+        .iter()
+        .find(|r| r["checkpoint"]["reason"] == "startup")
+        .unwrap();
+    assert_eq!(
+        startup["seq"],
+        head + 1,
+        "written where the cut records were"
+    );
+    assert_eq!(startup["checkpoint"]["torn_bytes"], uncovered.len() as u64);
+    let report = verify_ok(tmp.path(), &public);
+    assert_eq!(report.chains[0].unsigned_tail, None);
+}
