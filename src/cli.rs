@@ -64,8 +64,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify spool files (segments, chain directories or a spool directory): hash chain,
-    /// signatures, sequence, checkpoints. Names the first record altered, removed, reordered or
-    /// truncated, and exits non-zero.
+    /// sequence, checkpoints (what each covers, its signature). Names the first record altered,
+    /// removed, reordered or truncated, and exits non-zero; reports records after the last
+    /// checkpoint as an unsigned tail.
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -1,8 +1,10 @@
 //! Audit evidence: one record per sensitive decision (allow, challenge, deny, fault), saying who
 //! asked for which transaction, why step-up was required, what satisfied it and what was
 //! decided, and one per grant lifecycle event that is not a decision ([`Lifecycle`]: a challenge
-//! completed, a completion refused, grants revoked, a challenge expired unused). Records are shaped like OPA's decision-log events, chained by hash, signed with
-//! Ed25519 and appended to a local spool that is made durable before an approval is answered.
+//! completed, a completion refused, grants revoked, a challenge expired unused). Records are
+//! shaped like OPA's decision-log events, chained by hash, and appended to a local spool in
+//! batches, each closed by one checkpoint signed with Ed25519 and made durable with it before an
+//! approval is answered.
 //! The format, the chain, checkpoints, durability and `stepguard audit` are documented in
 //! `docs/evidence.md`.
 //!
@@ -11,7 +13,7 @@
 //! | `record.rs` | the record built from an [`EvidenceContext`]; redaction of bound values |
 //! | `canonical.rs` | canonical bytes (RFC 8785 for what records hold), SHA-256 |
 //! | `key.rs` | Ed25519 signing and public keys, key ids |
-//! | `chain.rs` | sealing a record into the chain; checking one line |
+//! | `chain.rs` | sealing a record (unsigned) or a checkpoint (signed) into the chain; checking one line |
 //! | `spool.rs` (+ `spool/`) | the durable append-only spool: group commit, checkpoints, segments, recovery |
 //! | `audit.rs` | `stepguard audit verify` and `export` |
 //! | `ship.rs` | shipping the spool to Redis Streams |
@@ -260,7 +262,13 @@ pub fn from_config(
     match (&ev.sink, &ev.spool, &ev.signing_key_file) {
         (EvidenceSink::Spool, Some(spool), Some(path)) => {
             let key = SigningKey::load(path).map_err(|m| key_error(path, m))?;
-            let mut settings = SpoolSettings::from_config(spool, &ev.checkpoint);
+            if ev.checkpoint != config::CheckpointConfig::default() {
+                tracing::warn!(
+                    "evidence.checkpoint is no longer used: every batch of records ends with a \
+                     signed checkpoint (docs/evidence.md#checkpoints)"
+                );
+            }
+            let mut settings = SpoolSettings::from_config(spool);
             // With shipping, `delete_oldest` deletes only what the shipper has sent.
             settings.shipped = ev.stream.as_ref().map(|_| Shipped::default());
             Ok(Arc::new(SpoolEvidence::open(

@@ -1,11 +1,13 @@
 //! `stepguard audit`: verify spools and export records.
 //!
 //! [`verify`] checks each chain it is given — every line intact (canonical bytes that hash to
-//! the record's `hash`), every signature (with the given public keys), `seq` consecutive and
-//! each `prev` the hash of the record before, segments starting where their names say, and each
-//! checkpoint naming the head it follows and the decisions since the previous one — and names
-//! the first record that was altered, removed, reordered or truncated. [`export`] prints the
-//! decision records that match a filter, as they are stored.
+//! the record's `hash`), `seq` consecutive and each `prev` the hash of the record before,
+//! segments starting where their names say, every signature (with the given public keys: each
+//! checkpoint's, and each record's of format 1), and each checkpoint naming the head it follows
+//! and covering exactly the unsigned records since the previous one (`covers`; format 1: the
+//! decisions it counts) — and names the first record that was altered, removed, reordered or
+//! truncated. Records after the last checkpoint are reported as an unsigned tail. [`export`]
+//! prints the decision records that match a filter, as they are stored.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,8 +62,22 @@ struct Intact {
     prev: String,
     hash: String,
     decision_id: Option<String>,
-    checkpoint: Option<(u64, String, Option<u64>, String)>,
+    checkpoint: Option<Checkpoint>,
+    /// A record of format 2 (or later) without a signature of its own: its batch's checkpoint
+    /// covers it.
+    unsigned: bool,
     signature: Result<(), String>,
+}
+
+/// What a checkpoint says.
+struct Checkpoint {
+    head_seq: u64,
+    head_hash: String,
+    /// Format 1: the decisions since the previous checkpoint.
+    decisions: Option<u64>,
+    reason: String,
+    /// Format 2: the records it covers, `from..=to` and their count; `Err` when malformed.
+    covers: Option<Result<(u64, u64, u64), ()>>,
 }
 
 /// Verifies the spool files in `paths` (see [`expand`]) with `keys` (none: signatures are not
@@ -125,37 +141,56 @@ fn read_file(index: usize, path: &Path, keys: &[PublicKey]) -> Result<Vec<Entry>
 }
 
 fn intact(r: chain::Checked, keys: &[PublicKey]) -> Intact {
-    let signature = if keys.is_empty() {
-        Ok(())
-    } else {
-        match (&r.key_id, &r.sig) {
-            (_, None) => Err("the record is not signed".to_string()),
-            (Some(id), Some(_)) => match keys.iter().find(|k| k.id() == id) {
-                Some(key) if r.signed_by(key) => Ok(()),
-                Some(_) => Err(format!(
-                    "signature does not verify with key {id} (altered, or re-signed)"
-                )),
-                None => Err(format!("signed by key {id}, which is not a given key")),
-            },
-            (None, Some(_)) => Err("no key_id".to_string()),
-        }
-    };
     let checkpoint = (r.kind() == "checkpoint").then(|| {
         let c = r.record.get("checkpoint");
         let get = |p: &str| c.and_then(|c| c.pointer(p));
-        (
-            get("/head/seq").and_then(Value::as_u64).unwrap_or(u64::MAX),
-            get("/head/hash")
+        let covers = get("/covers").map(|covers| {
+            let n = |name: &str| covers.get(name).and_then(Value::as_u64).ok_or(());
+            let (from, to, count) = (n("from")?, n("to")?, n("count")?);
+            match from >= 1 && from <= to && count == to - from + 1 {
+                true => Ok((from, to, count)),
+                false => Err(()),
+            }
+        });
+        Checkpoint {
+            head_seq: get("/head/seq").and_then(Value::as_u64).unwrap_or(u64::MAX),
+            head_hash: get("/head/hash")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
-            get("/decisions").and_then(Value::as_u64),
-            get("/reason")
+            decisions: get("/decisions").and_then(Value::as_u64),
+            reason: get("/reason")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
-        )
+            covers,
+        }
     });
+    // Format 2 signs checkpoints only; a format-1 record, or one with a `key_id`, must be signed.
+    let unsigned =
+        checkpoint.is_none() && r.sig.is_none() && r.key_id.is_none() && r.version() >= 2;
+    let covered = match checkpoint.as_ref().and_then(|c| c.covers.as_ref()) {
+        Some(Ok((from, to, _))) => format!(
+            ": the checkpoint was altered, or a record it covers (seq {from}..{to}) was, with \
+             the hashes after it recomputed"
+        ),
+        _ => String::new(),
+    };
+    let signature = match (&r.key_id, &r.sig) {
+        _ if keys.is_empty() || unsigned => Ok(()),
+        (_, None) => Err(match checkpoint {
+            Some(_) => "the checkpoint is not signed".to_string(),
+            None => "the record is not signed".to_string(),
+        }),
+        (Some(id), Some(_)) => match keys.iter().find(|k| k.id() == id) {
+            Some(key) if r.signed_by(key) => Ok(()),
+            Some(_) => Err(format!(
+                "signature does not verify with key {id} (altered, or re-signed){covered}"
+            )),
+            None => Err(format!("signed by key {id}, which is not a given key")),
+        },
+        (None, Some(_)) => Err("no key_id".to_string()),
+    };
     Intact {
         decision_id: r
             .record
@@ -167,6 +202,7 @@ fn intact(r: chain::Checked, keys: &[PublicKey]) -> Intact {
         prev: r.prev,
         hash: r.hash,
         checkpoint,
+        unsigned,
         signature,
     }
 }
@@ -183,6 +219,7 @@ fn walk(c: &mut ChainReport, entries: &[Entry], files: &[PathBuf]) {
             .collect(),
         last: None,
         since_checkpoint: None,
+        uncovered: None,
     };
     for i in 0..entries.len() {
         if let Err(problem) = w.step(c, i) {
@@ -190,6 +227,7 @@ fn walk(c: &mut ChainReport, entries: &[Entry], files: &[PathBuf]) {
             return;
         }
     }
+    c.unsigned_tail = w.uncovered;
 }
 
 struct Walk<'a> {
@@ -201,6 +239,8 @@ struct Walk<'a> {
     last: Option<(u64, String, usize)>,
     /// Decisions since the last checkpoint seen.
     since_checkpoint: Option<u64>,
+    /// The unsigned records since the last checkpoint seen (`seq` first..last).
+    uncovered: Option<(u64, u64)>,
 }
 
 impl Walk<'_> {
@@ -293,9 +333,18 @@ impl Walk<'_> {
         let (seq, at) = (*seq, *at);
         if r.seq == seq + 1 && r.prev != *hash {
             // This record links to another predecessor: the one before it was changed and its
-            // hash recomputed, or it was replaced.
+            // hash recomputed, or it was replaced. Before a checkpoint, with the records of the
+            // batch unsigned, it may be an earlier one, with the hashes after it recomputed.
+            let batch = match self.uncovered {
+                Some((from, to)) if r.checkpoint.is_some() && from < to => format!(
+                    " (or an earlier record of its batch, seq {from}..{to}, with the hashes \
+                     after it recomputed)"
+                ),
+                _ => String::new(),
+            };
             let detail = format!(
-                "seq {} does not link to it: it was altered (its hash recomputed) or replaced",
+                "seq {} does not link to it: it was altered (its hash recomputed) or \
+                 replaced{batch}",
                 r.seq
             );
             return Err(self.problem(at, ProblemKind::Altered, Some(seq), detail));
@@ -329,29 +378,37 @@ impl Walk<'_> {
         }
     }
 
-    /// Checkpoints: the head they name, the decisions they count.
+    /// Checkpoints: the head they name, the records they cover (the decisions they count).
     fn count(&mut self, c: &mut ChainReport, i: usize, r: &Intact) -> Result<(), Problem> {
         let fail = |kind, detail: String| Err(self.problem(i, kind, Some(r.seq), detail));
         match &r.checkpoint {
-            Some((head_seq, head_hash, decisions, reason)) => {
-                if *head_seq != r.seq - 1 || *head_hash != r.prev {
+            Some(cp) => {
+                if cp.head_seq != r.seq - 1 || cp.head_hash != r.prev {
                     let detail = "the checkpoint's head is not the record before it".into();
                     return fail(ProblemKind::Altered, detail);
                 }
-                if let (Some(n), Some(seen)) = (decisions, self.since_checkpoint)
-                    && *n != seen
+                if let (Some(n), Some(seen)) = (cp.decisions, self.since_checkpoint)
+                    && n != seen
                 {
                     let detail = format!(
                         "the checkpoint counts {n} decisions since the previous one; found {seen}"
                     );
                     return fail(ProblemKind::Removed, detail);
                 }
+                if let Err(detail) = self.covers(c, r.seq, cp) {
+                    return fail(ProblemKind::Altered, detail);
+                }
                 self.since_checkpoint = Some(0);
+                self.uncovered = None;
                 c.checkpoints += 1;
-                c.last_checkpoint = Some((r.seq, reason.clone()));
+                c.last_checkpoint = Some((r.seq, cp.reason.clone()));
             }
             None => {
                 self.since_checkpoint = self.since_checkpoint.map(|n| n + 1);
+                if r.unsigned {
+                    let first = self.uncovered.map_or(r.seq, |(from, _)| from);
+                    self.uncovered = Some((first, r.seq));
+                }
                 c.decisions += 1;
             }
         }
@@ -359,6 +416,41 @@ impl Walk<'_> {
         c.first_seq.get_or_insert(r.seq);
         c.last_seq = Some(r.seq);
         Ok(())
+    }
+}
+
+impl Walk<'_> {
+    /// Whether checkpoint `seq` covers exactly the unsigned records since the previous one: a
+    /// checkpoint of format 2 names them (`covers`), and a record of format 2 is covered by the
+    /// first checkpoint after it. The first records read may follow records not given.
+    fn covers(&self, c: &ChainReport, seq: u64, cp: &Checkpoint) -> Result<(), String> {
+        let first_read = c.first_seq.unwrap_or(seq);
+        match (&cp.covers, self.uncovered) {
+            (Some(Err(())), _) => Err("the checkpoint's `covers` is malformed".into()),
+            (Some(Ok((_, to, _))), _) if *to != seq - 1 => Err(format!(
+                "the checkpoint covers records up to seq {to}, not up to the record before it"
+            )),
+            (Some(Ok((from, to, _))), Some((first, _))) => {
+                match *from == first || (first == first_read && *from < first) {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "the checkpoint covers seq {from}..{to}, but the unsigned records before it \
+                     are seq {first}..{to}"
+                    )),
+                }
+            }
+            (Some(Ok((from, to, _))), None) => match *from < first_read {
+                true => Ok(()),
+                false => Err(format!(
+                    "the checkpoint covers seq {from}..{to}, which are not unsigned records \
+                     since the previous checkpoint"
+                )),
+            },
+            (None, Some((first, last))) => Err(format!(
+                "seq {first}..{last} are unsigned and this checkpoint does not cover them"
+            )),
+            (None, None) => Ok(()),
+        }
     }
 }
 

@@ -1,8 +1,11 @@
-//! The hash chain. A record is sealed as number `seq` of its chain: `chain`, `seq`, `prev` (the
-//! previous record's `hash`; 64 zeros for the first) and `key_id` are added, `hash` is the
-//! SHA-256 (hex) of the record's canonical bytes without `hash` and `sig`, and `sig` is the
-//! Ed25519 signature (base64url) of those same bytes. The line written is the canonical form
-//! of the whole record, `hash` and `sig` included, and a newline.
+//! The hash chain. A record is sealed as number `seq` of its chain: `chain`, `seq` and `prev`
+//! (the previous record's `hash`; 64 zeros for the first) are added, and `hash` is the SHA-256
+//! (hex) of the record's canonical bytes without `hash` and `sig`. Records are not signed one
+//! by one ([`Sealer::seal`]): each batch ends with a checkpoint sealed with [`Sealer::seal_signed`],
+//! which also carries `key_id` and `sig`, the Ed25519 signature (base64url) of the same bytes —
+//! so one signature covers, through `prev`, every record before it. The line written is the
+//! canonical form of the whole record, `hash` (and `sig`) included, and a newline. Records of
+//! format 1 (before checkpoints per batch) carry `key_id` and `sig` each.
 
 use serde_json::{Map, Value};
 
@@ -49,18 +52,33 @@ impl Sealer {
         self.chain = chain;
     }
 
-    /// Seals `body` after `head`: the line to write and the new head.
-    pub fn seal(&self, mut body: Map<String, Value>, head: &Head) -> (Vec<u8>, Head) {
+    /// Seals `body` after `head`, unsigned (a record; its batch's checkpoint signs it): the
+    /// line to write and the new head.
+    pub fn seal(&self, body: Map<String, Value>, head: &Head) -> (Vec<u8>, Head) {
+        self.seal_with(body, head, false)
+    }
+
+    /// Seals `body` after `head` with `key_id` and `sig` (a checkpoint).
+    pub fn seal_signed(&self, body: Map<String, Value>, head: &Head) -> (Vec<u8>, Head) {
+        self.seal_with(body, head, true)
+    }
+
+    fn seal_with(&self, mut body: Map<String, Value>, head: &Head, sign: bool) -> (Vec<u8>, Head) {
         let seq = head.seq + 1;
         body.remove("hash");
         body.remove("sig");
+        body.remove("key_id");
         body.insert("chain".into(), self.chain.clone().into());
         body.insert("seq".into(), seq.into());
         body.insert("prev".into(), head.hash.clone().into());
-        body.insert("key_id".into(), self.key.id().into());
+        if sign {
+            body.insert("key_id".into(), self.key.id().into());
+        }
         let unsigned = canonical_object(&body);
         let hash = sha256_hex(&unsigned);
-        body.insert("sig".into(), self.key.sign(&unsigned).into());
+        if sign {
+            body.insert("sig".into(), self.key.sign(&unsigned).into());
+        }
         body.insert("hash".into(), hash.clone().into());
         let mut line = canonical_object(&body);
         line.push(b'\n');
@@ -113,6 +131,11 @@ impl Checked {
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or_default()
+    }
+
+    /// The record format (`v`): 1 signed every record, 2 signs each batch's checkpoint.
+    pub fn version(&self) -> u64 {
+        self.record.get("v").and_then(Value::as_u64).unwrap_or(0)
     }
 
     /// Whether `key` signed this record.

@@ -105,8 +105,9 @@ pub enum WhenFull {
     DeleteOldest,
 }
 
-/// When a checkpoint (a signed record of the chain head) is written, beside start and shutdown.
-#[derive(Debug, Clone, Deserialize)]
+/// No longer used (every batch ends with a signed checkpoint); still read so older files load,
+/// and a value other than the default is warned about at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     pub every_records: u64,

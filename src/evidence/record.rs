@@ -18,8 +18,9 @@ use crate::decision::Verdict;
 use crate::fault::Fault;
 use crate::grant::{Challenge, Grant, Requirement};
 
-/// Record format version.
-pub const FORMAT: u64 = 1;
+/// Record format version: 2, records unsigned and each batch closed by a signed checkpoint (1:
+/// every record signed).
+pub const FORMAT: u64 = 2;
 
 /// Which bound fields are redacted, and how.
 #[derive(Default)]

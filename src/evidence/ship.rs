@@ -1,6 +1,8 @@
 //! Shipping the spool to Redis Streams (`evidence.stream`): a background task tails the spool's
-//! durable records and adds each one, as stored (canonical JSON with its `hash` and `sig`), to
-//! the stream of its chain on the grant store's Redis.
+//! durable records and adds each one, as stored (canonical JSON with its `hash`; checkpoints,
+//! which sign their batch, with their `sig`), to the stream of its chain on the grant store's
+//! Redis. The shipper reads the current chain only up to its durable head, which is always a
+//! batch's checkpoint: every record it ships has its checkpoint on disk, shipped after it.
 //!
 //! - **One stream per chain**, `<key>:<chain id>`; the chain ids are in the set `<key>:chains`.
 //!   Replicas have their own spools and chains, so they never write the same stream.

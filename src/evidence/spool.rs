@@ -1,17 +1,18 @@
-//! The spool: a local, append-only directory of hash-chained, signed records (JSON lines),
-//! made durable before an approval is answered.
+//! The spool: a local, append-only directory of hash-chained records (JSON lines), each batch
+//! closed by a signed checkpoint, made durable before an approval is answered.
 //!
 //! - **Group commit.** [`SpoolEvidence::append`] hands the record to one writer thread and waits.
 //!   The writer takes every record queued while it was busy (up to `max_batch`), seals them in
-//!   order, and makes the batch durable with one `write` and one `fsync` (`File::sync_data`);
-//!   only then does each caller's future resolve. Under load the cost of an fsync is shared by
-//!   the whole batch.
+//!   order, adds one signed checkpoint covering them, and makes the batch durable with one
+//!   `write` and one `fsync` (`File::sync_data`); only then does each caller's future resolve.
+//!   Under load the cost of an fsync and of a signature is shared by the whole batch.
 //! - **Chains and segments** (`spool/files.rs`). The directory holds chains, one per writing
 //!   process at a time (an advisory lock); a restarted process takes over the most recent
 //!   unlocked chain, verifies its tail, cuts a torn last line and continues it. A chain is split
 //!   into segment files of at most `segment_bytes`, named by their first `seq`.
-//! - **Checkpoints** (`spool/writer.rs`): signed records of the chain head every
-//!   `checkpoint.every_records` decisions or `every_secs` seconds, at start and at shutdown.
+//! - **Checkpoints** (`spool/writer.rs`): signed records of the chain head closing every batch
+//!   (the only signatures), at start and at shutdown. Opening a chain cuts records a crash left
+//!   after its last checkpoint (a batch whose write was cut short, never acknowledged).
 //! - **Cap.** Past `max_bytes` the spool refuses records (`when_full: refuse`) or deletes the
 //!   oldest closed segments (`delete_oldest`, noted in a checkpoint). With shipping
 //!   (`evidence.stream`) only segments whose every record is in the stream ([`Shipped`]) are
@@ -37,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::config::{CheckpointConfig, SpoolConfig};
+use super::config::SpoolConfig;
 use super::{Evidence, EvidenceContext, EvidenceError, Lifecycle, Recorder, SigningKey};
 
 pub use super::config::WhenFull;
@@ -53,8 +54,6 @@ pub struct SpoolSettings {
     pub max_batch: usize,
     /// Most records waiting for the writer; past it records fail at once.
     pub queue: usize,
-    pub checkpoint_every: u64,
-    pub checkpoint_interval: Duration,
     /// An unavailable spool is reopened at most this often.
     pub retry: Duration,
     /// With shipping: how far each chain has shipped; `delete_oldest` deletes nothing after it.
@@ -93,14 +92,12 @@ impl SpoolSettings {
             when_full: WhenFull::Refuse,
             max_batch: 512,
             queue: 8192,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(60),
             retry: Duration::from_secs(1),
             shipped: None,
         }
     }
 
-    pub fn from_config(spool: &SpoolConfig, checkpoint: &CheckpointConfig) -> Self {
+    pub fn from_config(spool: &SpoolConfig) -> Self {
         Self {
             dir: spool.dir.clone(),
             segment_bytes: spool.segment_bytes,
@@ -108,8 +105,6 @@ impl SpoolSettings {
             when_full: spool.when_full,
             max_batch: spool.max_batch,
             queue: spool.queue,
-            checkpoint_every: checkpoint.every_records,
-            checkpoint_interval: Duration::from_secs(checkpoint.every_secs),
             retry: Duration::from_secs(1),
             shipped: None,
         }

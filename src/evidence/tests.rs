@@ -116,7 +116,7 @@ fn record_has_the_opa_decision_log_fields() {
         Redaction::default(),
     );
     let r = Value::Object(body(&recorder, "d-1"));
-    assert_eq!(r["v"], 1);
+    assert_eq!(r["v"], 2);
     assert_eq!(r["kind"], "decision");
     assert_eq!(r["decision_id"], "d-1");
     assert_eq!(r["timestamp"], "2023-11-14T22:13:20.123456789Z");
@@ -276,8 +276,14 @@ fn sealed_records_chain_and_verify() {
     assert_eq!(r1.prev, GENESIS);
     assert_eq!(r2.prev, r1.hash);
     assert_eq!(r1.chain, "c1");
-    assert!(r1.signed_by(&public) && r2.signed_by(&public));
-    assert!(!r1.signed_by(&super::tests::key().public_key()));
+    // Records are not signed one by one: the checkpoint after them is, and links to them.
+    assert!(r1.sig.is_none() && r1.key_id.is_none() && !r1.signed_by(&public));
+    let (line3, _) = sealer.seal_signed(body(&recorder, "cp"), &head2);
+    let r3 = chain::check(line3.strip_suffix(b"\n").unwrap()).unwrap();
+    assert_eq!(r3.prev, r2.hash);
+    assert_eq!(r3.key_id.as_deref(), Some(public.id()));
+    assert!(r3.signed_by(&public));
+    assert!(!r3.signed_by(&super::tests::key().public_key()));
     // The hash is over the canonical bytes without `hash` and `sig`.
     let mut unsigned = r1.record.clone();
     unsigned.remove("hash");
@@ -289,7 +295,7 @@ fn any_changed_byte_is_caught() {
     let key = key();
     let public = key.public_key();
     let sealer = Sealer::new("c1".into(), key);
-    let (line, _) = sealer.seal(body(&Recorder::default(), "d1"), &Head::genesis());
+    let (line, _) = sealer.seal_signed(body(&Recorder::default(), "d1"), &Head::genesis());
     let line = line.strip_suffix(b"\n").unwrap().to_vec();
     let text = String::from_utf8(line.clone()).unwrap();
     let changed = text.replace("\"outcome\":\"allow\"", "\"outcome\":\"allaw\"");

@@ -35,7 +35,7 @@ const CLIENTS: usize = 8;
 /// The quickstart config with absolute paths, its own ports, and the spool in `spool`.
 fn config(dir: &Path, spool: &Path, grpc: u16, http: u16) -> PathBuf {
     let evidence = format!(
-        "evidence:\n  spool:\n    dir: {}\n  signing_key_file: {}\n  checkpoint:\n    every_records: 100\n",
+        "evidence:\n  spool:\n    dir: {}\n  signing_key_file: {}\n",
         spool.display(),
         evidence_key().display()
     );
@@ -183,6 +183,8 @@ fn killed_mid_load_and_restarted_the_chain_holds_every_approval() {
         assert!(chain.last_seq.unwrap() > last_seq, "the chain grows");
         last_seq = chain.last_seq.unwrap();
         assert_eq!(chain.last_checkpoint.as_ref().unwrap().1, "startup");
+        // What the kill left after the last batch's checkpoint was cut at the restart.
+        assert_eq!(chain.unsigned_tail, None, "round {round}");
         let recorded = recorded(&spool);
         let seen = seen.lock().unwrap();
         let missing: Vec<&String> = seen.iter().filter(|id| !recorded.contains(*id)).collect();

@@ -2,7 +2,8 @@
 //! restart keeps what it had): every record of the chain appears in the chain's stream, in order,
 //! with the id `<seq>-0`, exactly once and byte for byte as in the spool; while Redis is killed
 //! decisions are still answered and recorded (the spool is the durability point) and the backlog
-//! ships once it is back; a new process on the same spool resumes without duplicates.
+//! ships once it is back; a new process on the same spool resumes without duplicates; what the
+//! stream holds — records and the checkpoints signing them — verifies like the spool.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -156,8 +157,8 @@ async fn records_ship_once_in_order_through_a_redis_outage_and_a_restart() {
     decide(&p, 25, 2000).await;
     assert_eq!(
         head(&p),
-        before + 25,
-        "every decision recorded while Redis is down"
+        before + 25 * 2,
+        "every decision recorded while Redis is down (one at a time: each with its checkpoint)"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -182,8 +183,30 @@ async fn records_ship_once_in_order_through_a_redis_outage_and_a_restart() {
     let key =
         PublicKey::load(&manifest_dir().join("deploy/local/evidence-signing-key.DEV-ONLY.pub"))
             .unwrap();
-    let report = audit::verify(&[spool], &[key]).unwrap();
+    let report = audit::verify(std::slice::from_ref(&spool), std::slice::from_ref(&key)).unwrap();
     assert!(report.ok(), "{:?}", report.first_problem());
+
+    // What a consumer of the stream reads verifies the same way: the records and the signed
+    // checkpoints covering them, in order, written out as one segment.
+    let (chain, _) = spool_lines(&spool);
+    let copy = dir.path().join("from-stream").join(&chain);
+    std::fs::create_dir_all(&copy).unwrap();
+    let shipped: String = stream(&redis, &chain)
+        .into_iter()
+        .map(|(_, _, record)| record + "\n")
+        .collect();
+    std::fs::write(copy.join("00000000000000000001.jsonl"), shipped).unwrap();
+    let from_stream = audit::verify(&[copy], &[key]).unwrap();
+    assert!(from_stream.ok(), "{from_stream}");
+    let c = &from_stream.chains[0];
+    assert_eq!(
+        (c.unsigned_tail, c.last_seq),
+        (None, report.chains[0].last_seq)
+    );
+    assert_eq!(
+        (c.decisions, c.checkpoints),
+        (report.chains[0].decisions, report.chains[0].checkpoints)
+    );
 
     // What the dashboard shows of it: shipped records, the errors of the outage, the lag.
     let text = stepguard::telemetry::metrics::render().unwrap();

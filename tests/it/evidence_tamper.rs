@@ -1,6 +1,7 @@
 //! A real spool, written through the `Evidence` implementation, then tampered with: a flipped
-//! byte, a deleted record, two records swapped, a truncated file, a record re-signed with another
-//! key. `audit verify` names each at the right record — the library, and the real binary.
+//! byte, a deleted record, a deleted checkpoint, two lines swapped, a truncated file, a record
+//! changed and its checkpoint forged with another key. `audit verify` names each at the right
+//! record — the library, and the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -27,8 +28,7 @@ type Case = (&'static str, Vec<Vec<u8>>, ProblemKind, usize, u64);
 async fn spool(dir: &Path) -> (PathBuf, PublicKey, Vec<Vec<u8>>) {
     let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
     let public = key.public_key();
-    let mut settings = SpoolSettings::new(dir.join("spool"));
-    settings.checkpoint_every = 3;
+    let settings = SpoolSettings::new(dir.join("spool"));
     let spool = SpoolEvidence::open(settings, key, Recorder::default(), false);
     let subject = Subject::from_claims(
         json!({"iss": "https://idp", "sub": "alice", "acr": "aal2", "auth_time": 1}),
@@ -91,25 +91,61 @@ fn decision_line(lines: &[Vec<u8>], n: usize) -> usize {
         .0
 }
 
-fn resign(line: &[u8], change: impl Fn(&mut serde_json::Map<String, Value>)) -> Vec<u8> {
-    // Re-sealed by hand with another key, exactly as the spool seals: canonical form (the
-    // record's own bytes are canonical, so a parse and re-serialize with sorted keys is it).
-    let other = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+/// `line` changed, linked after `prev` and re-sealed by hand exactly as the spool seals:
+/// canonical form (the record's own bytes are canonical, so a parse and re-serialize with sorted
+/// keys is it), signed by `signer` when given (a checkpoint). The line and its hash.
+fn reseal(
+    line: &[u8],
+    prev: &str,
+    change: impl Fn(&mut serde_json::Map<String, Value>),
+    signer: Option<&SigningKey>,
+) -> (Vec<u8>, String) {
     let Value::Object(mut record) = serde_json::from_slice::<Value>(line).unwrap() else {
         panic!()
     };
     change(&mut record);
+    record.insert("prev".into(), prev.into());
+    if let Some(head) = record.get_mut("checkpoint").and_then(|c| c.get_mut("head")) {
+        head["hash"] = prev.into();
+    }
     record.remove("hash");
     record.remove("sig");
-    record.insert("key_id".into(), other.id().into());
+    record.remove("key_id");
+    if let Some(key) = signer {
+        record.insert("key_id".into(), key.id().into());
+    }
     let unsigned = serde_json::to_vec(&record).unwrap(); // BTreeMap: sorted, ASCII keys
     let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &unsigned);
     let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    record.insert("sig".into(), other.sign(&unsigned).into());
-    record.insert("hash".into(), hex.into());
+    if let Some(key) = signer {
+        record.insert("sig".into(), key.sign(&unsigned).into());
+    }
+    record.insert("hash".into(), hex.clone().into());
     let mut out = serde_json::to_vec(&record).unwrap();
     out.push(b'\n');
-    out
+    (out, hex)
+}
+
+/// Record `k` changed (its hash recomputed) and the checkpoint after it re-sealed over it and
+/// signed with another key: what someone without the signing key can do at best.
+fn forged(lines: &[Vec<u8>], k: usize) -> Vec<Vec<u8>> {
+    let other = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let prev = serde_json::from_slice::<Value>(&lines[k - 1]).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut l = lines.to_vec();
+    let (record, hash) = reseal(
+        &l[k],
+        &prev,
+        |r| {
+            r.insert("decision_id".into(), "forged".into());
+        },
+        None,
+    );
+    l[k] = record;
+    l[k + 1] = reseal(&l[k + 1], &hash, |_| {}, Some(&other)).0;
+    l
 }
 
 #[tokio::test]
@@ -120,9 +156,16 @@ async fn verify_names_the_first_tampered_record() {
     let report = audit::verify(std::slice::from_ref(&segment), keys).unwrap();
     assert!(report.ok(), "{report}");
     assert_eq!(report.chains[0].decisions, RECORDS as u64);
-    assert!(report.chains[0].checkpoints >= 3, "{report}");
+    // One batch per record here (each waited for): genesis, one each, shutdown.
+    assert_eq!(report.chains[0].checkpoints, RECORDS as u64 + 2, "{report}");
+    assert_eq!(report.chains[0].unsigned_tail, None);
 
     let k = decision_line(&lines, 4);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&lines[k + 1]).unwrap()["checkpoint"]["covers"]["from"],
+        seq_at(&lines, k),
+        "the line after a record is the checkpoint covering it"
+    );
     let cases: Vec<Case> = vec![
         (
             "flip",
@@ -146,6 +189,17 @@ async fn verify_names_the_first_tampered_record() {
             ProblemKind::Removed,
             k + 1,
             seq_at(&lines, k),
+        ),
+        (
+            "delete-checkpoint",
+            {
+                let mut l = lines.clone();
+                l.remove(k + 1);
+                l
+            },
+            ProblemKind::Removed,
+            k + 2,
+            seq_at(&lines, k + 1),
         ),
         (
             "reorder",
@@ -172,17 +226,11 @@ async fn verify_names_the_first_tampered_record() {
             seq_at(&lines, lines.len() - 1),
         ),
         (
-            "resign",
-            {
-                let mut l = lines.clone();
-                l[k] = resign(&l[k], |r| {
-                    r.insert("decision_id".into(), "forged".into());
-                });
-                l
-            },
+            "forge",
+            forged(&lines, k),
             ProblemKind::Signature,
-            k + 1,
-            seq_at(&lines, k),
+            k + 2,
+            seq_at(&lines, k + 1),
         ),
     ];
     for (name, lines, kind, line, seq) in cases {
@@ -198,8 +246,8 @@ async fn verify_names_the_first_tampered_record() {
         );
     }
 
-    // The re-signed record, checked without keys: the chain breaks right after it.
-    let path = tmp.path().join("resign").join(segment.file_name().unwrap());
+    // The forged checkpoint, checked without keys: the chain breaks right after it.
+    let path = tmp.path().join("forge").join(segment.file_name().unwrap());
     let problem = audit::verify(&[path], &[])
         .unwrap()
         .first_problem()
@@ -207,8 +255,20 @@ async fn verify_names_the_first_tampered_record() {
         .unwrap();
     assert_eq!(
         (problem.kind, problem.line),
-        (ProblemKind::Altered, k + 1),
+        (ProblemKind::Altered, k + 2),
         "{problem}"
+    );
+
+    // The last batch's checkpoint and the shutdown one deleted: verify reports the records
+    // after the last checkpoint as an unsigned tail.
+    let cut = &lines[..lines.len() - 2];
+    let path = tampered(tmp.path(), "tail", &segment, cut);
+    let report = audit::verify(&[path], keys).unwrap();
+    let last = seq_at(&lines, lines.len() - 3);
+    assert_eq!(
+        report.chains[0].unsigned_tail,
+        Some((last, last)),
+        "{report}"
     );
 }
 

@@ -64,6 +64,8 @@ pub struct ChainReport {
     pub last_seq: Option<u64>,
     /// The last checkpoint's `seq` and reason.
     pub last_checkpoint: Option<(u64, String)>,
+    /// Unsigned records after the last checkpoint (`seq` first..last): covered by no signature.
+    pub unsigned_tail: Option<(u64, u64)>,
     /// Whether signatures were checked (public keys given).
     pub signatures_checked: bool,
     pub problem: Option<Problem>,
@@ -72,7 +74,8 @@ pub struct ChainReport {
 }
 
 impl ChainReport {
-    /// Records after the last checkpoint: not yet covered by one (normal after a crash).
+    /// Records after the last checkpoint. Format 1 records there are signed each; format 2
+    /// ones are the [`ChainReport::unsigned_tail`].
     pub fn after_checkpoint(&self) -> u64 {
         match (self.last_seq, &self.last_checkpoint) {
             (Some(last), Some((cp, _))) => last - cp,
@@ -129,6 +132,15 @@ impl std::fmt::Display for Report {
                     c.after_checkpoint()
                 )?,
                 None => writeln!(f, "  no checkpoint")?,
+            }
+            if let Some((from, to)) = c.unsigned_tail {
+                writeln!(
+                    f,
+                    "  UNSIGNED TAIL: seq {from}..{to} follow the last checkpoint and no signature \
+                     covers them: not evidence. A write a crash cut short leaves them (never \
+                     acknowledged; cut when the spool is next opened), and so does removing the \
+                     checkpoint after them"
+                )?;
             }
             for note in &c.notes {
                 writeln!(f, "  note: {note}")?;

@@ -134,7 +134,8 @@ fn start(dir: &Path) -> Result<Open, String> {
     })
 }
 
-/// Continues a locked chain: cuts a torn tail, verifies the last record, opens for append.
+/// Continues a locked chain: cuts a torn tail (and records after the last checkpoint), verifies
+/// the last record, opens for append.
 fn take_over(chain: &Path, lock: File, key: &PublicKey) -> Result<Open, String> {
     let id = chain
         .file_name()
@@ -151,7 +152,7 @@ fn take_over(chain: &Path, lock: File, key: &PublicKey) -> Result<Open, String> 
     }
     let segment = segments.last().cloned().unwrap_or_default();
     let bytes = fs::read(&segment).map_err(|e| err(&segment, e))?;
-    let good = intact_len(&bytes);
+    let good = covered_len(&bytes[..intact_len(&bytes)]);
     let torn = if good < bytes.len() {
         Some(cut(&segment, &bytes[good..], good as u64).map_err(|e| err(&segment, e))?)
     } else {
@@ -217,6 +218,22 @@ fn intact_len(bytes: &[u8]) -> usize {
     good
 }
 
+/// Length of `intact` without the records after its last checkpoint: a batch is written with
+/// its checkpoint in one `write` and acknowledged after the `fsync`, so records without one are
+/// what a crash left of a write cut short — never acknowledged — or were appended by someone
+/// without the key. They are cut (and kept beside the segment) rather than signed by the next
+/// checkpoint. A batch never spans segments, so they are all in the last one.
+fn covered_len(intact: &[u8]) -> usize {
+    let mut good = intact.len();
+    while let Some(line) = last_line(&intact[..good]) {
+        match chain::check(line) {
+            Ok(r) if r.sig.is_none() && r.version() >= 2 => good -= line.len() + 1,
+            _ => break,
+        }
+    }
+    good
+}
+
 /// The last complete line (without its newline).
 fn last_line(bytes: &[u8]) -> Option<&[u8]> {
     let body = bytes.strip_suffix(b"\n")?;
@@ -240,7 +257,8 @@ fn cut(segment: &Path, torn: &[u8], keep: u64) -> std::io::Result<(u64, PathBuf)
         segment = %segment.display(),
         bytes = torn.len(),
         kept = %kept.display(),
-        "evidence spool: torn tail cut (a crash during a write)"
+        "evidence spool: torn tail cut (a crash during a write: a partial line, or records \
+         without their batch's checkpoint, never acknowledged)"
     );
     Ok((torn.len() as u64, kept))
 }
@@ -250,6 +268,13 @@ fn tail_head(line: &[u8], chain: &str, key: &PublicKey) -> Result<Head, String> 
     let record = chain::check(line).map_err(|e| format!("last record: {e}"))?;
     if record.chain != chain {
         return Err(format!("last record belongs to chain {}", record.chain));
+    }
+    // Every batch ends with a signed checkpoint; `covered_len` cut what follows the last one.
+    if record.sig.is_none() {
+        return Err(format!(
+            "last record (seq {}) is not covered by a signed checkpoint",
+            record.seq
+        ));
     }
     // A record signed by a previous key cannot be checked here; `audit verify` checks it.
     if record.key_id.as_deref() == Some(key.id()) && !record.signed_by(key) {

@@ -149,76 +149,18 @@ async fn a_future_resolves_after_its_record_is_on_disk() {
         let on_disk = lines(tmp.path());
         let record = on_disk.iter().find(|r| r["decision_id"] == id.as_str());
         assert_eq!(record.map(|r| r["seq"].as_u64()), Some(Some(seq)), "{id}");
+        // …and so is the checkpoint that signs it.
+        let covered = on_disk.iter().any(|r| {
+            let covers = &r["checkpoint"]["covers"];
+            r.get("sig").is_some()
+                && covers["from"].as_u64() <= Some(seq)
+                && covers["to"].as_u64() >= Some(seq)
+        });
+        assert!(
+            covered,
+            "{id} (seq {seq}) acknowledged before its checkpoint"
+        );
     }
-}
-
-#[tokio::test]
-async fn a_torn_tail_is_cut_and_the_chain_continues() {
-    let tmp = TempDir::new("torn");
-    let pkcs8 = SigningKey::generate_pkcs8().unwrap();
-    let public = SigningKey::from_pkcs8(&pkcs8).unwrap().public_key();
-    let spool = open_with(settings(tmp.path()), &pkcs8);
-    for i in 0..5 {
-        append(&spool, &format!("d-{i}")).await.unwrap();
-    }
-    let chain = spool.stats().chain;
-    drop(spool);
-    // Wait for the shutdown checkpoint, then tear a record in half after it (a crash mid-write).
-    let segment = chain_dirs(tmp.path())[0].join(files::segment_name(1));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    // The whole checkpoint line, not a prefix of it still being written.
-    let written = |text: String| text.contains("\"shutdown\"") && text.ends_with('\n');
-    while !written(std::fs::read_to_string(&segment).unwrap()) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // …and for the writer to let go of the chain (its lock is released just after).
-    let lock = chain_dirs(tmp.path())[0].join("LOCK");
-    while std::fs::OpenOptions::new()
-        .write(true)
-        .open(&lock)
-        .unwrap()
-        .try_lock()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let intact = std::fs::read(&segment).unwrap();
-    let torn = &intact[..intact.len() / 3];
-    let half_line = &torn[torn.iter().rposition(|&b| b == b'\n').unwrap() + 1..];
-    let mut bytes = intact.clone();
-    bytes.extend_from_slice(half_line);
-    bytes.extend_from_slice(&[0u8; 100]); // and zeroes, as a grown file can hold
-    std::fs::write(&segment, &bytes).unwrap();
-    assert_eq!(
-        audit::verify(&[tmp.path().to_path_buf()], std::slice::from_ref(&public))
-            .unwrap()
-            .first_problem()
-            .map(|p| p.kind),
-        Some(ProblemKind::Truncated)
-    );
-
-    let spool = open_with(settings(tmp.path()), &pkcs8);
-    assert_eq!(spool.stats().chain, chain, "the same chain is continued");
-    let seq = append(&spool, "after").await.unwrap();
-    assert_eq!(std::fs::read(&segment).unwrap()[..intact.len()], intact[..]);
-    let records = lines(tmp.path());
-    let startup = records
-        .iter()
-        .find(|r| r["checkpoint"]["reason"] == "startup")
-        .unwrap();
-    assert_eq!(
-        startup["checkpoint"]["torn_bytes"],
-        (half_line.len() + 100) as u64
-    );
-    assert_eq!(records.last().unwrap()["seq"], seq);
-    let kept = std::fs::read_dir(segment.parent().unwrap())
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().contains(".torn-"));
-    assert!(kept, "the torn bytes are kept beside the segment");
-    verify_ok(tmp.path(), &public);
 }
 
 #[tokio::test]
@@ -287,6 +229,10 @@ async fn segments_rotate_and_the_chain_runs_across_them() {
             Some(first["seq"].as_u64().unwrap()),
             files::segment_seq(segment)
         );
+        // A batch never spans segments: each ends with its checkpoint.
+        let text = std::fs::read_to_string(segment).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["kind"], "checkpoint", "{}", segment.display());
     }
     let report = verify_ok(tmp.path(), &public);
     assert_eq!(report.chains[0].decisions, 30);
@@ -430,42 +376,4 @@ async fn an_unwritable_spool_fails_records_until_it_can_be_written() {
     verify_ok(&dir, &public);
 }
 
-#[tokio::test]
-async fn checkpoints_come_every_n_records_and_at_shutdown() {
-    let tmp = TempDir::new("checkpoints");
-    let mut s = settings(tmp.path());
-    s.checkpoint_every = 5;
-    let (spool, public) = open(s);
-    for i in 0..12 {
-        append(&spool, &format!("d-{i}")).await.unwrap();
-    }
-    spool.close().await;
-    assert!(append(&spool, "late").await.is_err(), "closed");
-    let reasons: Vec<String> = lines(tmp.path())
-        .iter()
-        .filter_map(|r| r["checkpoint"]["reason"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(reasons, ["genesis", "count", "count", "shutdown"]);
-    let report = verify_ok(tmp.path(), &public);
-    assert_eq!(report.chains[0].checkpoints, 4);
-    assert_eq!(report.chains[0].after_checkpoint(), 0);
-}
-
-#[tokio::test]
-async fn checkpoints_come_every_interval() {
-    let tmp = TempDir::new("interval");
-    let mut s = settings(tmp.path());
-    s.checkpoint_interval = Duration::from_millis(100);
-    let (spool, _) = open(s);
-    append(&spool, "d-1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let reasons: Vec<String> = lines(tmp.path())
-        .iter()
-        .filter_map(|r| r["checkpoint"]["reason"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(
-        reasons,
-        ["genesis", "interval"],
-        "one, then none while idle"
-    );
-}
+mod checkpoints;

@@ -1,5 +1,10 @@
 //! The writer thread: group commit, checkpoints, rotation, the size cap, and reopening a spool
 //! that failed. It owns the chain: records are sealed only here, in order.
+//!
+//! Each batch is its records, sealed unsigned, and one signed checkpoint covering them (`batch`,
+//! or `pruned` when segments were deleted to make room for it), written with one `write` and
+//! made durable with one `fsync`: a record is acknowledged only once its batch's checkpoint is
+//! on disk with it. A batch never spans segments (rotation happens before its write).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -30,9 +35,6 @@ pub struct Writer {
     down: Option<(String, Instant)>,
     /// Bytes of the whole spool directory, as last counted plus what was written since.
     total: u64,
-    /// Decision records since the last checkpoint.
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
 }
 
 impl Writer {
@@ -51,8 +53,6 @@ impl Writer {
             open: None,
             down: None,
             total: 0,
-            since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
         }
     }
 
@@ -67,10 +67,7 @@ impl Writer {
                     self.reopen(false);
                     continue;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.interval_checkpoint();
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut jobs = Vec::new();
@@ -103,7 +100,7 @@ impl Writer {
         self.shutdown();
     }
 
-    /// Until the next checkpoint, or, while the spool is broken, the next reopening.
+    /// While the spool is broken, until the next reopening; otherwise until the next record.
     fn until_next(&self) -> Duration {
         match (&self.open, &self.down) {
             (None, Some((_, at))) => self
@@ -111,21 +108,12 @@ impl Writer {
                 .retry
                 .saturating_sub(at.elapsed())
                 .max(Duration::from_millis(1)),
-            _ => self.until_checkpoint(),
+            _ => Duration::from_secs(3600),
         }
     }
 
-    fn until_checkpoint(&self) -> Duration {
-        let interval = self.settings.checkpoint_interval;
-        match self.since_checkpoint {
-            0 => interval,
-            _ => interval
-                .saturating_sub(self.last_checkpoint.elapsed())
-                .max(Duration::from_millis(1)),
-        }
-    }
-
-    /// Seals and writes a batch; each job learns its `seq` once the batch is durable.
+    /// Seals a batch and the checkpoint that covers it, and writes both; each job learns its
+    /// `seq` once they are durable.
     fn commit(&mut self, jobs: Vec<Job>) {
         let count = jobs.len() as u64;
         let pruned = match self.ready_for(count * RECORD_ESTIMATE) {
@@ -135,24 +123,18 @@ impl Writer {
         let Some(open) = &self.open else {
             return self.fail(jobs, "evidence spool unavailable".into());
         };
-        let mut batch = Batch::new(open.head.clone(), self.since_checkpoint);
-        if !pruned.is_empty() {
-            let body = self.checkpoint("pruned", &batch.head, None, json!({"deleted": pruned}));
-            batch.push(&self.sealer, body, false);
-        }
+        let mut batch = Batch::new(open.head.clone());
         let mut waiting = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let seq = batch.push(&self.sealer, job.body, true);
+            let seq = batch.push(&self.sealer, job.body, false);
             waiting.push((seq, job.done));
-            if batch.since >= self.settings.checkpoint_every {
-                let body = self.checkpoint("count", &batch.head, Some(batch.since), json!({}));
-                batch.push(&self.sealer, body, false);
-            }
         }
-        if batch.since > 0 && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval {
-            let body = self.checkpoint("interval", &batch.head, Some(batch.since), json!({}));
-            batch.push(&self.sealer, body, false);
-        }
+        let covers = Some((open.head.seq + 1, batch.head.seq));
+        let body = match pruned.is_empty() {
+            true => self.checkpoint("batch", &batch.head, covers, json!({})),
+            false => self.checkpoint("pruned", &batch.head, covers, json!({"deleted": pruned})),
+        };
+        batch.push(&self.sealer, body, true);
         match self.write(&batch) {
             Ok(()) => {
                 self.stats.records.fetch_add(count, Ordering::AcqRel);
@@ -251,10 +233,6 @@ impl Writer {
         open.len += len;
         open.head = batch.head.clone();
         self.total += len;
-        self.since_checkpoint = batch.since;
-        if batch.checkpoints > 0 {
-            self.last_checkpoint = Instant::now();
-        }
         let s = &self.stats;
         s.available.store(true, Ordering::Release);
         s.fsyncs.fetch_add(1, Ordering::AcqRel);
@@ -314,9 +292,9 @@ impl Writer {
                 .map(|n| n.to_string_lossy().into_owned())}),
             None => json!({}),
         };
-        let mut batch = Batch::new(open.head.clone(), 0);
+        let mut batch = Batch::new(open.head.clone());
         let body = self.checkpoint(reason, &open.head, None, extra);
-        batch.push(&self.sealer, body, false);
+        batch.push(&self.sealer, body, true);
         tracing::info!(
             chain = %open.chain,
             head = open.head.seq,
@@ -326,7 +304,6 @@ impl Writer {
         self.open = Some(open);
         self.down = None;
         self.total = files::spool_bytes(&self.settings.dir);
-        self.since_checkpoint = 0;
         let written = self.write(&batch).is_ok();
         if written {
             self.stats.broken.store(false, Ordering::Release);
@@ -334,36 +311,25 @@ impl Writer {
         written
     }
 
-    fn interval_checkpoint(&mut self) {
-        if self.since_checkpoint == 0
-            || self.last_checkpoint.elapsed() < self.settings.checkpoint_interval
-        {
-            return;
-        }
-        self.checkpoint_now("interval");
-    }
-
+    /// A clean stop: a checkpoint saying so (every record before it is already covered by its
+    /// batch's checkpoint).
     fn shutdown(&mut self) {
-        self.checkpoint_now("shutdown");
+        if let Some(open) = &self.open {
+            let mut batch = Batch::new(open.head.clone());
+            let body = self.checkpoint("shutdown", &open.head, None, json!({}));
+            batch.push(&self.sealer, body, true);
+            let _ = self.write(&batch);
+        }
         self.open = None;
     }
 
-    fn checkpoint_now(&mut self, reason: &str) {
-        let Some(open) = &self.open else { return };
-        let mut batch = Batch::new(open.head.clone(), self.since_checkpoint);
-        let since = Some(self.since_checkpoint);
-        let body = self.checkpoint(reason, &open.head, since, json!({}));
-        batch.push(&self.sealer, body, false);
-        let _ = self.write(&batch);
-    }
-
-    /// A checkpoint: the chain head it follows, and the decisions since the previous one
-    /// (`None` when not known: after a takeover or a deletion).
+    /// A checkpoint: the chain head it follows and the records it covers (`from..=to`, the
+    /// records since the previous checkpoint; `None` for a checkpoint that follows one).
     fn checkpoint(
         &self,
         reason: &str,
         head: &Head,
-        decisions: Option<u64>,
+        covers: Option<(u64, u64)>,
         extra: Value,
     ) -> Map<String, Value> {
         let (timestamp, unix) = time::stamp(SystemTime::now());
@@ -371,8 +337,12 @@ impl Writer {
             "reason": reason,
             "head": {"seq": head.seq, "hash": head.hash},
         });
-        if let (Some(c), Some(n)) = (checkpoint.as_object_mut(), decisions) {
-            c.insert("decisions".into(), n.into());
+        if let (Some(c), Some((from, to))) = (checkpoint.as_object_mut(), covers) {
+            let count = to + 1 - from;
+            c.insert(
+                "covers".into(),
+                json!({"from": from, "to": to, "count": count}),
+            );
         }
         if let (Some(c), Value::Object(extra)) = (checkpoint.as_object_mut(), extra) {
             c.extend(extra);
@@ -392,45 +362,40 @@ impl Writer {
 struct Batch {
     bytes: Vec<u8>,
     head: Head,
-    /// Decisions since the last checkpoint, as of the end of the batch.
-    since: u64,
     checkpoints: u64,
     checkpoint_heads: Vec<(u64, String, String)>,
 }
 
 impl Batch {
-    fn new(head: Head, since: u64) -> Self {
+    fn new(head: Head) -> Self {
         Self {
             bytes: Vec::with_capacity(4096),
             head,
-            since,
             checkpoints: 0,
             checkpoint_heads: Vec::new(),
         }
     }
 
-    /// Seals `body` after the batch's head; its `seq`.
-    fn push(&mut self, sealer: &Sealer, body: Map<String, Value>, decision: bool) -> u64 {
-        let reason = match decision {
-            true => None,
-            false => body
-                .get("checkpoint")
-                .and_then(|c| c.get("reason"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        };
-        let (line, head) = sealer.seal(body, &self.head);
+    /// Seals `body` after the batch's head (a record, or a signed `checkpoint`); its `seq`.
+    fn push(&mut self, sealer: &Sealer, body: Map<String, Value>, checkpoint: bool) -> u64 {
+        if !checkpoint {
+            let (line, head) = sealer.seal(body, &self.head);
+            self.bytes.extend_from_slice(&line);
+            self.head = head;
+            return self.head.seq;
+        }
+        let reason = body
+            .get("checkpoint")
+            .and_then(|c| c.get("reason"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let (line, head) = sealer.seal_signed(body, &self.head);
         self.bytes.extend_from_slice(&line);
         self.head = head;
-        match reason {
-            None => self.since += 1,
-            Some(reason) => {
-                self.since = 0;
-                self.checkpoints += 1;
-                self.checkpoint_heads
-                    .push((self.head.seq, self.head.hash.clone(), reason));
-            }
-        }
+        self.checkpoints += 1;
+        self.checkpoint_heads
+            .push((self.head.seq, self.head.hash.clone(), reason));
         self.head.seq
     }
 }
