@@ -111,7 +111,13 @@ data_layer := {
 	# those that apply.
 	tier_map := object.get(b, "tiers", {})
 	currency := object.get(act, "currency", null)
-	own := [list | is_string(currency); list := object.get(tier_map, currency, null); is_array(list)]
+	# (Well-formed tiers only: a malformed one is a misconfiguration.)
+	is_object(tier_map)
+	own := [[t | some t in list; is_object(t); is_number(t.min_value)] |
+		is_string(currency)
+		list := object.get(tier_map, currency, null)
+		is_array(list)
+	]
 	value := object.get(act, "value", null)
 	placed := [1 | count(own) > 0; is_number(value); value >= 0]
 	floors := [t.min_value | count(placed) > 0; some t in own[0]; t.min_value <= value]
@@ -120,7 +126,7 @@ data_layer := {
 			[t | count(floors) > 0; top := max(floors); some t in own[0]; t.min_value == top],
 			[t | count(own) > 0; count(placed) == 0; some t in own[0]],
 		),
-		[t | count(own) == 0; some list in tier_map; is_array(list); some t in list],
+		[t | count(own) == 0; some list in tier_map; is_array(list); some t in list; is_object(t); is_number(t.min_value)],
 	)
 	tier_ranks := [object.get(rank_of, object.get(t, "acr", b.acr), null) | some t in applied]
 	every r in tier_ranks {
