@@ -17,7 +17,34 @@ import rego.v1
 import data.stepguard.policy.delegation
 import data.stepguard.policy.settings
 
-decision := verdicts[0] if {
+decision := {"result": "deny", "reason": denies[0], "reasons": denies, "status": 403} if {
+	denies := array.concat(token_denies, delegation.denies)
+	count(denies) > 0
+}
+
+decision := {
+	"result": "allow",
+	"reason": "transaction_token_satisfies",
+	"reasons": array.concat(["transaction_token_satisfies"], delegated),
+	"used_grant": false,
+} if {
+	count(token_denies) == 0
+	count(delegation.denies) == 0
+	delegated := [code | count(input.stepguard.subject.act) > 0; code := "delegated"]
+}
+
+# Why this workload's transaction token does not approve this transaction, in
+# priority order ([] when it does).
+token_denies := array.concat(
+	array.concat(
+		[code | count(txn) == 0; code := "workload_requires_transaction_token"],
+		[code | count(txn) > 0; count(short_lived) == 0; code := "transaction_token_too_long_lived"],
+	),
+	array.concat(
+		[code | count(txn) > 0; count(expired) > 0; code := "transaction_token_expired"],
+		[code | count(txn) > 0; count(matches) == 0; code := "transaction_token_mismatch"],
+	),
+) if {
 	s := input.stepguard
 	tok := s.subject.claims
 	cfg := settings.all
@@ -56,30 +83,4 @@ decision := verdicts[0] if {
 		names := {name | some name, _ in bound_values} | {name | some name, _ in fields}
 		count([name | some name in names; object.get(fields, name, null) != object.get(bound_values, name, null)]) == 0
 	]
-	token_denies := array.concat(
-		array.concat(
-			[code | count(txn) == 0; code := "workload_requires_transaction_token"],
-			[code | count(txn) > 0; count(short_lived) == 0; code := "transaction_token_too_long_lived"],
-		),
-		array.concat(
-			[code | count(txn) > 0; count(expired) > 0; code := "transaction_token_expired"],
-			[code | count(txn) > 0; count(matches) == 0; code := "transaction_token_mismatch"],
-		),
-	)
-	denies := array.concat(token_denies, delegation.denies)
-	verdicts := array.concat(
-		[v |
-			count(denies) > 0
-			v := {"result": "deny", "reason": denies[0], "reasons": denies, "status": 403}
-		],
-		[v |
-			count(denies) == 0
-			v := {
-				"result": "allow",
-				"reason": "transaction_token_satisfies",
-				"reasons": array.concat(["transaction_token_satisfies"], [code | count(s.subject.act) > 0; code := "delegated"]),
-				"used_grant": false,
-			}
-		],
-	)
 }

@@ -43,7 +43,12 @@ fn modules(dir: &Path) -> Vec<(String, String)> {
         .unwrap()
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "rego"))
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -261,7 +266,9 @@ fn the_rewritten_policy_decides_as_the_one_it_replaced() {
         }
         let is = new.evaluate(input.clone()).expect("the new policy decides");
         assert_eq!(is, was, "the decisions differ for {input}");
-        *results.entry(format!("{}/{}", is["result"], is["reason"])).or_default() += 1;
+        *results
+            .entry(format!("{}/{}", is["result"], is["reason"]))
+            .or_default() += 1;
         equal += 1;
     }
     println!(
@@ -308,12 +315,16 @@ fn misconfiguration_is_reported_as_before_on_broken_data() {
         d["stepguard"]["requirements"]["actions"]["payments.transfer"]["tiers"]["GBP"][0]["acr"] =
             json!("aal9")
     });
-    edit(&|d| d["stepguard"]["requirements"]["actions"]["payments.transfer"]["max_age"] = json!(-1));
+    edit(&|d| {
+        d["stepguard"]["requirements"]["actions"]["payments.transfer"]["max_age"] = json!(-1)
+    });
     edit(&|d| d["stepguard"]["requirements"]["default"]["admin"] = json!(true));
     edit(&|d| d["stepguard"]["signals"]["velocity_max"] = json!("ten"));
     edit(&|d| d["stepguard"]["signals"]["raise_steps"] = json!(0));
     edit(&|d| d["stepguard"]["workloads"]["max_token_lifetime"] = json!("5m"));
-    edit(&|d| d["stepguard"]["delegation"]["allowed_actors"] = json!({"keys.export": [{"sub": "bob"}]}));
+    edit(&|d| {
+        d["stepguard"]["delegation"]["allowed_actors"] = json!({"keys.export": [{"sub": "bob"}]})
+    });
     edit(&|d| d["stepguard"]["break_glass"]["roles"] = json!("break-glass"));
     edit(&|d| d["stepguard"]["break_glass"]["grant_ttl"] = json!(0));
     edit(&|d| d["stepguard"]["requirements"]["max_clock_skew"] = json!(1.5));
