@@ -37,19 +37,23 @@ denies := array.concat(shared, delegated) if {
 		is_object(allowed)
 		allowed[act.name] = _
 	}
+	# The accountable (outermost) actor; an actor without its own iss is in the
+	# namespace of the token's issuer.
+	actor := array.concat([a | some a in chain; is_object(a)], [{}])[0]
+	actor_sub := object.get(actor, "sub", null)
+	actor_iss := object.get(actor, "iss", null)
+	issuer := array.concat([actor_iss | is_string(actor_iss)], [object.get(subj, "issuer", null)])[0]
+	entries := array.concat([e | is_object(allowed); e := object.get(allowed, act.name, null)], [null])[0]
 	accepted := [1 |
 		count(enforced) > 0
-		actor := chain[0]
-		is_string(actor.sub)
-		actor.sub != ""
-		issuer := array.concat([i | is_string(actor.iss); i := actor.iss], [object.get(subj, "issuer", null)])[0]
+		is_object(chain[0])
+		is_string(actor_sub)
+		actor_sub != ""
 		is_string(issuer)
-		is_object(allowed)
-		entries := object.get(allowed, act.name, null)
 		is_array(entries)
 		some entry in entries
 		is_object(entry)
-		entry.sub == actor.sub
+		entry.sub == actor_sub
 		entry.iss == issuer
 	]
 	delegated := [code |

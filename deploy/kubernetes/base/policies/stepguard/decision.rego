@@ -154,29 +154,33 @@ human_facts := {
 	# with a use left (a reusable grant only where the requirement is reusable).
 	g := object.get(s, "grant", null)
 	max_age := r.max_age
+	grant_fresh := {0 | is_object(g); max_age == 0} | {1 |
+		is_object(g)
+		grant_age := s.now - g.auth_time
+		grant_age <= max_age
+		grant_age >= 0 - r.skew
+	}
+	grant_usable := {0 | is_object(g); uses := object.get(g, "uses_left", null); is_number(uses); uses >= 1} | {1 |
+		is_object(g)
+		is_null(object.get(g, "uses_left", null))
+		r.single_use == false
+	}
 	fresh_grant := [1 |
 		is_object(g)
 		g.acr_rank >= r.rank
-		fresh := {0 | max_age == 0} | {1 |
-			age := s.now - g.auth_time
-			age <= max_age
-			age >= 0 - r.skew
-		}
-		count(fresh) > 0
-		uses := object.get(g, "uses_left", null)
-		usable := {0 | is_number(uses); uses >= 1} | {1 | is_null(uses); r.single_use == false}
-		count(usable) > 0
+		count(grant_fresh) > 0
+		count(grant_usable) > 0
 	]
 
 	# The session token itself is strong and recent enough (never for max_age
 	# 0; an auth_time more than max_clock_skew in the future is not fresh).
-	age := object.get(subj, "session_age", null)
+	session_age := object.get(subj, "session_age", null)
 	fresh_session := [1 |
 		max_age > 0
 		subj.acr_rank >= r.rank
-		is_number(age)
-		age <= max_age
-		age >= 0 - r.skew
+		is_number(session_age)
+		session_age <= max_age
+		session_age >= 0 - r.skew
 	]
 	step_up := array.concat(
 		array.concat(
