@@ -28,8 +28,12 @@ import data.stepguard.policy.signals
 # {rank, acr_values, max_age, single_use, ttl, skew, fired}; `fired` holds the
 # explanation codes the layers added (value_tier, unknown_currency,
 # admin_threshold, the risk signals, break_glass) and marks for the decision
-# ("justified": a break-glass justification long enough). Undefined when the
-# data has no usable requirement for this action on this ladder.
+# ("justified": a break-glass justification long enough). null when the data
+# has no usable requirement for this action on this ladder.
+# (null, not undefined, when unusable: regorus's VM caches a rule's value
+# between references only when it is defined.)
+default human := null
+
 human := {
 	"rank": rank,
 	"acr_values": array.slice(base.ladder, rank, count(base.ladder)),
@@ -39,22 +43,22 @@ human := {
 	"skew": cfg.max_clock_skew,
 	"fired": fired,
 } if {
+	# (Checked first: regorus's VM loops when a body fails after a
+	# comprehension that iterates.)
 	base := data_layer
+	is_object(base)
+	base.unknown_acrs == 0
+	admin := admin_layer
+	is_object(admin)
+	admin.unknown_acrs == 0
 	b := base.entry
 	cfg := settings.all
 	rank_of := base.rank_of
 	data_rank := base.rank
 	data_age := base.max_age
 
-	# Administrators: the action's admin entry, or the default's.
-	default_entry := [e | d := object.get(cfg.requirements, "default", null); is_object(d); e := object.get(d, "admin", null)]
-	entry := object.get(b, "admin", array.concat(default_entry, [null])[0])
-	admin := [entry | is_object(entry); some role in input.stepguard.subject.roles; role in cfg.admin_roles]
-	admin_ranks := [object.get(rank_of, object.get(e, "acr", b.acr), null) | some e in admin]
-	every r in admin_ranks {
-		is_number(r)
-	}
-	admin_ages := [object.get(e, "max_age", b.max_age) | some e in admin]
+	admin_ranks := admin.ranks
+	admin_ages := admin.ages
 	policy_rank := max(array.concat([data_rank], admin_ranks))
 
 	# Risk signals and break-glass.
@@ -79,16 +83,41 @@ human := {
 	fired := ((base.fired | {code | count(admin_raised) > 0; code := "admin_threshold"}) | fired_signals) | marks
 }
 
+# Layer 2: administrators get the action's admin entry, or the default's:
+# {ranks, ages, unknown_acrs} ([] each for everyone else; unknown_acrs counts
+# the acrs that are not on the ladder).
+default admin_layer := null
+
+admin_layer := {
+	"ranks": [r | some r in admin_ranks; is_number(r)],
+	"ages": admin_ages,
+	"unknown_acrs": count([r | some r in admin_ranks; not is_number(r)]),
+} if {
+	base := data_layer
+	is_object(base)
+	b := base.entry
+	cfg := settings.all
+	default_entry := [e | d := object.get(cfg.requirements, "default", null); is_object(d); e := object.get(d, "admin", null)]
+	entry := object.get(b, "admin", array.concat(default_entry, [null])[0])
+	admin := [entry | is_object(entry); some role in input.stepguard.subject.roles; role in cfg.admin_roles]
+	admin_ranks := [object.get(base.rank_of, object.get(e, "acr", b.acr), null) | some e in admin]
+	admin_ages := [object.get(e, "max_age", b.max_age) | some e in admin]
+}
+
 # Layer 1: the data entry for this action and its value tiers, on this ladder:
 # {entry, ladder, rank_of, rank, max_age, fired} (fired: value_tier, and
-# unknown_currency when the currency's own tiers were not known). Undefined
-# when the entry is unusable or names an acr that is not on the ladder.
+# unknown_currency when the currency's own tiers were not known; unknown_acrs
+# counts the applicable tiers whose acr is not on the ladder). null when the
+# entry is unusable.
+default data_layer := null
+
 data_layer := {
 	"entry": b,
 	"ladder": acrs,
 	"rank_of": rank_of,
 	"rank": data_rank,
 	"max_age": data_age,
+	"unknown_acrs": count([r | some r in tier_ranks; not is_number(r)]),
 	"fired": {code | count(tier_raised) > 0; code := "value_tier"} | {code |
 		count(tier_raised) > 0
 		count(own) == 0
@@ -113,26 +142,19 @@ data_layer := {
 	currency := object.get(act, "currency", null)
 	# (Well-formed tiers only: a malformed one is a misconfiguration.)
 	is_object(tier_map)
-	own := [[t | some t in list; is_object(t); is_number(t.min_value)] |
-		is_string(currency)
-		list := object.get(tier_map, currency, null)
-		is_array(list)
-	]
+	own := [list | is_string(currency); list := object.get(tier_map, currency, null); is_array(list)]
 	value := object.get(act, "value", null)
 	placed := [1 | count(own) > 0; is_number(value); value >= 0]
-	floors := [t.min_value | count(placed) > 0; some t in own[0]; t.min_value <= value]
+	floors := [t.min_value | count(placed) > 0; some t in own[0]; is_object(t); is_number(t.min_value); t.min_value <= value]
 	applied := array.concat(
 		array.concat(
-			[t | count(floors) > 0; top := max(floors); some t in own[0]; t.min_value == top],
-			[t | count(own) > 0; count(placed) == 0; some t in own[0]],
+			[t | count(floors) > 0; top := max(floors); some t in own[0]; is_object(t); t.min_value == top],
+			[t | count(own) > 0; count(placed) == 0; some t in own[0]; is_object(t); is_number(t.min_value)],
 		),
 		[t | count(own) == 0; some list in tier_map; is_array(list); some t in list; is_object(t); is_number(t.min_value)],
 	)
 	tier_ranks := [object.get(rank_of, object.get(t, "acr", b.acr), null) | some t in applied]
-	every r in tier_ranks {
-		is_number(r)
-	}
-	data_rank := max(array.concat([base_rank], tier_ranks))
+	data_rank := max(array.concat([base_rank], [r | some r in tier_ranks; is_number(r)]))
 	data_age := min(array.concat([base_age], [object.get(t, "max_age", base_age) | some t in applied]))
 	tier_raised := {1 | data_rank > base_rank} | {2 | data_age < base_age}
 }

@@ -460,6 +460,11 @@ fn the_rewritten_policy_decides_as_the_one_it_replaced() {
             invalid += 1;
             continue;
         }
+        // Any well-typed input, even with a ladder the policy refuses: the decision evaluates
+        // (no evaluation error, no VM loop stopped by the instruction limit).
+        let is = new
+            .evaluate(input.clone())
+            .unwrap_or_else(|e| panic!("the new policy fails ({e}) on {input}"));
         if !misconfiguration.is_empty() {
             assert_eq!(was["result"], "deny", "{input}");
             assert!(
@@ -472,9 +477,6 @@ fn the_rewritten_policy_decides_as_the_one_it_replaced() {
             misconfigured += 1;
             continue;
         }
-        let is = new
-            .evaluate(input.clone())
-            .unwrap_or_else(|e| panic!("the new policy fails ({e}) on {input}"));
         assert_eq!(is, was, "the decisions differ for {input}");
         *results
             .entry(format!("{}/{}", is["result"], is["reason"]))

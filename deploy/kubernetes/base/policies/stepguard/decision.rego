@@ -78,6 +78,7 @@ decision := {
 # or step up, in that order. `severity: "high"` on every break-glass decision.
 human_decision := object.union(human_verdict, severity) if {
 	f := human_facts
+	is_object(f)
 	severity := object.union({}, {k: v | count(f.break_glass) > 0; k := "severity"; v := "high"})
 }
 
@@ -120,8 +121,10 @@ human_verdict := {
 
 # What the verdict needs, worked out once: the deny reasons, whether the grant
 # or the session satisfies the requirement, the step-up reasons and the
-# explanations (each a list; empty when it does not apply). Undefined when the
+# explanations (each a list; empty when it does not apply). null when the
 # requirement is.
+default human_facts := null
+
 human_facts := {
 	"denies": denies,
 	"grant_ok": fresh_grant,
@@ -209,7 +212,7 @@ human_decision := {
 	"reasons": array.concat(["policy_misconfigured"], delegation.denies),
 	"status": 503,
 } if {
-	not requirement.human
+	requirement.human == null
 }
 
 # Reason codes that explain a decision, in the order they are listed after
