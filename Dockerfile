@@ -29,7 +29,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin stepguard \
     && install -D -m 0755 target/release/stepguard /out/usr/local/bin/stepguard
 COPY policies/data.json /out/usr/share/stepguard/policies/data.json
-COPY policies/stepguard/authz.rego policies/stepguard/lib.rego /out/usr/share/stepguard/policies/stepguard/
+COPY policies/stepguard/break_glass.rego policies/stepguard/decision.rego policies/stepguard/delegation.rego \
+     policies/stepguard/lib.rego policies/stepguard/requirement.rego policies/stepguard/settings.rego \
+     policies/stepguard/signals.rego policies/stepguard/validate.rego policies/stepguard/workload.rego \
+     /out/usr/share/stepguard/policies/stepguard/
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.title="stepguard" \

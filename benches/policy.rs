@@ -10,11 +10,15 @@
 //! - `rego_fixture`: the same decision through regorus (`RegoPolicy`) on the fixture's v1 Rego
 //!   (`oracle_v1/` where upstream was v0), where the entrypoint is a rule: the engines side by side.
 //! - `rego_shipped`: the shipped policy (`policies/`, `stepguard/authz/decision`) on a full
-//!   stepguard input: an allow on the session and a step-up to aal3 for a 25 000 EUR transfer
-//!   (`$STEPGUARD_BENCH_POLICIES` names another policy folder, for before/after comparisons).
+//!   stepguard input, for each worked example of docs/policy.md named by issue #13: an allow on
+//!   the session, a step-up to aal3 for a 25 000 EUR transfer, a privileged step-up (a key
+//!   export), a workload's transaction token, a break-glass step-up
+//!   (`$STEPGUARD_BENCH_POLICIES` names another policy folder, for before/after comparisons:
+//!   `tests/fixtures/policy-before` is the policy before issue #13).
 //! - `rego_shipped_parts`: the pieces of one shipped-policy evaluation alone (input conversion
 //!   to regorus's value type, regorus's serde path against stepguard's direct one; the VM run;
-//!   the result back to JSON) and regorus's interpreter on the same decision.
+//!   the result back to JSON) and regorus's interpreter on the same decision; `vm_only/*` is the
+//!   VM run alone, on an input already converted.
 //!
 //! A filter naming only `rego_shipped…` groups skips loading the Wasm fixtures.
 
@@ -204,6 +208,40 @@ fn shipped_input(value: i64) -> Value {
     })
 }
 
+/// docs/policy.md's other worked examples on the same input: a privileged key export by the
+/// aal2 session (step-up to a fresh aal3), a workload with a transaction token for this transfer
+/// (example 8) and a break-glass escalation with a justification (example 11).
+fn privileged_input() -> Value {
+    let mut input = shipped_input(500);
+    input["stepguard"]["action"] = json!({"name": "keys.export", "risk": "critical",
+        "reversible": false, "privileged": true, "value": null, "currency": null});
+    input
+}
+
+fn workload_input() -> Value {
+    let now = 1_700_000_000;
+    let mut input = shipped_input(100);
+    let id = "spiffe://bank.example/ns/batch/sa/payouts";
+    input["stepguard"]["subject"] = json!({"kind": "workload", "id": id, "issuer": null,
+        "acr": null, "acr_rank": -1, "amr": [], "auth_time": null, "session_age": null,
+        "roles": [], "scopes": [], "client_id": null, "sid": null, "act": [],
+        "workload": {"spiffe_id": id},
+        "claims": {"sub": id, "txn": "txn-7c1d", "iat": now - 10, "exp": now + 50,
+                   "tctx": {"action": "payments.transfer",
+                            "fields": {"path.account": "A1", "body.amount": "100"}}}});
+    input
+}
+
+fn break_glass_input() -> Value {
+    let mut input = shipped_input(500);
+    input["stepguard"]["action"] = json!({"name": "iam.escalate", "risk": "critical",
+        "reversible": true, "privileged": true, "value": null, "currency": null});
+    input["stepguard"]["subject"]["roles"] = json!(["sre", "break-glass"]);
+    input["stepguard"]["context"]["break_glass_justification"] =
+        json!("INC-4711: restore access for the payments on-call");
+    input
+}
+
 fn bench_shipped(c: &mut Criterion) {
     // `STEPGUARD_BENCH_POLICIES` benchmarks another copy (e.g. an older revision) instead.
     let dir = std::env::var("STEPGUARD_BENCH_POLICIES").unwrap_or_else(|_| "policies".into());
@@ -220,6 +258,19 @@ fn bench_shipped(c: &mut Criterion) {
     g.sample_size(30).throughput(Throughput::Elements(1));
     bench_evaluate(&mut g, "allow_session_satisfies", &policy, &allow);
     bench_evaluate(&mut g, "step_up_value_tier", &policy, &step_up);
+    let examples = [
+        ("step_up_privileged", privileged_input(), "step_up"),
+        ("allow_workload_token", workload_input(), "allow"),
+        ("step_up_break_glass", break_glass_input(), "step_up"),
+    ];
+    for (label, input, result) in &examples {
+        assert_eq!(
+            policy.evaluate(input.clone()).unwrap()["result"],
+            *result,
+            "{label}"
+        );
+        bench_evaluate(&mut g, label, &policy, input);
+    }
     g.finish();
 
     // Where a decision's time goes: each piece of `RegoPolicy::evaluate` alone, and the
@@ -243,6 +294,10 @@ fn bench_shipped(c: &mut Criterion) {
     let converted = to_rego(step_up.clone());
     g.bench_function("vm_only/step_up_value_tier", |b| {
         b.iter(|| policy.evaluate_value(black_box(converted.clone())))
+    });
+    let converted_allow = to_rego(allow.clone());
+    g.bench_function("vm_only/allow_session_satisfies", |b| {
+        b.iter(|| policy.evaluate_value(black_box(converted_allow.clone())))
     });
     let decision = policy.evaluate_value(converted.clone()).unwrap();
     g.bench_function("output_to_json/serde", |b| {

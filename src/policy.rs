@@ -53,6 +53,13 @@ pub trait PolicyEngine: Send + Sync + 'static {
     fn engine(&self) -> &'static str {
         "custom"
     }
+    /// What the policy's own validation reports for `input` (`misconfiguration`: the
+    /// requirements data, ladder and settings it would run with), checked when it loads. `None`
+    /// when the policy has no such rule, or the engine evaluates nothing but its entrypoint (a
+    /// Wasm module).
+    fn misconfiguration(&self, _input: Value) -> Result<Option<Vec<String>>, PolicyError> {
+        Ok(None)
+    }
 }
 
 /// Where a policy comes from: what [`load`] reads.

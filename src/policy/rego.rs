@@ -259,6 +259,10 @@ impl PolicyEngine for RegoPolicy {
     fn engine(&self) -> &'static str {
         "rego"
     }
+
+    fn misconfiguration(&self, input: Value) -> Result<Option<Vec<String>>, PolicyError> {
+        self.validation(input, "misconfiguration")
+    }
 }
 
 /// `stepguard/authz/decision` → `data.stepguard.authz.decision`.
@@ -452,6 +456,8 @@ fn test_rules(text: &str) -> Vec<&str> {
     }
     rules
 }
+
+mod validation;
 
 #[cfg(test)]
 mod tests;

@@ -248,8 +248,15 @@ fn kubernetes_configs_pass_stepguard_config_check() {
 #[test]
 fn base_policies_are_the_shipped_policies() {
     let base = manifest_dir().join("deploy/kubernetes/base/policies");
-    for file in ["data.json", "stepguard/authz.rego", "stepguard/lib.rego"] {
-        let shipped = std::fs::read(manifest_dir().join("policies").join(file)).unwrap();
+    let shipped_dir = manifest_dir().join("policies");
+    let files: Vec<String> = stepguard::policy::rego::source_files(&shipped_dir)
+        .unwrap()
+        .iter()
+        .map(|p| p.strip_prefix(&shipped_dir).unwrap().display().to_string())
+        .collect();
+    assert!(files.len() > 3, "{files:?}");
+    for file in &files {
+        let shipped = std::fs::read(shipped_dir.join(file)).unwrap();
         let copy = std::fs::read(base.join(file)).unwrap();
         assert!(
             shipped == copy,

@@ -30,6 +30,7 @@ mod jwks_faults;
 mod jws_vectors;
 mod kubernetes_deploy;
 mod oidc_stepup;
+mod policy_equivalence;
 mod policy_reload;
 mod policy_wasm;
 mod redis_cluster;

@@ -233,3 +233,104 @@ fn fingerprints_cover_exactly_what_load_reads() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(fingerprint(&source).is_err());
 }
+
+/// The shipped policy (its non-test `.rego` files) with `data.json` edited by `edit`, in a
+/// directory of its own.
+fn shipped_with(name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dir = policy_dir(name, "");
+    std::fs::remove_file(dir.join("policy.rego")).unwrap();
+    for file in crate::policy::rego::source_files(&from).unwrap() {
+        let to = dir.join(file.strip_prefix(&from).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+    let path = dir.join("data.json");
+    let mut data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut data);
+    std::fs::write(&path, data.to_string()).unwrap();
+    dir
+}
+
+fn bad_gbp_tier(data: &mut serde_json::Value) {
+    data["stepguard"]["requirements"]["actions"]["payments.transfer"]["tiers"]["GBP"][0]["acr"] =
+        json!("aal9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_data_refuses_to_start_naming_the_action_and_the_problem() {
+    // A tier of another currency than any request's: the decision never reads it, validation does.
+    let dir = shipped_with("misconfigured", bad_gbp_tier);
+    let err = reloader(&dir).await.err().unwrap().to_string();
+    assert!(
+        err.contains("payments.transfer") && err.contains("tier acr is not on the acr ladder"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The same data, well-formed, starts.
+    let dir = shipped_with("well-formed", |_| {});
+    assert!(reloader(&dir).await.is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_without_an_acr_the_data_requires_refuses_to_start() {
+    // keys.export (a configured action) requires aal3: checked for every action, not the first.
+    let config =
+        config(|t| t.replace("acr_ladder: [aal1, aal2, aal3]", "acr_ladder: [aal1, aal2]"));
+    let trial = Trial::for_actions(
+        &config.actions,
+        &config.challenge.acr_ladder,
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .unwrap();
+    let err = Reloader::new(&config.policy, trial)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("keys.export") && err.contains("requirement acr is not on the acr ladder"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_reload_is_rejected_and_the_old_policy_keeps_serving() {
+    let dir = shipped_with("misconfigured-reload", |_| {});
+    let mut r = reloader(&dir).await.unwrap();
+    let handle = r.handle().clone();
+    let before = revision(&handle);
+    let mut data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("data.json")).unwrap()).unwrap();
+    data["stepguard"]["signals"]["raise_steps"] = json!(0);
+    std::fs::write(dir.join("data.json"), data.to_string()).unwrap();
+    let Reload::Rejected(e) = r.poll().await else {
+        panic!("a misconfigured reload was not rejected")
+    };
+    assert!(e.to_string().contains("signals.raise_steps"), "{e}");
+    assert_eq!(revision(&handle), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_policy_without_validation_rules_has_nothing_to_check() {
+    let dir = policy_dir("no-validation", &deny("custom"));
+    let engine = crate::policy::rego::RegoPolicy::load(
+        &dir,
+        "stepguard/authz/decision",
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(engine.misconfiguration(json!({})).unwrap(), None);
+    let quickstart = config(|t| t);
+    let trial = Trial::for_actions(
+        &quickstart.actions,
+        &quickstart.challenge.acr_ladder,
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .unwrap();
+    assert!(trial.check(&engine).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,4 +1,8 @@
-//! The trial a new policy passes before it serves (see [`Trial`]).
+//! The trial a new policy passes before it serves (see [`Trial`]): its decision on a
+//! representative request fits the output contract, and its own validation
+//! (`misconfiguration`: the requirements data, the ladder and the settings) finds nothing wrong
+//! for any configured action. A policy's decision does not re-validate its data per request, so
+//! a bad data document, ladder or setting is refused here, at start and at every reload.
 
 use std::sync::Arc;
 
@@ -17,9 +21,13 @@ pub const TRIAL_TRIES: u32 = 3;
 
 /// The trial a new policy must pass before it serves: its entrypoint evaluated on a
 /// representative sensitive request (the first configured action, a human subject at the
-/// lowest `acr`, no grant) must produce a decision that fits the output contract.
+/// lowest `acr`, no grant) must produce a decision that fits the output contract, and its
+/// `misconfiguration` rule, evaluated on the same request for every configured action, must be
+/// empty (or absent: a policy without one has nothing to check).
 pub struct Trial {
     action: Arc<Action>,
+    /// Every configured action (the first one's trial action when none is configured).
+    actions: Vec<Arc<Action>>,
     ladder: Vec<String>,
     clock: Arc<dyn Clock>,
 }
@@ -28,29 +36,44 @@ impl Trial {
     /// The trial for the first of `actions` (a synthetic high-risk one when none is
     /// configured), on the `acr` ladder `ladder`.
     pub fn for_actions(
-        actions: &[ActionConfig],
+        configured_actions: &[ActionConfig],
         ladder: &[String],
         clock: Arc<dyn Clock>,
     ) -> Result<Self, PolicyError> {
-        let first = actions.first().cloned().unwrap_or_else(|| ActionConfig {
-            name: "stepguard.trial".into(),
-            matcher: None,
-            risk: Risk::High,
-            reversible: true,
-            privileged: false,
-            bind: Vec::new(),
-            body: Default::default(),
-            value: None,
-            currency: None,
-            authorization_details_type: None,
-            mode: Default::default(),
-        });
+        let first = configured_actions
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ActionConfig {
+                name: "stepguard.trial".into(),
+                matcher: None,
+                risk: Risk::High,
+                reversible: true,
+                privileged: false,
+                bind: Vec::new(),
+                body: Default::default(),
+                value: None,
+                currency: None,
+                authorization_details_type: None,
+                mode: Default::default(),
+            });
         let action = RouteTable::new(std::slice::from_ref(&first))
             .action(&first.name)
             .cloned()
             .ok_or_else(|| PolicyError::Load(format!("no trial action `{}`", first.name)))?;
+        let table = RouteTable::new(configured_actions);
+        let mut actions = Vec::new();
+        for configured in configured_actions {
+            let found = table.action(&configured.name).cloned().ok_or_else(|| {
+                PolicyError::Load(format!("no trial action `{}`", configured.name))
+            })?;
+            actions.push(found);
+        }
+        if actions.is_empty() {
+            actions.push(action.clone());
+        }
         Ok(Self {
             action,
+            actions,
             ladder: ladder.to_vec(),
             clock,
         })
@@ -60,18 +83,43 @@ impl Trial {
     /// evaluation error (a time limit reached, say) is tried again, up to [`TRIAL_TRIES`] times
     /// in all: a policy's first, cold evaluation on a starved CPU (a busy node at start) must not
     /// stop stepguard from starting, while a policy that fails every time is still refused.
+    /// Then the policy's validation is evaluated with every configured action's trial input;
+    /// problems refuse the policy, naming the action and each problem.
     pub fn check(&self, engine: &dyn PolicyEngine) -> Result<Outcome, PolicyError> {
         let mut tries = 1;
         let value = loop {
-            match engine.evaluate(self.input()?) {
+            match engine.evaluate(self.input(&self.action)?) {
                 Err(PolicyError::Eval(_)) if tries < TRIAL_TRIES => tries += 1,
                 result => break result?,
             }
         };
-        Outcome::from_value(&value, &self.ladder)
+        let outcome = Outcome::from_value(&value, &self.ladder)?;
+        self.validate(engine)?;
+        Ok(outcome)
     }
 
-    fn input(&self) -> Result<serde_json::Value, PolicyError> {
+    /// `misconfiguration` for every configured action: an error naming the problems, if any.
+    pub fn validate(&self, engine: &dyn PolicyEngine) -> Result<(), PolicyError> {
+        let mut problems = Vec::new();
+        for action in &self.actions {
+            let Some(found) = engine.misconfiguration(self.input(action)?)? else {
+                return Ok(());
+            };
+            if !found.is_empty() {
+                problems.push(format!("`{}`: {}", action.name, found.join("; ")));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError::Contract(format!(
+                "the policy reports its data, ladder or settings misconfigured for {}",
+                problems.join(", ")
+            )))
+        }
+    }
+
+    fn input(&self, action: &Arc<Action>) -> Result<serde_json::Value, PolicyError> {
         let now = self.clock.now();
         let raw = RawRequest {
             id: "stepguard-trial".into(),
@@ -98,18 +146,13 @@ impl Trial {
             digest: "trial:AAAA".into(),
             key_id: "trial".into(),
             previous_digests: Vec::new(),
-            bound: self
-                .action
-                .bind
-                .iter()
-                .map(|b| (b.field.name(), None))
-                .collect(),
+            bound: action.bind.iter().map(|b| (b.field.name(), None)).collect(),
             value: None,
             currency: None,
         };
         Ok(build_input(&InputParts {
             req: &req,
-            action: &self.action,
+            action,
             subject: &subject,
             txn: &txn,
             grant: None,
