@@ -210,7 +210,8 @@ fn edited(edit: impl FnOnce(&mut Value)) -> Result<PolicyInput<'static>, InputEr
 
 #[test]
 fn a_document_breaking_the_contract_is_refused_naming_the_field() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "stepguard.action: missing field `privileged`",
             Box::new(|d| {

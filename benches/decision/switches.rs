@@ -1,0 +1,90 @@
+//! Context switches per decision on the served (multi-threaded) runtime: with
+//! `STEPGUARD_BENCH_SWITCHES=N`, `N` sensitive decisions (a stepped-up transfer, allowed on the
+//! session) run one after another inside one task on a 2-worker runtime, as `stepguard serve`
+//! runs each check in a task; the process's voluntary and involuntary context switches (every
+//! thread's, from `/proc/self/task/*/status`) are counted around them. Evidence is off, so what
+//! is left is the decision itself (and, where the policy is handed off, the hand-off).
+
+use std::path::Path;
+use std::time::Instant;
+
+use stepguard::app::App;
+use stepguard::config::Config;
+
+/// Every thread's `(voluntary, nonvoluntary)` context switches so far.
+fn switches() -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for status in tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+    {
+        for line in status.lines() {
+            let count = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = count("voluntary_ctxt_switches:") {
+                total.0 += n;
+            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                total.1 += n;
+            }
+        }
+    }
+    total
+}
+
+/// Runs and prints the count when `STEPGUARD_BENCH_SWITCHES` names a number of decisions.
+pub fn count_switches(config_path: &str, token: &str, body: &str) {
+    let Some(n) = std::env::var("STEPGUARD_BENCH_SWITCHES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut config = Config::load(Path::new(config_path)).expect("quickstart config loads");
+    config.evidence = None;
+    config.grant_api = None;
+    let app = rt.block_on(App::build(&config)).expect("app builds");
+    let pipeline = app.pipeline().clone();
+    let request = || {
+        stepguard::testkit::check::raw_request(
+            "POST",
+            "/v1/accounts/A1/transfers",
+            Some(token),
+            body,
+        )
+    };
+    let task = {
+        let pipeline = pipeline.clone();
+        let reqs: Vec<_> = (0..n + 100).map(|_| request()).collect();
+        rt.spawn(async move {
+            let mut reqs = reqs.into_iter();
+            // Warm-up: the VM pool, the token cache.
+            for raw in reqs.by_ref().take(100) {
+                assert_eq!(pipeline.decide(raw).await.reason, "session_satisfies");
+            }
+            let (before, started) = (switches(), Instant::now());
+            for raw in reqs {
+                std::hint::black_box(pipeline.decide(raw).await);
+            }
+            (before, switches(), started.elapsed())
+        })
+    };
+    let (before, after, elapsed) = rt.block_on(task).expect("decisions run");
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64;
+    eprintln!(
+        "context switches per decision over {n} decisions (2-worker runtime, evidence off): \
+         voluntary {:.3}, involuntary {:.3}; {:.1} µs a decision",
+        per(before.0, after.0),
+        per(before.1, after.1),
+        elapsed.as_secs_f64() * 1e6 / n as f64
+    );
+}
