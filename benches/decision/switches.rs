@@ -3,13 +3,31 @@
 //! session) run one after another inside one task on a 2-worker runtime, as `stepguard serve`
 //! runs each check in a task; the process's voluntary and involuntary context switches (every
 //! thread's, from `/proc/self/task/*/status`) are counted around them. Evidence is off, so what
-//! is left is the decision itself (and, where the policy is handed off, the hand-off).
+//! is left is the decision itself (and, where the policy is handed off, the hand-off). Twice:
+//! the Rego policy in place, as decisions run it now, and handed off as before (the same engine
+//! wrapped so that it does not declare itself `inline`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use serde_json::Value;
 use stepguard::app::App;
 use stepguard::config::Config;
+use stepguard::policy::{PolicyEngine, PolicyError};
+
+/// The live engine, declared not [`PolicyEngine::inline`]: the pipeline hands each evaluation
+/// off the reactor as it did for every engine before issue #13 (`block_in_place` here).
+struct HandedOff(Arc<dyn PolicyEngine>);
+
+impl PolicyEngine for HandedOff {
+    fn evaluate(&self, input: Value) -> Result<Value, PolicyError> {
+        self.0.evaluate(input)
+    }
+    fn revision(&self) -> &str {
+        self.0.revision()
+    }
+}
 
 /// Every thread's `(voluntary, nonvoluntary)` context switches so far.
 fn switches() -> (u64, u64) {
@@ -52,8 +70,30 @@ pub fn count_switches(config_path: &str, token: &str, body: &str) {
     let mut config = Config::load(Path::new(config_path)).expect("quickstart config loads");
     config.evidence = None;
     config.grant_api = None;
-    let app = rt.block_on(App::build(&config)).expect("app builds");
-    let pipeline = app.pipeline().clone();
+    for handed_off in [false, true] {
+        let app = rt.block_on(App::build(&config)).expect("app builds");
+        let pipeline = app.pipeline().clone();
+        if handed_off {
+            let live = pipeline.policy.current().expect("a policy is active");
+            pipeline.policy.activate(Arc::new(HandedOff(live)));
+        }
+        let label = if handed_off {
+            "handed off (block_in_place, JSON input: as before)"
+        } else {
+            "in place (typed input)"
+        };
+        run(&rt, pipeline, n, token, body, label);
+    }
+}
+
+fn run(
+    rt: &tokio::runtime::Runtime,
+    pipeline: Arc<stepguard::pipeline::Pipeline>,
+    n: u64,
+    token: &str,
+    body: &str,
+    label: &str,
+) {
     let request = || {
         stepguard::testkit::check::raw_request(
             "POST",
@@ -81,8 +121,8 @@ pub fn count_switches(config_path: &str, token: &str, body: &str) {
     let (before, after, elapsed) = rt.block_on(task).expect("decisions run");
     let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64;
     eprintln!(
-        "context switches per decision over {n} decisions (2-worker runtime, evidence off): \
-         voluntary {:.3}, involuntary {:.3}; {:.1} µs a decision",
+        "{label}: context switches per decision over {n} decisions (2-worker runtime, \
+         evidence off): voluntary {:.3}, involuntary {:.3}; {:.1} µs a decision",
         per(before.0, after.0),
         per(before.1, after.1),
         elapsed.as_secs_f64() * 1e6 / n as f64
