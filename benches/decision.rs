@@ -5,12 +5,14 @@
 //! - `policy_eval`: the shipped Rego policy (`policies/`, `stepguard/authz/decision`) on the
 //!   input `build_input` makes for a stepped-up transfer (allow) and an aal1 one (step_up).
 //! - `decide`: the whole sensitive decision through `Pipeline::decide` (ES256 token verified
-//!   against the dev JWKS, transaction binding, memory grant lookup, policy on the blocking pool,
+//!   against the dev JWKS, transaction binding, memory grant lookup, policy evaluated in place,
 //!   evidence), the pipeline built by `App::build` from `deploy/local/stepguard.yaml`. Wall time.
 //! - `decide_cpu`: the same decision measured in CPU time of the whole process (every thread's
 //!   `sum_exec_runtime` from `/proc/self/task/*/schedstat`), so the blocking-pool hand-off is
 //!   counted as the CPU it burns, not the time spent waiting for a wake-up.
 //! - `stage`: each stage of that decision on its own, to see where the time goes.
+//! - with `STEPGUARD_BENCH_SWITCHES=N`, only: context switches per decision on a 2-worker
+//!   runtime (`decision/switches.rs`).
 //!
 //! A JSON `tracing` subscriber writing to a sink is installed, as `stepguard serve` installs one
 //! writing to stderr: the per-decision evidence record is formatted exactly as in production.
@@ -37,7 +39,7 @@ use stepguard::config::Config;
 use stepguard::decision::Verdict;
 use stepguard::pipeline::Pipeline;
 use stepguard::policy::rego::RegoPolicy;
-use stepguard::policy::{InputParts, Outcome, PolicyEngine, build_input};
+use stepguard::policy::{InputParts, Outcome, PolicyEngine, PolicyInput, build_input};
 use stepguard::request::{AuthzRequest, RawRequest};
 use stepguard::route::Classification;
 use stepguard::testkit::check::raw_request as raw;
@@ -289,8 +291,10 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         signals: None,
     };
     let input = build_input(&parts);
+    let typed = PolicyInput::build(&parts);
     let live = p.policy.current().expect("a policy is active");
-    let output = live.evaluate(input.clone()).expect("evaluates");
+    let output = live.evaluate_input(&typed).expect("evaluates");
+    assert_eq!(output, live.evaluate(input.clone()).expect("evaluates"));
     let decision = rt.block_on(p.decide(raw_req.clone()));
     let origin = stepguard::evidence::Origin::of(&raw_req);
 
@@ -359,15 +363,28 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
             })
         })
     });
+    // The typed document, borrowing from the decision's values (what `decide` builds).
     g.bench_function("6_build_input", |b| {
+        b.iter(|| PolicyInput::build(black_box(&parts)))
+    });
+    // ... and made into regorus's value type: what the Rego engine evaluates.
+    g.bench_function("6b_build_input_to_regorus", |b| {
+        b.iter(|| PolicyInput::build(black_box(&parts)).to_rego())
+    });
+    // Before the document was typed: a `serde_json::Value` built with `json!`, then converted.
+    g.bench_function("6_legacy_build_input_json", |b| {
+        b.iter(|| legacy::legacy_input(black_box(&parts)))
+    });
+    g.bench_function("6b_legacy_build_input_json_to_regorus", |b| {
+        b.iter(|| stepguard::policy::rego::to_rego(legacy::legacy_input(black_box(&parts))))
+    });
+    // ... or as a `serde_json::Value` (tools, the trial, engines without their own path).
+    g.bench_function("6c_build_input_json", |b| {
         b.iter(|| build_input(black_box(&parts)))
     });
+    // What `decide` calls: conversion to regorus, VM run, result back to JSON.
     g.bench_function("7_policy_eval_inline", |b| {
-        b.iter_batched(
-            || input.clone(),
-            |i| live.evaluate(black_box(i)),
-            BatchSize::SmallInput,
-        )
+        b.iter(|| live.evaluate_input(black_box(&typed)))
     });
     g.bench_function("7b_policy_eval_spawn_blocking", |b| {
         b.iter_custom(|iters| {
@@ -430,8 +447,12 @@ fn bench_decide_cpu(c: &mut Criterion<ProcessCpu>, f: &Fixture) {
 
 #[path = "decision/cpu.rs"]
 mod cpu;
+#[path = "decision/legacy.rs"]
+mod legacy;
 #[path = "decision/route.rs"]
 mod route;
+#[path = "decision/switches.rs"]
+mod switches;
 use cpu::{ProcessCpu, process_cpu_ns};
 use route::bench_route;
 
@@ -439,6 +460,10 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let config = Config::load(Path::new(CONFIG)).expect("quickstart config loads");
     let f = fixture();
+    if std::env::var_os("STEPGUARD_BENCH_SWITCHES").is_some() {
+        switches::count_switches(CONFIG, &f.stepped_up, BODY);
+        return;
+    }
     bench_route(&mut c, &config);
     bench_policy(&mut c, &f);
     bench_decide(&mut c, &f);

@@ -16,9 +16,10 @@
 //!   (`$STEPGUARD_BENCH_POLICIES` names another policy folder, for before/after comparisons:
 //!   `tests/fixtures/policy-before` is the policy before issue #13).
 //! - `rego_shipped_parts`: the pieces of one shipped-policy evaluation alone (input conversion
-//!   to regorus's value type, regorus's serde path against stepguard's direct one; the VM run;
-//!   the result back to JSON) and regorus's interpreter on the same decision; `vm_only/*` is the
-//!   VM run alone, on an input already converted.
+//!   to regorus's value type: from JSON by regorus's serde path and by stepguard's direct one,
+//!   and from the typed document, as decisions do; the VM run; the result back to JSON) and
+//!   regorus's interpreter on the same decision; `vm_only/*` is the VM run alone, on an input
+//!   already converted.
 //!
 //! A filter naming only `rego_shipped…` groups skips loading the Wasm fixtures.
 
@@ -34,9 +35,9 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use serde_json::{Value, json};
-use stepguard::policy::PolicyEngine;
 use stepguard::policy::rego::{RegoPolicy, to_json, to_rego};
 use stepguard::policy::wasm::{Limits, WasmPolicy};
+use stepguard::policy::{PolicyEngine, PolicyInput};
 
 const TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -194,7 +195,7 @@ fn shipped_input(value: i64) -> Value {
             "now": now,
             "acr_ladder": ["aal1", "aal2", "aal3"],
             "action": {"name": "payments.transfer", "risk": "high", "reversible": true,
-                       "privileged": false, "value": value, "currency": "EUR"},
+                       "privileged": false, "value": value, "currency": "EUR", "mode": "enforce"},
             "subject": {"kind": "human", "id": "alice", "issuer": "https://idp.example",
                         "acr": "aal2", "acr_rank": 1, "amr": ["pwd", "otp"],
                         "auth_time": now - 100, "session_age": 100, "roles": [], "scopes": [],
@@ -203,7 +204,9 @@ fn shipped_input(value: i64) -> Value {
             "transaction": {"digest": "k1:abc", "key_id": "k1",
                             "bound": {"path.account": "A1", "body.amount": value.to_string()}},
             "grant": null,
-            "context": {"source_ip": "10.0.0.7", "peer_principal": null, "device_trust": null}
+            "context": {"source_ip": "10.0.0.7", "peer_principal": null, "network": "10.0.0.0/24",
+                        "new_network": false, "velocity": {"window_secs": 600, "count": 1},
+                        "device_trust": null, "break_glass_justification": null}
         }
     })
 }
@@ -291,7 +294,17 @@ fn bench_shipped(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The typed document (read from the same JSON outside the timing) made into regorus's
+    // value type directly: what a decision's evaluation starts with.
+    let typed = PolicyInput::from_json(&step_up).expect("the bench input follows the contract");
+    g.bench_function("input_to_regorus/typed", |b| {
+        b.iter(|| black_box(&typed).to_rego())
+    });
     let converted = to_rego(step_up.clone());
+    assert_eq!(
+        policy.evaluate_input(&typed).unwrap(),
+        policy.evaluate(step_up.clone()).unwrap()
+    );
     g.bench_function("vm_only/step_up_value_tier", |b| {
         b.iter(|| policy.evaluate_value(black_box(converted.clone())))
     });

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `config check`, `policy test`, `audit verify|export|public-key`.
+//! The command line: `serve`, `check`, `config check`, `policy test|schema`, `audit verify|export|public-key`.
 //! It parses and prints; the work is in the library.
 
 use std::io::Write as _;
@@ -108,6 +108,8 @@ enum PolicyCommand {
         #[arg(default_value = "policies")]
         dir: PathBuf,
     },
+    /// Print the JSON Schema of the policy input document (`policies/schema/input.json`).
+    Schema,
 }
 
 /// Runs the parsed command line.
@@ -131,6 +133,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { dir },
         } => policy_test(&dir),
+        Command::Policy {
+            command: PolicyCommand::Schema,
+        } => {
+            print!("{}", crate::policy::input::schema::schema_text());
+            Ok(())
+        }
         Command::Audit { command } => audit(command),
     };
     match result {

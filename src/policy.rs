@@ -11,7 +11,7 @@
 pub mod bundle;
 pub mod config;
 pub mod explain;
-mod input;
+pub mod input;
 pub mod rego;
 pub mod reload;
 pub mod wasm;
@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::grant::{GrantTerms, Requirement};
 
-pub use input::{InputParts, build_input};
+pub use input::{InputError, InputParts, PolicyInput, build_input};
 pub use reload::{PolicyHandle, Reloader, Trial};
 
 /// A policy fault.
@@ -42,11 +42,26 @@ pub enum PolicyError {
     Contract(String),
 }
 
-/// Evaluates a compiled policy. Implementations are synchronous and CPU-bound: the pipeline
-/// runs them off the async reactor, under a time limit.
+/// Evaluates a compiled policy. Implementations are synchronous and CPU-bound; the pipeline runs
+/// an engine that bounds its own evaluations ([`PolicyEngine::inline`]) on the calling task, and
+/// hands any other off the async reactor, under a time limit.
 pub trait PolicyEngine: Send + Sync + 'static {
-    /// Evaluates the configured entrypoint on `input`.
+    /// Evaluates the configured entrypoint on any JSON input (tools, tests, the trial).
     fn evaluate(&self, input: Value) -> Result<Value, PolicyError>;
+    /// Evaluates the configured entrypoint on the typed input document: what decisions call.
+    /// The default serializes the document to JSON for [`PolicyEngine::evaluate`]; the Rego
+    /// engine makes its own value type from it directly, the Wasm engine serializes it into
+    /// the module's memory.
+    fn evaluate_input(&self, input: &PolicyInput<'_>) -> Result<Value, PolicyError> {
+        self.evaluate(input.to_json())
+    }
+    /// Whether an evaluation may run on the calling async task: it is short, and the engine
+    /// itself stops a runaway one (instruction and time limits) within the policy timeout.
+    /// `false` (the default, for engines stepguard does not know): the pipeline hands each
+    /// evaluation off the reactor and abandons it at the timeout.
+    fn inline(&self) -> bool {
+        false
+    }
     /// The revision of the loaded policy (bundle revision or content hash).
     fn revision(&self) -> &str;
     /// Which engine evaluates it (`rego`, `wasm`), for logs and `stepguard_policy_info`.

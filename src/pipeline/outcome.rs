@@ -1,9 +1,11 @@
-//! The policy's outcome for a sensitive request: the input built, the policy evaluated off the
-//! async reactor within its timeout, the output contract read — and the dry run (`mode:
-//! shadow`) that allows what the outcome would not.
+//! The policy's outcome for a sensitive request: the typed input document built, the policy
+//! evaluated within its timeout — on the decision's own task when the engine bounds itself (the
+//! Rego VM's instruction and time limits), handed off the reactor otherwise — the output
+//! contract read, and the dry run (`mode: shadow`) that allows what the outcome would not.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::runtime::RuntimeFlavor;
 
@@ -12,7 +14,7 @@ use crate::context::Signals;
 use crate::decision::{Decision, Verdict};
 use crate::fault::Fault;
 use crate::grant::Grant;
-use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, build_input};
+use crate::policy::{InputParts, Outcome, PolicyEngine, PolicyError, PolicyInput};
 use crate::route::Action;
 use crate::route::config::ActionMode;
 use crate::telemetry::traces::Stage;
@@ -28,7 +30,7 @@ impl Pipeline {
         signals: &Signals,
         now: i64,
     ) -> Step<(Outcome, Option<String>)> {
-        let input = build_input(&InputParts {
+        let input = PolicyInput::build(&InputParts {
             req: &s.req,
             action: &s.action,
             subject: &s.subject,
@@ -38,25 +40,20 @@ impl Pipeline {
             ladder: self.challenger.ladder(),
             signals: Some(signals),
         });
-        self.policy_outcome(id, &s.policy, input).await
+        self.policy_outcome(id, &s.policy, &input).await
     }
 
     async fn policy_outcome(
         &self,
         id: &str,
         policy: &Arc<dyn PolicyEngine>,
-        input: serde_json::Value,
+        input: &PolicyInput<'_>,
     ) -> Step<(Outcome, Option<String>)> {
         let fault = |fault: Fault| {
             metrics::policy_error(fault.reason());
             Decision::refuse(id.into(), fault)
         };
-        let value = match stage(
-            Stage::Policy,
-            self.evaluate_off_reactor(policy.clone(), input),
-        )
-        .await
-        {
+        let value = match stage(Stage::Policy, self.evaluate_policy(policy, input)).await {
             Ok(Ok(value)) => value,
             Ok(Err(e)) => {
                 tracing::error!(decision_id = id, error = %e, "policy evaluation failed");
@@ -71,17 +68,38 @@ impl Pipeline {
         Ok((outcome, crate::policy::severity(&value)))
     }
 
-    /// Runs the (synchronous, CPU-bound) policy without stalling the async reactor: on the
-    /// multi-threaded runtime with `block_in_place` (this worker's other tasks move to another
-    /// thread; no hand-off of the evaluation itself), elsewhere on the blocking pool. Either way
-    /// the engine's own limits stop a runaway policy, and a late answer counts as a timeout.
-    async fn evaluate_off_reactor(
+    /// Runs the (synchronous, CPU-bound) policy. An engine that stops a runaway evaluation by
+    /// itself within the policy timeout ([`PolicyEngine::inline`]: the Rego VM, ~10 µs a
+    /// decision) runs right here, on the decision's task: no thread hand-off, no context switch.
+    /// Any other is handed off the reactor ([`Pipeline::hand_off`]). Either way an answer later
+    /// than the timeout counts as a timeout, and a panic is a fault.
+    async fn evaluate_policy(
+        &self,
+        policy: &Arc<dyn PolicyEngine>,
+        input: &PolicyInput<'_>,
+    ) -> Result<Result<serde_json::Value, PolicyError>, Fault> {
+        let started = Instant::now();
+        let result = if policy.inline() {
+            std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate_input(input)))
+                .map_err(|_| Fault::PolicyPanicked)?
+        } else {
+            self.hand_off(policy.clone(), input.to_json()).await?
+        };
+        if started.elapsed() > self.policy_timeout {
+            return Err(Fault::PolicyTimeout);
+        }
+        Ok(result)
+    }
+
+    /// An engine that does not bound itself, off the async reactor: on the multi-threaded
+    /// runtime with `block_in_place` (this worker's other tasks move to another thread),
+    /// elsewhere on the blocking pool, abandoned at the timeout.
+    async fn hand_off(
         &self,
         policy: Arc<dyn PolicyEngine>,
         input: serde_json::Value,
     ) -> Result<Result<serde_json::Value, PolicyError>, Fault> {
-        let started = std::time::Instant::now();
-        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+        match tokio::runtime::Handle::current().runtime_flavor() {
             RuntimeFlavor::MultiThread => tokio::task::block_in_place(move || {
                 std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate(input)))
             })
@@ -93,11 +111,7 @@ impl Pipeline {
                     Err(_) => Err(Fault::PolicyTimeout),
                 }
             }
-        }?;
-        if started.elapsed() > self.policy_timeout {
-            return Err(Fault::PolicyTimeout);
         }
-        Ok(result)
     }
 }
 

@@ -41,6 +41,18 @@ impl PolicyEngine for Recorder {
         result
     }
 
+    fn evaluate_input(&self, input: &super::PolicyInput<'_>) -> Result<Value, PolicyError> {
+        let result = self.inner.evaluate_input(input);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((input.to_json(), result.clone().map_err(|e| e.to_string())));
+        }
+        result
+    }
+
+    fn inline(&self) -> bool {
+        self.inner.inline()
+    }
+
     fn revision(&self) -> &str {
         self.inner.revision()
     }

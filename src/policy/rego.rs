@@ -1,7 +1,9 @@
 //! The Rego engine: `.rego` sources (and `data.json`) evaluated in-process by `regorus`. The
 //! policy is compiled once for the configured entrypoint into a regorus VM program; decisions
 //! run on a pool of VMs (one per concurrent evaluation), each bounded by an instruction limit and
-//! a wall-clock limit. The input is converted to regorus's value type directly ([`to_rego`]).
+//! a wall-clock limit, so an evaluation runs on the calling task ([`PolicyEngine::inline`]). A
+//! decision's typed input document becomes regorus's value type directly
+//! ([`PolicyInput::to_rego`]); JSON inputs (tools, tests) through [`to_rego`].
 //! regorus's interpreter (about 7× slower on the shipped policy) runs the Rego unit tests behind
 //! `stepguard policy test` and lists the rules defined for an input ([`RegoPolicy::explain`], for
 //! `stepguard check`).
@@ -19,7 +21,7 @@ use regorus::rvm::program::Program;
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
-use super::{PolicyEngine, PolicyError};
+use super::{PolicyEngine, PolicyError, PolicyInput};
 
 /// Most VM instructions one decision may execute.
 const MAX_INSTRUCTIONS: usize = 2_000_000;
@@ -250,6 +252,19 @@ pub fn to_json(value: &regorus::Value) -> Value {
 impl PolicyEngine for RegoPolicy {
     fn evaluate(&self, input: Value) -> Result<Value, PolicyError> {
         self.evaluate_value(to_rego(input)).map(|v| to_json(&v))
+    }
+
+    fn evaluate_input(&self, input: &PolicyInput<'_>) -> Result<Value, PolicyError> {
+        let input = input
+            .to_rego()
+            .map_err(|e| PolicyError::Eval(format!("input: {e}")))?;
+        self.evaluate_value(input).map(|v| to_json(&v))
+    }
+
+    /// Every evaluation is bounded by [`MAX_INSTRUCTIONS`] and by the policy timeout (regorus's
+    /// execution timer, checked every 64 instructions).
+    fn inline(&self) -> bool {
+        true
     }
 
     fn revision(&self) -> &str {

@@ -7,7 +7,7 @@
 //!
 //! `opa-wasm` is async (host builtins are async functions); wasmtime runs the guest on a fiber, so
 //! its futures complete in one poll here and [`block_on`] drives them on the calling thread. The
-//! pipeline already runs `evaluate` off the async reactor.
+//! pipeline runs its evaluations off the async reactor.
 
 use std::future::Future;
 use std::path::Path;
@@ -197,8 +197,9 @@ impl WasmPolicy {
 const HOST_BUILTINS: &str = "sprintf, base64url.encode_no_pad, hex.*, json.patch, semver.*, \
                              units.*, urlquery.* and opa-wasm's always-on ones";
 
-impl PolicyEngine for WasmPolicy {
-    fn evaluate(&self, input: Value) -> Result<Value, PolicyError> {
+impl WasmPolicy {
+    /// One evaluation on a pooled instance; `input` is serialized into the module's memory.
+    fn run<T: serde::Serialize>(&self, input: &T) -> Result<Value, PolicyError> {
         let mut instance = match self.idle() {
             Some(instance) => instance,
             None => self.instance()?,
@@ -206,8 +207,7 @@ impl PolicyEngine for WasmPolicy {
         arm(&mut instance.store, self.limits.fuel, self.limits.timeout)?;
         let started = Instant::now();
         let Instance { store, policy } = &mut instance;
-        let result =
-            block_on(policy.evaluate::<_, Value, _>(&mut *store, &self.entrypoint, &input));
+        let result = block_on(policy.evaluate::<_, Value, _>(&mut *store, &self.entrypoint, input));
         match result {
             Ok(results) => {
                 self.release(instance);
@@ -216,6 +216,20 @@ impl PolicyEngine for WasmPolicy {
             // The instance that failed (out of fuel, interrupted, aborted) is dropped.
             Err(e) => Err(self.failure(&instance.store, started, &e)),
         }
+    }
+}
+
+/// Not [`PolicyEngine::inline`]: an evaluation is bounded by fuel and the epoch deadline, but
+/// a cold pool first creates an instance (instantiation, the data document loaded into the
+/// guest), bounded only by [`SETUP_LIMIT`]; the pipeline hands evaluations off the reactor.
+impl PolicyEngine for WasmPolicy {
+    fn evaluate(&self, input: Value) -> Result<Value, PolicyError> {
+        self.run(&input)
+    }
+
+    /// The typed document serialized straight into the module's memory (no JSON value first).
+    fn evaluate_input(&self, input: &super::PolicyInput<'_>) -> Result<Value, PolicyError> {
+        self.run(input)
     }
 
     fn revision(&self) -> &str {

@@ -80,6 +80,14 @@ fn policy_test_reports_each_rego_test() {
     assert!(stdout.contains("PASS: "));
 }
 
+#[test]
+fn policy_schema_prints_the_committed_input_schema() {
+    let out = stepguard().args(["policy", "schema"]).output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string("policies/schema/input.json").unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
+
 /// Runs `stepguard check` on the quickstart config for a CheckRequest carrying `token`.
 fn check(path: &str, token: &str, extra: &[&str]) -> std::process::Output {
     let request = serde_json::json!({"attributes": {"request": {"http": {

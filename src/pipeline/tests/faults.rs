@@ -1,4 +1,5 @@
-//! Policies that fail (slow, broken, panicking) fail closed within the budget; grants bound under a previous key.
+//! Policies that fail (slow, broken, panicking, looping) fail closed within the budget; where an
+//! evaluation runs (inline or handed off); grants bound under a previous key.
 
 use super::*;
 
@@ -80,6 +81,115 @@ async fn policy_faults_fail_closed_within_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_faults_fail_closed_on_the_served_runtime() {
     assert_policy_faults(150).await;
+}
+
+/// A Rego policy whose decision never ends in reasonable time (81 million iterations).
+fn looping_policy(timeout: Duration) -> Arc<dyn PolicyEngine> {
+    let dir = std::env::temp_dir().join(format!(
+        "stepguard-looping-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("p.rego"),
+        "package p\n\ndecision := {\"result\": \"allow\", \"reason\": sprintf(\"%d\", [n])} if {\n\
+         \tn := count([1 | some i in numbers.range(1, 9000); some j in numbers.range(1, 9000)])\n}\n",
+    )
+    .unwrap();
+    let policy = crate::policy::rego::RegoPolicy::load(&dir, "p/decision", timeout).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    Arc::new(policy)
+}
+
+/// The Rego engine runs on the decision's own task (no hand-off): a runaway custom policy is
+/// stopped by the VM's own limits and the request denied, inside the budget, on either runtime.
+async fn assert_looping_policy_denied_within_budget() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    // A short policy timeout: the rest of a debug-build decision on a busy machine takes its
+    // share of the budget too.
+    let short = |t: String| t.replace("timeout_ms: 100", "timeout_ms: 20");
+    let app = App::build_with_clock(&config(short), clock).await.unwrap();
+    let mut p = Arc::try_unwrap(app.into_pipeline()).ok().unwrap();
+    assert_eq!(p.policy_timeout, Duration::from_millis(20));
+    let policy = looping_policy(p.policy_timeout);
+    assert!(policy.inline(), "the Rego engine bounds itself");
+    p.policy = Arc::new(crate::policy::PolicyHandle::new(policy));
+    let started = std::time::Instant::now();
+    let d = p
+        .decide(transfer(Some(&token("alice", "aal2", NOW, 10)), 100, "bob"))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(d.verdict, Verdict::Fault, "{d:?}");
+    // Cut off by the execution timer (policy_timeout) or the instruction limit (policy_error).
+    assert!(
+        matches!(d.reason.as_str(), "policy_timeout" | "policy_error"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        elapsed < p.budget,
+        "answered inside the budget: {elapsed:?} ({})",
+        d.reason
+    );
+}
+
+#[tokio::test]
+async fn a_looping_rego_policy_is_cut_off_inline_and_denied_within_budget() {
+    assert_looping_policy_denied_within_budget().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_rego_policy_is_cut_off_inline_on_the_served_runtime() {
+    assert_looping_policy_denied_within_budget().await;
+}
+
+/// Records the thread each evaluation ran on; `inline` as told.
+struct Where {
+    inline: bool,
+    threads: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+}
+impl PolicyEngine for Where {
+    fn evaluate(&self, _: serde_json::Value) -> Result<serde_json::Value, PolicyError> {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+        Ok(json!({"result": "deny", "reason": "recorded", "status": 403}))
+    }
+    fn inline(&self) -> bool {
+        self.inline
+    }
+    fn revision(&self) -> &str {
+        "where"
+    }
+}
+
+/// On a current-thread runtime the deciding task runs on the test's thread: an engine that
+/// bounds itself is evaluated right there; any other on a blocking-pool thread.
+#[tokio::test]
+async fn a_self_bounded_engine_runs_on_the_deciding_thread_and_any_other_is_handed_off() {
+    for inline in [true, false] {
+        let clock = Arc::new(ManualClock::new(NOW));
+        let app = App::build_with_clock(&config(|t| t), clock).await.unwrap();
+        let mut p = Arc::try_unwrap(app.into_pipeline()).ok().unwrap();
+        let engine = Arc::new(Where {
+            inline,
+            threads: Default::default(),
+        });
+        p.policy = Arc::new(crate::policy::PolicyHandle::new(engine.clone()));
+        let d = p
+            .decide(transfer(Some(&token("alice", "aal2", NOW, 10)), 100, "bob"))
+            .await;
+        assert_eq!(d.reason, "recorded");
+        let threads = engine.threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1);
+        assert_eq!(
+            threads[0] == std::thread::current().id(),
+            inline,
+            "inline: {inline}"
+        );
+    }
 }
 
 /// A pipeline whose binding key was rotated: `dev2` active, `dev1` honoured until `until`.
