@@ -321,19 +321,19 @@ async fn expired_claims_and_counters_are_swept_before_their_map_is_full() {
         store.tally(&[counter], &[], now).await.unwrap();
     }
     let live = (per_second * live_secs) as usize;
-    let inner = store.inner.lock().unwrap();
+    let (claims, counters) = {
+        let inner = store.inner.lock().unwrap();
+        (inner.claims.len(), inner.counters.len())
+    };
     let bound = 2 * (live + per_second as usize) + SWEEP_FLOOR;
     assert!(
-        inner.claims.len() <= bound,
-        "{} claims for about {live} live ones",
-        inner.claims.len()
+        claims <= bound,
+        "{claims} claims for about {live} live ones"
     );
     assert!(
-        inner.counters.len() <= bound,
-        "{} counters for {SUBJECTS} subjects",
-        inner.counters.len()
+        counters <= bound,
+        "{counters} counters for {SUBJECTS} subjects"
     );
-    drop(inner);
     for i in 30_000 - live as i64..30_000 {
         assert!(
             !store
