@@ -5,10 +5,17 @@
 //! 503) and nothing else. Marks, counters and other subjects' challenges never take the room of
 //! the claims and grants a completion writes, and plain counters never that of counters with a
 //! max (the limits).
+//!
+//! Expired entries are also swept before a map is full: once it has doubled since its last
+//! sweep (and holds at least [`SWEEP_FLOOR`] entries), so the work is amortized over the
+//! inserts and each map holds about twice what is live, not `max_entries` of what expired
+//! (every token's claimed sign-in and every velocity window's counter would otherwise stay
+//! until their map is full).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
 use super::{
@@ -23,29 +30,60 @@ pub struct MemoryStore {
 }
 
 /// Counter name and window index → (count, window end).
-type Counters = HashMap<(String, i64), (u64, i64)>;
+type Counters = Swept<(String, i64), (u64, i64)>;
+
+/// Below this many entries a map is swept only when full.
+const SWEEP_FLOOR: usize = 1024;
+
+/// A map and the size at which [`make_room`] next sweeps its expired entries.
+struct Swept<K, V> {
+    map: HashMap<K, V>,
+    sweep_at: usize,
+}
+
+impl<K, V> Default for Swept<K, V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            sweep_at: SWEEP_FLOOR,
+        }
+    }
+}
+
+impl<K, V> Deref for Swept<K, V> {
+    type Target = HashMap<K, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<K, V> DerefMut for Swept<K, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
 
 #[derive(Default)]
 struct Inner {
-    grants: HashMap<String, Grant>,
-    challenges: HashMap<String, Challenge>,
+    grants: Swept<String, Grant>,
+    challenges: Swept<String, Challenge>,
     /// Fixed-window counters with a max ([`GrantStore::tally`]): limits, which plain counters
     /// never take the room of.
     limited: Counters,
     /// Fixed-window counters without a max.
     counters: Counters,
     /// Subject tag → its transactions with an open challenge (digest, expiry).
-    open: HashMap<String, Vec<(String, i64)>>,
+    open: Swept<String, Vec<(String, i64)>>,
     /// Transaction digest → (challenges issued since its last grant, until when that counts).
-    attempts: HashMap<String, (u32, i64)>,
+    attempts: Swept<String, (u32, i64)>,
     /// Transaction digest → its most recently issued challenge id.
-    latest: HashMap<String, String>,
+    latest: Swept<String, String>,
     /// Single-use claims (authentication events, challenge outcomes, first uses) → until when.
-    claims: HashMap<String, i64>,
+    claims: Swept<String, i64>,
     /// Marks (`remember`, read by `tally`) → until when.
-    marks: HashMap<String, i64>,
+    marks: Swept<String, i64>,
     /// Journals (`append`) → their entries, each with until when.
-    journals: HashMap<String, Vec<(i64, String)>>,
+    journals: Swept<String, Vec<(i64, String)>>,
 }
 
 impl MemoryStore {
@@ -75,9 +113,10 @@ impl MemoryStore {
 }
 
 /// Makes room for `key` in `map` (already there, or fewer than `max` entries once the entries
-/// no longer `live` are swept); `Full` if there is none.
+/// no longer `live` are swept); `Full` if there is none. The entries no longer `live` are also
+/// swept whenever the map has doubled since its last sweep.
 fn make_room<K, Q, V>(
-    map: &mut HashMap<K, V>,
+    map: &mut Swept<K, V>,
     key: &Q,
     max: usize,
     live: impl Fn(&V) -> bool,
@@ -86,10 +125,13 @@ where
     K: Borrow<Q> + Eq + Hash,
     Q: Eq + Hash + ?Sized,
 {
-    if map.contains_key(key) || map.len() < max {
+    if map.contains_key(key) {
         return Ok(());
     }
-    map.retain(|_, v| live(v));
+    if map.len() >= map.sweep_at.min(max) {
+        map.map.retain(|_, v| live(v));
+        map.sweep_at = (2 * map.len()).max(SWEEP_FLOOR);
+    }
     if map.len() >= max {
         return Err(GrantError::Full);
     }

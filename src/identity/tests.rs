@@ -332,6 +332,33 @@ fn the_verified_cache_is_bounded() {
     assert!(cache.get(&cache::key("t4")).is_some());
 }
 
+/// Tokens that live a minute, a hundred new ones a second (the soak's clients): the cache
+/// holds about what is still valid, not its maximum of expired ones, and keeps every valid one.
+#[test]
+fn expired_tokens_are_swept_before_the_cache_is_full() {
+    let cache = cache::VerifiedCache::new(50_000);
+    let (per_second, lifetime) = (100, 60);
+    let mut now = NOW;
+    for i in 0..30_000 {
+        now = NOW + i / per_second;
+        let claims = std::sync::Arc::new(json!({"exp": now + lifetime}));
+        cache.insert(cache::key(&format!("t{i}")), "iss", claims, 1, now);
+    }
+    let valid = (per_second * lifetime) as usize;
+    assert!(
+        cache.len() <= 2 * (valid + per_second as usize) + cache::SWEEP_FLOOR,
+        "{} entries for about {valid} valid tokens",
+        cache.len()
+    );
+    for i in 30_000 - valid as i64..30_000 {
+        assert!(
+            cache.get(&cache::key(&format!("t{i}"))).is_some(),
+            "t{i} is valid until {} (now {now})",
+            NOW + i / per_second + lifetime
+        );
+    }
+}
+
 /// `claims()` as JSON text with `extra` spliced in before its last `}`.
 fn claims_with(extra: &str) -> String {
     let text = claims().to_string();

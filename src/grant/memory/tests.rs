@@ -294,3 +294,53 @@ async fn a_refused_challenge_takes_no_place_in_any_map() {
     let sizes = [inner.open.len(), inner.attempts.len(), inner.latest.len()];
     assert_eq!(sizes, [2, 2, 2]);
 }
+
+/// A sign-in claimed per token and a velocity counter per subject (of a thousand) and 20 s
+/// window, a hundred a second, each claim live 20 s: the maps hold about what is live, not `max_entries` of what expired,
+/// and nothing live is swept.
+#[tokio::test]
+async fn expired_claims_and_counters_are_swept_before_their_map_is_full() {
+    const SUBJECTS: i64 = 1_000;
+    let store = MemoryStore::new(100_000);
+    let (per_second, live_secs) = (100, 20);
+    let mut now = 1_000;
+    for i in 0..30_000i64 {
+        now = 1_000 + i / per_second;
+        assert!(
+            store
+                .claim_once(&format!("event-{i}"), now + live_secs, now)
+                .await
+                .unwrap()
+        );
+        let name = format!("velocity:subject-{}", i % SUBJECTS);
+        let counter = Counter {
+            name: &name,
+            window: live_secs,
+            max: None,
+        };
+        store.tally(&[counter], &[], now).await.unwrap();
+    }
+    let live = (per_second * live_secs) as usize;
+    let (claims, counters) = {
+        let inner = store.inner.lock().unwrap();
+        (inner.claims.len(), inner.counters.len())
+    };
+    let bound = 2 * (live + per_second as usize) + SWEEP_FLOOR;
+    assert!(
+        claims <= bound,
+        "{claims} claims for about {live} live ones"
+    );
+    assert!(
+        counters <= bound,
+        "{counters} counters for {SUBJECTS} subjects"
+    );
+    for i in 30_000 - live as i64..30_000 {
+        assert!(
+            !store
+                .claim_once(&format!("event-{i}"), now + live_secs, now)
+                .await
+                .unwrap(),
+            "event-{i} is still claimed"
+        );
+    }
+}
