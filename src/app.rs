@@ -31,6 +31,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::{PolicyError, Reloader, Trial};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::route::RouteTable;
+use crate::ssf::deliver::Sender;
 use crate::ssf::poll::Poller;
 use crate::ssf::push::Push;
 use crate::ssf::receiver::Receiver;
@@ -74,6 +75,8 @@ pub struct App {
     ssf_push: Option<(String, Push)>,
     /// With `shared_signals.poll`: the RFC 8936 poller (started by `serve`).
     ssf_poll: Option<Poller>,
+    /// With `shared_signals.send`: where stepguard's SET key set is served, and the set.
+    ssf_jwks: Option<(String, serde_json::Value)>,
 }
 
 /// The longest shutdown waits to ship the spool's last records (within the grace period the
@@ -122,7 +125,14 @@ impl App {
         };
         let grant_api = grant_api(config, &pipeline).await?;
         let (ssf_push, ssf_poll) = shared_signals(config, &pipeline).await?;
+        let ssf_jwks = config
+            .shared_signals
+            .as_ref()
+            .and_then(|s| s.send.as_ref())
+            .zip(pipeline.notifier.as_ref())
+            .map(|(send, sender)| (send.jwks_path.clone(), sender.jwks()));
         Ok(Self {
+            ssf_jwks,
             ssf_push,
             ssf_poll,
             pipeline,
@@ -229,6 +239,7 @@ impl App {
                 )
             }),
             ssf_push: self.ssf_push.clone(),
+            ssf_jwks: self.ssf_jwks.clone(),
         };
         let (http_endpoints, admin_task) = match admin {
             Some(admin) => (
@@ -320,15 +331,32 @@ async fn pipeline(
         config.challenge.acr_ladder.clone(),
         config.challenge.completion_skew_secs as i64,
     );
-    if config.shared_signals.is_some() {
+    let receiving = config
+        .shared_signals
+        .as_ref()
+        .is_some_and(|s| s.transmitter.is_some());
+    if receiving {
         completer = completer.with_shared_signals();
     }
     // Records the challenges issued here that expire unused; stops with the last completer.
     completer.spawn_expiry_sweeper(clock.clone(), Duration::from_secs(1));
-    let standing = config
-        .shared_signals
-        .as_ref()
-        .map(|_| Standing::new(grants.clone()));
+    let standing = receiving.then(|| Standing::new(grants.clone()));
+    let notifier = match config.shared_signals.as_ref().and_then(|s| s.send.as_ref()) {
+        Some(send) => {
+            let lowest = config
+                .challenge
+                .acr_ladder
+                .first()
+                .map_or("", String::as_str);
+            let sender = Sender::start(send, lowest).map_err(std::io::Error::other)?;
+            tracing::info!(
+                receivers = send.receivers.len(),
+                "Shared Signals events sent after approvals"
+            );
+            Some(Arc::new(sender))
+        }
+        None => None,
+    };
     let pipeline = Pipeline {
         routes: RouteTable::new(&config.actions),
         identity: Identity::load(&config.identity, config.jwks_wait()).await?,
@@ -344,6 +372,7 @@ async fn pipeline(
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
         standing,
+        notifier,
     };
     Ok((pipeline, final_ship))
 }
@@ -374,11 +403,16 @@ async fn shared_signals(
     config: &Config,
     pipeline: &Pipeline,
 ) -> Result<(Option<(String, Push)>, Option<Poller>), AppError> {
-    let Some(ssf) = &config.shared_signals else {
+    let Some((ssf, transmitter)) = config
+        .shared_signals
+        .as_ref()
+        .and_then(|s| Some((s, s.transmitter.as_ref()?)))
+    else {
         return Ok((None, None));
     };
     let receiver = Arc::new(
         Receiver::new(
+            transmitter,
             ssf,
             &config.challenge.acr_ladder,
             pipeline.grants.clone(),
@@ -387,7 +421,7 @@ async fn shared_signals(
         )
         .await?,
     );
-    tracing::info!(transmitter = %ssf.transmitter.issuer, "Shared Signals receiver enabled");
+    tracing::info!(transmitter = %transmitter.issuer, "Shared Signals receiver enabled");
     let poller = match &ssf.poll {
         Some(poll) => Some(Poller::new(poll, receiver.clone()).map_err(std::io::Error::other)?),
         None => None,

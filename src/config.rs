@@ -159,13 +159,28 @@ impl Config {
         if let Some(ssf) = &self.shared_signals {
             self.shared_signals_fit(ssf)?;
         }
+        let sends = self
+            .shared_signals
+            .as_ref()
+            .is_some_and(|s| s.send.is_some());
+        let notifies = self
+            .actions
+            .iter()
+            .position(|a| a.after_approval.notify.is_some());
+        if let (Some(i), false) = (notifies, sends) {
+            return Err(invalid(
+                format!("actions[{i}].after_approval.notify"),
+                "needs shared_signals.send (where to send the event)",
+            ));
+        }
         Ok(())
     }
 
     /// Subjects shared with token issuers stepguard trusts; a push path of its own.
     fn shared_signals_fit(&self, ssf: &SharedSignalsConfig) -> Result<(), Invalid> {
         let known = |iss: &String| self.identity.issuers.iter().any(|i| &i.issuer == iss);
-        if let Some(iss) = ssf.transmitter.same_subjects_as.iter().find(|i| !known(i)) {
+        let mut shared = ssf.transmitter.iter().flat_map(|t| &t.same_subjects_as);
+        if let Some(iss) = shared.find(|i| !known(i)) {
             return Err(invalid(
                 "shared_signals.transmitter.same_subjects_as",
                 format!("`{iss}` is not in identity.issuers"),

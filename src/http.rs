@@ -43,6 +43,8 @@ pub struct HttpState {
     pub callback: Option<(String, CallbackState)>,
     /// The Shared Signals push endpoint's path and state, when configured (RFC 8935).
     pub ssf_push: Option<(String, crate::ssf::push::Push)>,
+    /// The path and key set of stepguard's own SET signing key, when it sends events.
+    pub ssf_jwks: Option<(String, Value)>,
 }
 
 /// Which endpoints one listener serves.

@@ -23,6 +23,8 @@ use crate::random::random_token;
 use crate::request::{AuthzRequest, RawRequest};
 use crate::response;
 use crate::route::{Action, Classification, RouteTable};
+use crate::ssf::deliver::Sender;
+use crate::ssf::send::About;
 use crate::ssf::standing::Standing;
 use crate::telemetry::traces::{CheckSpan, Stage};
 use crate::telemetry::{metrics, stage, stage_sync};
@@ -56,6 +58,8 @@ pub struct Pipeline {
     pub max_segments: usize,
     /// Subjects' Shared Signals events, when a transmitter is configured.
     pub standing: Option<Standing>,
+    /// Sends events after approvals (`after_approval`), when `shared_signals.send` is set.
+    pub notifier: Option<Arc<Sender>>,
 }
 
 /// A stage's early answer.
@@ -110,7 +114,31 @@ impl Pipeline {
         let decision = match self.evaluate(id, &s, now).await {
             Ok(decision) | Err(decision) => decision,
         };
-        self.finish(decision, Some(&s), &origin).await
+        let decision = self.finish(decision, Some(&s), &origin).await;
+        self.after_approval(&decision, &s, now);
+        decision
+    }
+
+    /// After an approval of an action with `after_approval.notify`: the event about the
+    /// subject's session is queued for the receivers (never awaited).
+    fn after_approval(&self, decision: &Decision, s: &Sensitive, now: i64) {
+        let (Verdict::Allow, Some(notify), Some(sender)) = (
+            &decision.verdict,
+            s.action.after_approval.notify,
+            &self.notifier,
+        ) else {
+            return;
+        };
+        let (Some(iss), Some(sub)) = (s.subject.issuer.as_deref(), s.subject.id.as_deref()) else {
+            return;
+        };
+        let about = About {
+            iss,
+            sub,
+            sid: s.subject.sid.as_deref(),
+            acr: s.subject.acr.as_deref(),
+        };
+        sender.notify(notify, &about, &s.action.name, now);
     }
 
     /// Steps 1-3: normalize, classify, identify, bind. `None` for a non-sensitive route.

@@ -41,6 +41,8 @@ pub struct Action {
     pub authorization_details_type: Option<String>,
     /// Enforced, or a dry run.
     pub mode: crate::route::config::ActionMode,
+    /// What follows an approval.
+    pub after_approval: crate::route::config::AfterApproval,
     matcher: Option<Matcher>,
 }
 
@@ -341,6 +343,7 @@ fn build(c: &ActionConfig) -> Action {
         currency: c.currency.clone(),
         authorization_details_type: c.authorization_details_type.clone(),
         mode: c.mode,
+        after_approval: c.after_approval,
         matcher: c.matcher.as_ref().map(|m| Matcher {
             methods: m.methods.clone(),
             host: m.host.as_deref().map(normal_host),

@@ -14,10 +14,12 @@
 //! - [`push`]: RFC 8935 push delivery on the HTTP port.
 
 pub mod config;
+pub mod deliver;
 pub mod event;
 pub mod poll;
 pub mod push;
 pub mod receiver;
+pub mod send;
 pub mod set;
 pub mod standing;
 pub mod subject;

@@ -43,6 +43,7 @@ fn twenty_actions(config: &Config) -> Vec<ActionConfig> {
             value: None,
             currency: None,
             authorization_details_type: None,
+            after_approval: Default::default(),
             mode: Default::default(),
         });
         i += 1;

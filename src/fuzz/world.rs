@@ -87,6 +87,7 @@ impl World {
             policy_timeout: Duration::from_millis(config.policy.timeout_ms),
             max_segments: config.decision.max_path_segments,
             standing: None,
+            notifier: None,
         };
         World {
             pipeline,

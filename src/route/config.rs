@@ -55,6 +55,29 @@ pub struct ActionConfig {
     /// the request allowed. Refused for privileged and irreversible actions.
     #[serde(default)]
     pub mode: ActionMode,
+    /// What follows an approval of this (privileged or irreversible) action.
+    #[serde(default)]
+    pub after_approval: AfterApproval,
+}
+
+/// What follows an approval: a Shared Signals event about the subject's session to the
+/// configured receivers (`shared_signals.send`), so the IdP or PAM system drops the standing
+/// elevation the approval relied on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterApproval {
+    #[serde(default)]
+    pub notify: Option<Notify>,
+}
+
+/// The CAEP event sent after an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Notify {
+    /// `assurance-level-change`: a decrease to the lowest `acr` of the ladder.
+    AssuranceLevelChange,
+    /// `session-revoked`.
+    SessionRevoked,
 }
 
 /// One bound field: `body.amount`, or `{field: body.memo, optional: true}`.
@@ -173,6 +196,12 @@ pub fn validate(actions: &[ActionConfig]) -> Result<(), Invalid> {
                     format!("`{}` is listed twice", bind.field().name()),
                 ));
             }
+        }
+        if action.after_approval.notify.is_some() && action.reversible && !action.privileged {
+            return Err(invalid(
+                field("after_approval.notify"),
+                "only for privileged or irreversible actions",
+            ));
         }
         if action.mode == ActionMode::Shadow && (action.privileged || !action.reversible) {
             return Err(invalid(

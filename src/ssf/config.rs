@@ -14,9 +14,12 @@ use crate::section::{Invalid, Resolve, invalid, resolve_opt, secure_url};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedSignalsConfig {
-    /// The transmitter (an IdP, a PAM or risk system).
-    pub transmitter: TransmitterConfig,
+    /// The transmitter stepguard receives from (an IdP, a PAM or risk system); absent: nothing
+    /// is received.
+    #[serde(default)]
+    pub transmitter: Option<TransmitterConfig>,
     /// `aud` values that name this receiver (a SET must carry one).
+    #[serde(default)]
     pub audiences: Vec<String>,
     /// Push delivery (RFC 8935): SETs `POST`ed to this path on the HTTP port.
     #[serde(default)]
@@ -31,6 +34,46 @@ pub struct SharedSignalsConfig {
     /// lifetime, so a revoked session's tokens stay refused until they expire.
     #[serde(default = "default_remember")]
     pub remember_secs: u64,
+    /// stepguard as a transmitter: SETs sent after privileged approvals (`after_approval`).
+    #[serde(default)]
+    pub send: Option<SendConfig>,
+}
+
+/// Sending SETs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendConfig {
+    /// stepguard's issuer identifier (`iss` of its SETs).
+    pub issuer: String,
+    /// An unencrypted PKCS#8 P-256 key (PEM or DER) signing the SETs (ES256).
+    pub signing_key_file: PathBuf,
+    /// The key's id in the published JWKS.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    /// Where the JWKS is served on the HTTP port.
+    #[serde(default = "default_jwks_path")]
+    pub jwks_path: String,
+    /// Receivers pushed to (RFC 8935).
+    pub receivers: Vec<SendReceiver>,
+    /// Tries per SET before it is given up (backoff 0.5 s doubling to 30 s).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// SETs waiting per receiver; past it new ones are dropped (counted).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// One receiver of stepguard's SETs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendReceiver {
+    /// Its push endpoint.
+    pub url: String,
+    /// The `aud` of SETs sent to it.
+    pub audience: String,
+    /// A file holding the bearer token presented to it.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 /// The transmitter stepguard trusts.
@@ -103,6 +146,18 @@ fn default_poll_interval() -> u64 {
 fn default_max_events() -> u32 {
     100
 }
+fn default_key_id() -> String {
+    "stepguard-ssf-1".into()
+}
+fn default_jwks_path() -> String {
+    "/ssf/jwks.json".into()
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_queue() -> usize {
+    1024
+}
 
 impl TransmitterConfig {
     /// The transmitter as an [`IssuerConfig`] (what `identity::signed::SignedBy` takes).
@@ -125,7 +180,15 @@ impl TransmitterConfig {
 
 impl Resolve for SharedSignalsConfig {
     fn resolve(&mut self, base: &Path) {
-        resolve_opt(&mut self.transmitter.jwks.file, base);
+        if let Some(transmitter) = &mut self.transmitter {
+            resolve_opt(&mut transmitter.jwks.file, base);
+        }
+        if let Some(send) = &mut self.send {
+            crate::section::resolve_path(&mut send.signing_key_file, base);
+            for receiver in &mut send.receivers {
+                resolve_opt(&mut receiver.bearer_token_file, base);
+            }
+        }
         if let Some(push) = &mut self.push {
             resolve_opt(&mut push.bearer_token_file, base);
         }
@@ -136,10 +199,32 @@ impl Resolve for SharedSignalsConfig {
 }
 
 impl SharedSignalsConfig {
-    /// The section's rules: a transmitter that validates like a token issuer, audiences, at
-    /// least one delivery method, sane paths, endpoints and lifetimes.
+    /// The section's rules: receiving, sending or both; see [`Self::validate_receiving`] and
+    /// [`SendConfig::validate`].
     pub fn validate(&self) -> Result<(), Invalid> {
-        let issuer = self.transmitter.as_issuer(&self.audiences);
+        if let Some(send) = &self.send {
+            send.validate()?;
+        }
+        match &self.transmitter {
+            Some(transmitter) => self.validate_receiving(transmitter),
+            None if self.send.is_none() => Err(invalid(
+                "shared_signals",
+                "set transmitter (receive events), send (send them), or both",
+            )),
+            None if self.push.is_some() || self.poll.is_some() || !self.audiences.is_empty() => {
+                Err(invalid(
+                    "shared_signals.transmitter",
+                    "audiences, push and poll are for receiving from a transmitter",
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Receiving: a transmitter that validates like a token issuer, audiences, at least one
+    /// delivery method, sane paths, endpoints and lifetimes.
+    fn validate_receiving(&self, transmitter: &TransmitterConfig) -> Result<(), Invalid> {
+        let issuer = transmitter.as_issuer(&self.audiences);
         issuer
             .validate("shared_signals.transmitter")
             .map_err(|e| match e.field.as_str() {
@@ -157,19 +242,13 @@ impl SharedSignalsConfig {
                 "set push (the transmitter posts SETs) or poll (stepguard fetches them)",
             ));
         }
-        if let Some(push) = &self.push {
-            let safe = push.path.starts_with('/')
-                && push.path.len() > 1
-                && push
-                    .path
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
-            if !safe {
-                return Err(invalid(
-                    "shared_signals.push.path",
-                    "an absolute path of letters, digits and `/-._~`",
-                ));
-            }
+        if let Some(push) = &self.push
+            && !safe_path(&push.path)
+        {
+            return Err(invalid(
+                "shared_signals.push.path",
+                "an absolute path of letters, digits and `/-._~`",
+            ));
         }
         if let Some(poll) = &self.poll {
             if !secure_url(&poll.endpoint) {
@@ -205,4 +284,55 @@ impl SharedSignalsConfig {
         }
         Ok(())
     }
+}
+
+impl SendConfig {
+    /// Sending: an issuer, receivers with safe URLs and an audience, a servable JWKS path.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.issuer.is_empty() {
+            return Err(invalid("shared_signals.send.issuer", "must not be empty"));
+        }
+        if self.receivers.is_empty() {
+            return Err(invalid(
+                "shared_signals.send.receivers",
+                "list at least one",
+            ));
+        }
+        for (i, r) in self.receivers.iter().enumerate() {
+            if !secure_url(&r.url) {
+                return Err(invalid(
+                    format!("shared_signals.send.receivers[{i}].url"),
+                    "must be https:// (plain http only on loopback)",
+                ));
+            }
+            if r.audience.is_empty() {
+                return Err(invalid(
+                    format!("shared_signals.send.receivers[{i}].audience"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if !safe_path(&self.jwks_path) {
+            return Err(invalid(
+                "shared_signals.send.jwks_path",
+                "an absolute path of letters, digits and `/-._~`",
+            ));
+        }
+        if !(1..=50).contains(&self.max_attempts) || !(1..=100_000).contains(&self.queue) {
+            return Err(invalid(
+                "shared_signals.send.max_attempts",
+                "max_attempts between 1 and 50, queue between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An absolute path of letters, digits and `/-._~`.
+fn safe_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() > 1
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
 
-use super::config::SharedSignalsConfig;
+use super::config::{SharedSignalsConfig, TransmitterConfig};
 use super::event::{EventKind, Recorded};
 use super::set::{Expect, SecurityEvent, SetError, read};
 use super::subject::{email_key, keys_for, subject_key};
@@ -52,13 +52,13 @@ impl Receiver {
     /// Loads the transmitter's key set (a file now; a URL on first use); `ladder` is the `acr`
     /// ladder assurance levels are judged on; an unknown `kid` waits at most `jwks_wait`.
     pub async fn new(
+        transmitter: &TransmitterConfig,
         config: &SharedSignalsConfig,
         ladder: &[String],
         store: Arc<dyn GrantStore>,
         clock: Arc<dyn Clock>,
         jwks_wait: std::time::Duration,
     ) -> Result<Self, JwksError> {
-        let transmitter = &config.transmitter;
         let jwks = Jwks::load(transmitter.jwks.source(jwks_wait)).await?;
         Ok(Self {
             signed_by: SignedBy::new(&transmitter.as_issuer(&config.audiences), jwks),

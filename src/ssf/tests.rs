@@ -317,11 +317,18 @@ fn the_section_is_typed_and_checked() {
     let ssf = config.shared_signals.unwrap();
     assert_eq!(ssf.push.unwrap().path, "/ssf/events");
     assert!(
-        ssf.transmitter.jwks.file.as_ref().unwrap().is_absolute(),
+        ssf.transmitter
+            .as_ref()
+            .unwrap()
+            .jwks
+            .file
+            .as_ref()
+            .unwrap()
+            .is_absolute(),
         "resolved once"
     );
     assert_eq!(
-        ssf.transmitter.subject_group(),
+        ssf.transmitter.as_ref().unwrap().subject_group(),
         ["https://idp.stepguard.local"]
     );
 
@@ -346,4 +353,53 @@ fn the_section_is_typed_and_checked() {
     }
     let hs = format!("{TRANSMITTER}    algorithms: [HS256]\n  audiences: [a]\n  push: {{}}\n");
     assert!(field_of(&hs).contains("symmetric"), "{}", field_of(&hs));
+}
+
+#[test]
+fn sending_is_configured_on_its_own_and_actions_opt_in() {
+    let send = "  send:\n    issuer: https://stepguard.example\n    signing_key_file: dev-signing-key.DEV-ONLY.pem\n    receivers: [{url: 'https://idp.example/ssf', audience: idp}]\n";
+    let config = with_section(send).unwrap();
+    let ssf = config.shared_signals.unwrap();
+    assert!(ssf.transmitter.is_none());
+    assert!(ssf.send.unwrap().signing_key_file.is_absolute());
+    assert_eq!(field_of("  max_age_secs: 600\n"), "shared_signals");
+    assert_eq!(
+        field_of(&format!("{send}  push: {{}}\n")),
+        "shared_signals.transmitter"
+    );
+    let plain = send.replace("https://idp.example/ssf", "http://idp.example/ssf");
+    assert_eq!(field_of(&plain), "shared_signals.send.receivers[0].url");
+    // `after_approval.notify` is for privileged or irreversible actions, and needs `send`.
+    let text = std::fs::read_to_string(format!("{}/stepguard.yaml", crate::testkit::DIR)).unwrap();
+    let parse = |text: String| match crate::config::Config::parse(
+        &text,
+        std::path::Path::new(crate::testkit::DIR),
+    ) {
+        Err(crate::config::ConfigError::Invalid { field, .. }) => field,
+        Err(e) => e.to_string(),
+        Ok(_) => "accepted".into(),
+    };
+    let export = "    privileged: true\n    bind: [path.key]\n";
+    let notify = format!("{export}    after_approval: {{notify: assurance-level-change}}\n");
+    assert_eq!(
+        parse(text.replace(export, &notify)),
+        "actions[2].after_approval.notify"
+    );
+    assert_eq!(
+        parse(format!(
+            "{}\nshared_signals:\n{send}",
+            text.replace(export, &notify)
+        )),
+        "accepted"
+    );
+    let transfer =
+        "    reversible: true\n    bind: [path.account, body.amount, body.currency, body.payee]\n";
+    let reversible = format!("{transfer}    after_approval: {{notify: session-revoked}}\n");
+    assert_eq!(
+        parse(format!(
+            "{}\nshared_signals:\n{send}",
+            text.replace(transfer, &reversible)
+        )),
+        "actions[0].after_approval.notify"
+    );
 }

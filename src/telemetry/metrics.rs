@@ -11,7 +11,7 @@
 //! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`,
 //! `stepguard_intake_refusals_total{reason}`, `stepguard_build_info{version}`, `stepguard_jwks_refresh_total{jwks,result}`,
 //! `stepguard_idp_discovery_total{result}`, `stepguard_idp_discovered`,
-//! `stepguard_store_connected{store}`, `stepguard_ssf_events_total{delivery,outcome,type}`;
+//! `stepguard_store_connected{store}`, `stepguard_ssf_events_total{delivery,outcome,type}`, `stepguard_ssf_sent_total{outcome}`;
 //! policy reloads and evidence shipping are counted where
 //! they happen; the standard `process_*` families ([`super::process`]) are appended at render.
 //!
@@ -49,6 +49,7 @@ pub const IDP_DISCOVERIES: &str = "stepguard_idp_discovery_total";
 pub const IDP_DISCOVERED: &str = "stepguard_idp_discovered";
 pub const STORE_CONNECTED: &str = "stepguard_store_connected";
 pub const SSF_EVENTS: &str = "stepguard_ssf_events_total";
+pub const SSF_SENT: &str = "stepguard_ssf_sent_total";
 
 /// The `reason` label of a reason code outside [`REASONS`].
 pub const OTHER_REASON: &str = "other";
@@ -181,6 +182,10 @@ fn describe() {
     describe_counter!(
         SSF_EVENTS,
         "Security Event Tokens received, by delivery (push, poll), outcome (applied, ignored, or the refusal) and event type"
+    );
+    describe_counter!(
+        SSF_SENT,
+        "Security Event Tokens sent after privileged approvals, by outcome (delivered, retried, refused, failed, dropped)"
     );
     describe_histogram!(
         STAGE_DURATION,

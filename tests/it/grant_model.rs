@@ -302,6 +302,7 @@ async fn world(inner: impl FnOnce(Arc<dyn Clock>) -> Arc<dyn GrantStore>) -> Wor
         policy_timeout: Duration::from_millis(config.policy.timeout_ms),
         max_segments: config.decision.max_path_segments,
         standing: None,
+        notifier: None,
     };
     World {
         pipeline,

@@ -68,6 +68,7 @@ async fn pipeline(evidence: Arc<SlowApprovals>) -> Pipeline {
         policy_timeout: base.policy_timeout,
         max_segments: base.max_segments,
         standing: None,
+        notifier: None,
     }
 }
 

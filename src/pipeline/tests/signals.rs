@@ -14,6 +14,11 @@ async fn pipeline_and_receiver() -> (Arc<Pipeline>, Receiver) {
     let (p, clock) = pipeline_with(|t| format!("{t}\n{SECTION}")).await;
     let config = config(|t| format!("{t}\n{SECTION}"));
     let receiver = Receiver::new(
+        config
+            .shared_signals
+            .as_ref()
+            .and_then(|s| s.transmitter.as_ref())
+            .unwrap(),
         config.shared_signals.as_ref().unwrap(),
         &config.challenge.acr_ladder,
         p.grants.clone(),
@@ -129,4 +134,90 @@ async fn a_challenge_opened_before_a_revocation_never_completes() {
     };
     let outcome = p.completer.complete(&challenge, &assurance, NOW).await;
     assert_eq!(outcome.err(), Some(CompletionError::Revoked));
+}
+
+/// A receiver of stepguard's SETs on loopback: what it was sent.
+async fn receiver_of_sets() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::routing::post;
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        post(move |body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_privileged_approval_sends_a_session_revoked_set_verifiable_by_the_published_jwks() {
+    let (url, got) = receiver_of_sets().await;
+    let send = format!(
+        "shared_signals:\n  send:\n    issuer: https://stepguard.example\n    signing_key_file: dev-signing-key.DEV-ONLY.pem\n    \
+         receivers: [{{url: '{url}', audience: https://idp.example/ssf}}]\n"
+    );
+    let (p, _) = pipeline_with(|t| {
+        format!("{t}\n{send}").replace(
+            "    privileged: true\n    bind: [path.key]\n",
+            "    privileged: true\n    bind: [path.key]\n    after_approval: {notify: session-revoked}\n",
+        )
+    })
+    .await;
+    let export = |token: &str| RawRequest {
+        method: "POST".into(),
+        host: "api.example.com".into(),
+        path: "/v1/keys/K1/export".into(),
+        headers: HashMap::from([("authorization".to_string(), format!("Bearer {token}"))]),
+        source_address: Some("10.0.0.7".into()),
+        ..Default::default()
+    };
+    let token = session_token("s-7", 30);
+    grant_for(&p, export(&token), "aal3", Some(1)).await;
+    let d = p.decide(export(&token)).await;
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    let mut waited = 0;
+    while got.lock().unwrap().is_empty() && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let set = got
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .expect("a SET was sent");
+    // Verified against the published key set, as a receiver would.
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(p.notifier.as_ref().unwrap().jwks()).unwrap();
+    let header = jsonwebtoken::decode_header(&set).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("secevent+jwt"));
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap())
+            .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["https://idp.example/ssf"]);
+    validation.set_issuer(&["https://stepguard.example"]);
+    validation.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<Value>(&set, &key, &validation)
+        .unwrap()
+        .claims;
+    let event =
+        &claims["events"]["https://schemas.openid.net/secevent/caep/event-type/session-revoked"];
+    assert_eq!(event["initiating_entity"], "policy");
+    assert_eq!(claims["sub_id"]["session"]["id"], "s-7");
+    assert_eq!(claims["sub_id"]["user"]["sub"], "alice");
+    // A refused or challenged request sends nothing.
+    let other = session_token("s-8", 30);
+    let d = p.decide(export(&other)).await;
+    assert!(matches!(d.verdict, Verdict::Challenge { .. }), "{d:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(got.lock().unwrap().len(), 1);
 }

@@ -91,6 +91,7 @@ fn fixtures() -> Vec<Fixture> {
             value: None,
             currency: None,
             authorization_details_type: None,
+            after_approval: Default::default(),
             mode: if variant == 3 {
                 ActionMode::Shadow
             } else {

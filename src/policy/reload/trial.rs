@@ -54,6 +54,7 @@ impl Trial {
                 value: None,
                 currency: None,
                 authorization_details_type: None,
+                after_approval: Default::default(),
                 mode: Default::default(),
             });
         let action = RouteTable::new(std::slice::from_ref(&first))

@@ -29,6 +29,11 @@ pub(crate) async fn receiver() -> (Receiver, Arc<MemoryStore>) {
     .unwrap();
     let store = Arc::new(MemoryStore::new(1_000));
     let receiver = Receiver::new(
+        config
+            .shared_signals
+            .as_ref()
+            .and_then(|s| s.transmitter.as_ref())
+            .unwrap(),
         config.shared_signals.as_ref().unwrap(),
         &config.challenge.acr_ladder,
         store.clone(),
