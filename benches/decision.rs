@@ -164,6 +164,7 @@ fn policy_input(f: &Fixture, token: &str) -> serde_json::Value {
         now,
         ladder: p.challenger.ladder(),
         signals: None,
+        events: &[],
     })
 }
 
@@ -289,6 +290,7 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
         now,
         ladder,
         signals: None,
+        events: &[],
     };
     let input = build_input(&parts);
     let typed = PolicyInput::build(&parts);

@@ -24,6 +24,7 @@ use crate::request::{AuthzRequest, RawRequest};
 use crate::response;
 use crate::route::{Action, Classification, RouteTable};
 use crate::ssf::deliver::Sender;
+use crate::ssf::event::Recorded;
 use crate::ssf::send::About;
 use crate::ssf::standing::Standing;
 use crate::telemetry::traces::{CheckSpan, Stage};
@@ -75,6 +76,8 @@ struct Sensitive {
     policy: Arc<dyn PolicyEngine>,
     /// What the decision has done so far, for the record of an overrun.
     progress: Arc<Progress>,
+    /// The subject's Shared Signals events (the policy's `context.events`).
+    events: Vec<Recorded>,
 }
 
 impl Pipeline {
@@ -184,6 +187,7 @@ impl Pipeline {
             })?;
         // Shared Signals: a revoked session or an account event newer than the sign-in refuses
         // the sensitive action; changed claims apply before the policy sees them.
+        let mut events = Vec::new();
         if let Some(standing) = &self.standing {
             let judged = standing.judge(&mut subject, now).await.map_err(|e| {
                 tracing::warn!(decision_id = id, error = %e, "subject events unreadable");
@@ -194,6 +198,7 @@ impl Pipeline {
                 d.subject = Some(subject.binding_key());
                 return Err(with_action(d));
             }
+            events = judged.events;
         }
         // Unbindable input is the client's fault (naming the field); a missing key is ours.
         let txn = stage_sync(Stage::Bind, || {
@@ -223,6 +228,7 @@ impl Pipeline {
             txn,
             policy,
             progress,
+            events,
         }))
     }
 

@@ -39,6 +39,7 @@ impl Pipeline {
             now,
             ladder: self.challenger.ladder(),
             signals: Some(signals),
+            events: &s.events,
         });
         self.policy_outcome(id, &s.policy, &input).await
     }

@@ -24,6 +24,7 @@ use crate::grant::Grant;
 use crate::identity::{Subject, SubjectKind};
 use crate::request::{AuthzRequest, Body};
 use crate::route::Action;
+use crate::ssf::event::Recorded;
 use crate::txn::{Transaction, untag};
 
 pub use document::PolicyInput;
@@ -39,6 +40,8 @@ pub struct InputParts<'a> {
     pub ladder: &'a [String],
     /// The context signals, when computed (`None`: every signal is null).
     pub signals: Option<&'a Signals>,
+    /// The subject's Shared Signals events (`context.events`; empty: absent from the input).
+    pub events: &'a [Recorded],
 }
 
 /// A document that breaks the input contract, naming where.
@@ -242,6 +245,7 @@ fn stepguard_block<'a>(p: &InputParts<'a>) -> document::Stepguard<'a> {
                 .signals
                 .and_then(|c| c.device_trust.as_deref())
                 .map(Cow::Borrowed),
+            events: p.events.iter().map(Cow::Borrowed).collect(),
             break_glass_justification: p
                 .signals
                 .and_then(|c| c.break_glass_justification.as_deref())

@@ -171,7 +171,8 @@ impl Event {
 }
 
 /// One event as recorded for a subject (what replicas read back, and the policy sees).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Recorded {
     /// The short name ([`EventKind::name`]).
     #[serde(rename = "type")]

@@ -157,10 +157,11 @@ fn check_explains_a_step_up_as_json() {
     assert_eq!(authz["rules"]["required_rank"], 2);
     assert_eq!(authz["rules"]["decision"], explanation["result"]);
     assert!(
-        authz["rules"]["step_up_reasons"]
+        authz["rules"]["human_verdict"]["reasons"]
             .as_array()
             .unwrap()
-            .contains(&"acr_too_low".into())
+            .contains(&"acr_too_low".into()),
+        "{authz}"
     );
     assert_eq!(
         explanation["input"]["stepguard"]["action"]["name"],
@@ -191,7 +192,11 @@ fn check_explains_a_denial_as_text() {
     assert!(text.contains("  data.stepguard.authz\n"), "{text}");
     assert!(text.contains("    break_glass = true\n"), "{text}");
     assert!(
-        text.contains("    deny_reasons = [\"break_glass_justification_required\"]\n"),
+        text.contains("  data.stepguard.policy.break_glass\n    active = true\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"denies\":[\"break_glass_justification_required\"]"),
         "{text}"
     );
     assert!(

@@ -221,3 +221,66 @@ async fn a_privileged_approval_sends_a_session_revoked_set_verifiable_by_the_pub
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(got.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_policy_sees_the_subjects_events() {
+    let dir = std::env::temp_dir().join(format!("stepguard-ssf-events-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("custom.rego"),
+        r#"package custom
+
+import rego.v1
+
+events := object.get(input.stepguard.context, "events", [])
+
+default decision := {"result": "allow", "reason": "no_events"}
+
+decision := {"result": "deny", "status": 403, "reason": concat(",", [e.type | some e in events])} if count(events) > 0
+"#,
+    )
+    .unwrap();
+    let source = dir.display().to_string();
+    let edit = move |t: String| {
+        format!("{t}\n{SECTION}")
+            .replace("source: ../../policies", &format!("source: {source}"))
+            .replace(
+                "entrypoint: stepguard/authz/decision",
+                "entrypoint: custom/decision",
+            )
+            .replace("budget_ms: 250", "budget_ms: 5000")
+            .replace("timeout_ms: 100", "timeout_ms: 2000")
+    };
+    let (p, clock) = pipeline_with(edit.clone()).await;
+    let config = config(edit);
+    let receiver = Receiver::new(
+        config
+            .shared_signals
+            .as_ref()
+            .and_then(|s| s.transmitter.as_ref())
+            .unwrap(),
+        config.shared_signals.as_ref().unwrap(),
+        &config.challenge.acr_ladder,
+        p.grants.clone(),
+        clock,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let token = session_token("s-1", 30);
+    let d = p.decide(transfer(Some(&token), 100, "bob")).await;
+    assert_eq!(d.reason, "no_events", "{d:?}");
+    let change = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+    receiver
+        .receive(&set(
+            "p-events",
+            change,
+            json!({"credential_type": "password", "change_type": "update"}),
+            alice(),
+        ))
+        .await
+        .unwrap();
+    let d = p.decide(transfer(Some(&token), 100, "bob")).await;
+    assert_eq!(d.reason, "credential-change", "{d:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,6 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ssf::event::Recorded;
+
 /// The whole input: OPA-Envoy's v3 shape and the `stepguard` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +246,10 @@ pub struct Context<'a> {
     /// From a configured device-posture header or peer.
     pub device_trust: Option<Cow<'a, str>>,
     pub break_glass_justification: Option<Cow<'a, str>>,
+    /// The subject's Shared Signals events (CAEP, RISC) still counting, oldest first
+    /// (docs/continuous-assurance.md); absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Cow<'a, Recorded>>,
 }
 
 /// Sensitive requests by this subject in the current window, this one included.

@@ -37,6 +37,7 @@ impl Fixture {
             now: NOW,
             ladder: &self.ladder,
             signals: self.signals.as_ref(),
+            events: &[],
         }
     }
 }

@@ -160,6 +160,7 @@ impl Trial {
             now,
             ladder: &self.ladder,
             signals: None,
+            events: &[],
         }))
     }
 }
