@@ -375,10 +375,14 @@ fn bench_stages(c: &mut Criterion, f: &Fixture) {
     });
     // Before the document was typed: a `serde_json::Value` built with `json!`, then converted.
     g.bench_function("6_legacy_build_input_json", |b| {
-        b.iter(|| legacy::legacy_input(black_box(&parts)))
+        b.iter(|| stepguard::testkit::legacy_input::legacy_input(black_box(&parts)))
     });
     g.bench_function("6b_legacy_build_input_json_to_regorus", |b| {
-        b.iter(|| stepguard::policy::rego::to_rego(legacy::legacy_input(black_box(&parts))))
+        b.iter(|| {
+            stepguard::policy::rego::to_rego(stepguard::testkit::legacy_input::legacy_input(
+                black_box(&parts),
+            ))
+        })
     });
     // ... or as a `serde_json::Value` (tools, the trial, engines without their own path).
     g.bench_function("6c_build_input_json", |b| {
@@ -449,8 +453,6 @@ fn bench_decide_cpu(c: &mut Criterion<ProcessCpu>, f: &Fixture) {
 
 #[path = "decision/cpu.rs"]
 mod cpu;
-#[path = "decision/legacy.rs"]
-mod legacy;
 #[path = "decision/route.rs"]
 mod route;
 #[path = "decision/switches.rs"]

@@ -9,9 +9,9 @@ use crate::context::{Signals, Velocity};
 use crate::identity::Subject;
 use crate::request::RawRequest;
 use crate::route::RouteTable;
+use crate::testkit::legacy_input as legacy;
 
 mod examples;
-mod legacy;
 
 const NOW: i64 = 1_700_000_000;
 

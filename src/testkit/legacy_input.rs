@@ -1,5 +1,6 @@
-//! The input builder as it was before the document was typed (a `serde_json::Value` built with
-//! `json!`), kept verbatim as the reference the typed document must serialize to.
+//! The policy input builder as it was before the document was typed (a `serde_json::Value`
+//! built with `json!`), kept verbatim: the reference the typed document must serialize to (the
+//! input tests), and the "before" of `stage/6*` in `benches/decision.rs`.
 
 use std::collections::BTreeMap;
 
