@@ -5,7 +5,8 @@
 //! `draining` after SIGTERM. Degraded stays 200 on purpose: taking the pod out of
 //! service would also stop the routes that do not need the store. With `challenge.oidc`, the
 //! OIDC callback at `redirect_uri`'s path ([`crate::oidc::callback`]). With `listen.admin`, the
-//! admin endpoints are served there and the `listen.http` port serves the callback only (it is
+//! admin endpoints are served there and the `listen.http` port serves the callback (and the
+//! Shared Signals push endpoint and key set, when configured) only (it is
 //! the internet-facing one); without it, one port serves both ([`Endpoints`]).
 
 pub mod config;
@@ -52,7 +53,8 @@ pub struct HttpState {
 pub enum Endpoints {
     /// `/healthz`, `/readyz`, `/metrics` and the callback (no `listen.admin`).
     All,
-    /// The callback only (`listen.http` beside a `listen.admin`).
+    /// The callback (and Shared Signals push and key set) only (`listen.http` beside a
+    /// `listen.admin`).
     Callback,
     /// `/healthz`, `/readyz`, `/metrics` only (`listen.admin`).
     Admin,
