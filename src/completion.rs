@@ -214,10 +214,10 @@ impl Completer {
         }
         let name = crate::ssf::receiver::journal(&challenge.subject);
         let journals = self.grants.journals(&[name.as_str()], now).await?;
-        Ok(journals
+        let events = crate::ssf::event::Recorded::read_all(journals.into_iter().flatten())
+            .map_err(GrantError::Unavailable)?;
+        Ok(events
             .iter()
-            .flatten()
-            .filter_map(|e| serde_json::from_str::<crate::ssf::event::Recorded>(e).ok())
             .any(|e| e.time >= challenge.issued_at && e.revokes_challenges()))
     }
 

@@ -28,6 +28,17 @@ use receiver::Applied;
 
 use crate::telemetry::metrics::SSF_EVENTS;
 
+/// Reads a bearer token file (trimmed; an empty one is an error) — the push endpoint's, the
+/// poll endpoint's and each receiver's of stepguard's own SETs.
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{}: the bearer token is empty", path.display()));
+    }
+    Ok(token.to_string())
+}
+
 /// Counts one SET received by `delivery` (`push`, `poll`) with its `outcome`.
 pub(crate) fn counted(delivery: &'static str, outcome: &'static str) {
     metrics::counter!(SSF_EVENTS, "delivery" => delivery, "outcome" => outcome, "type" => "none")

@@ -40,15 +40,11 @@ impl Sender {
             .map_err(|e| e.to_string())?;
         let mut queues = Vec::new();
         for receiver in &config.receivers {
-            let bearer = match &receiver.bearer_token_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => None,
-            };
+            let bearer = receiver
+                .bearer_token_file
+                .as_deref()
+                .map(super::read_token)
+                .transpose()?;
             let (tx, rx) = mpsc::channel(config.queue);
             let endpoint = Endpoint {
                 url: receiver.url.clone(),

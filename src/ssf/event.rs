@@ -188,6 +188,15 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// Reads journal entries back. An entry that does not read is an error, never skipped: a
+    /// subject's events are what refuses its tokens, so one lost would fail open.
+    pub fn read_all(entries: impl IntoIterator<Item = String>) -> Result<Vec<Self>, String> {
+        entries
+            .into_iter()
+            .map(|e| serde_json::from_str(&e).map_err(|err| format!("unreadable event: {err}")))
+            .collect()
+    }
+
     /// A `session-revoked` or an account event: the subject's open challenges go with it.
     pub fn revokes_challenges(&self) -> bool {
         let kind = EventKind::from_name(&self.kind);

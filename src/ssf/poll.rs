@@ -42,15 +42,11 @@ pub struct Report {
 impl Poller {
     /// A poller for `config` over `receiver`; the bearer token is read now.
     pub fn new(config: &PollConfig, receiver: Arc<Receiver>) -> Result<Self, String> {
-        let bearer = match &config.bearer_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let bearer = config
+            .bearer_token_file
+            .as_deref()
+            .map(super::read_token)
+            .transpose()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())

@@ -35,17 +35,9 @@ impl Push {
         config: &super::config::PushConfig,
     ) -> std::io::Result<Self> {
         let bearer = match &config.bearer_token_file {
-            Some(path) => {
-                let token = std::fs::read_to_string(path)?;
-                let token = token.trim();
-                if token.is_empty() {
-                    return Err(std::io::Error::other(format!(
-                        "{}: the bearer token is empty",
-                        path.display()
-                    )));
-                }
-                Some(Arc::from(token))
-            }
+            Some(path) => Some(Arc::from(
+                super::read_token(path).map_err(std::io::Error::other)?,
+            )),
             None => None,
         };
         Ok(Self { receiver, bearer })

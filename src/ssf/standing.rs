@@ -51,14 +51,9 @@ impl Standing {
         let keys = token_keys(iss, sub, verified_email, subject.sid.as_deref());
         let names: Vec<String> = keys.iter().map(|k| journal(k)).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut events: Vec<Recorded> = self
-            .store
-            .journals(&names, now)
-            .await?
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| serde_json::from_str(&entry).ok())
-            .collect();
+        let journals = self.store.journals(&names, now).await?;
+        let mut events =
+            Recorded::read_all(journals.into_iter().flatten()).map_err(GrantError::Unavailable)?;
         if events.is_empty() {
             return Ok(Judged::default());
         }

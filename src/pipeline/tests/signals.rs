@@ -284,3 +284,19 @@ decision := {"result": "deny", "status": 403, "reason": concat(",", [e.type | so
     assert_eq!(d.reason, "credential-change", "{d:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn an_unreadable_event_refuses_instead_of_being_skipped() {
+    let (p, _) = pipeline_and_receiver().await;
+    let key = crate::ssf::subject::subject_key(crate::testkit::ISSUER, "alice");
+    let name = crate::ssf::receiver::journal(&key);
+    p.grants
+        .append(&name, "{not an event", NOW + 600, NOW)
+        .await
+        .unwrap();
+    let d = p
+        .decide(transfer(Some(&session_token("s-1", 30)), 100, "bob"))
+        .await;
+    assert_eq!(d.reason, "grant_store_unavailable", "{d:?}");
+    assert_eq!(status(&d), 503);
+}
