@@ -11,8 +11,16 @@ use crate::testkit::tokens::{claims, sign_claims};
 const SECTION: &str = "shared_signals:\n  transmitter:\n    issuer: https://idp.stepguard.local\n    jwks: {file: dev-jwks.json}\n  audiences: [https://stepguard.example/ssf]\n  push: {}\n";
 
 async fn pipeline_and_receiver() -> (Arc<Pipeline>, Receiver) {
-    let (p, clock) = pipeline_with(|t| format!("{t}\n{SECTION}")).await;
-    let config = config(|t| format!("{t}\n{SECTION}"));
+    pipeline_and_receiver_with(|t| format!("{t}\n{SECTION}")).await
+}
+
+/// A pipeline on the quickstart edited by `edit` (which must add a receiving
+/// `shared_signals` section), and a receiver over its grant store.
+async fn pipeline_and_receiver_with(
+    edit: impl Fn(String) -> String + Clone,
+) -> (Arc<Pipeline>, Receiver) {
+    let (p, clock) = pipeline_with(edit.clone()).await;
+    let config = config(edit);
     let receiver = Receiver::new(
         config
             .shared_signals
@@ -251,22 +259,7 @@ decision := {"result": "deny", "status": 403, "reason": concat(",", [e.type | so
             .replace("budget_ms: 250", "budget_ms: 5000")
             .replace("timeout_ms: 100", "timeout_ms: 2000")
     };
-    let (p, clock) = pipeline_with(edit.clone()).await;
-    let config = config(edit);
-    let receiver = Receiver::new(
-        config
-            .shared_signals
-            .as_ref()
-            .and_then(|s| s.transmitter.as_ref())
-            .unwrap(),
-        config.shared_signals.as_ref().unwrap(),
-        &config.challenge.acr_ladder,
-        p.grants.clone(),
-        clock,
-        std::time::Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let (p, receiver) = pipeline_and_receiver_with(edit).await;
     let token = session_token("s-1", 30);
     let d = p.decide(transfer(Some(&token), 100, "bob")).await;
     assert_eq!(d.reason, "no_events", "{d:?}");
