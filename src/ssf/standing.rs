@@ -1,7 +1,7 @@
 //! A subject's standing on a sensitive request: the events its journals hold (its `iss|sub`, its
 //! verified e-mail address, its session), what they mean for the token presented
 //! ([`super::event::assess`]), and the claims a `token-claims-change` overrides — applied to the
-//! subject before the policy sees it. One grant-store read (a journal per key).
+//! subject before the policy sees it. One grant-store call (a journal per key, pipelined).
 
 use std::sync::Arc;
 

@@ -278,30 +278,31 @@ impl GrantStore for RedisStore {
     }
 
     async fn journals(&self, names: &[&str], now: i64) -> Result<Vec<Vec<String>>, GrantError> {
-        // One read per journal (they may live on different cluster slots); a request reads one
-        // or two.
-        let mut out = Vec::with_capacity(names.len());
+        // One pipeline: one round trip on a single server (per slot, command by command, on a
+        // cluster), as `tally`.
+        let since = format!("({}", now.saturating_mul(1000));
+        let mut pipe = redis::pipe();
         for name in names {
-            let Some(key) = self.keys.journal(name) else {
-                out.push(Vec::new());
-                continue;
-            };
-            let mut conn = self.conn();
-            let since = format!("({}", now.saturating_mul(1000));
-            let entries = self
-                .bounded("journals", async move {
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&key)
-                        .arg(&since)
-                        .arg("+inf")
-                        .query_async::<Vec<String>>(&mut conn)
-                        .await
-                        .map_err(redis_err("journals"))
-                })
-                .await?;
-            out.push(entries);
+            let key = self
+                .keys
+                .journal(name)
+                .ok_or_else(|| GrantError::Unavailable("journal is not a valid key".into()))?;
+            pipe.cmd("ZRANGEBYSCORE").arg(key).arg(&since).arg("+inf");
         }
-        Ok(out)
+        let mut conn = self.conn();
+        let read: Vec<Vec<String>> = self
+            .bounded("journals", async move {
+                pipe.query_async(&mut conn)
+                    .await
+                    .map_err(redis_err("journals"))
+            })
+            .await?;
+        if read.len() != names.len() {
+            return Err(GrantError::Unavailable(
+                "redis journals: short answer".into(),
+            ));
+        }
+        Ok(read)
     }
 
     async fn claim_once(&self, event: &str, until: i64, now: i64) -> Result<bool, GrantError> {
