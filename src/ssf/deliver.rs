@@ -17,11 +17,14 @@ pub struct Sender {
     signer: Arc<Signer>,
     issuer: String,
     lowest: String,
-    queues: Vec<(String, mpsc::Sender<String>)>,
+    /// Each receiver's audience and queue of claims (signed by its worker, off the decision's
+    /// path).
+    queues: Vec<(String, mpsc::Sender<Value>)>,
 }
 
 /// One receiver's endpoint.
 struct Endpoint {
+    signer: Arc<Signer>,
     url: String,
     bearer: Option<String>,
     max_attempts: u32,
@@ -47,6 +50,7 @@ impl Sender {
                 .transpose()?;
             let (tx, rx) = mpsc::channel(config.queue);
             let endpoint = Endpoint {
+                signer: signer.clone(),
                 url: receiver.url.clone(),
                 bearer,
                 max_attempts: config.max_attempts,
@@ -84,15 +88,7 @@ impl Sender {
                 now,
             };
             let set = claims(&notice, &self.issuer, audience, &jti);
-            let token = match self.signer.sign(&set) {
-                Ok(token) => token,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SET not signed");
-                    counted("sign_failed");
-                    continue;
-                }
-            };
-            if queue.try_send(token).is_err() {
+            if queue.try_send(set).is_err() {
                 tracing::warn!(audience, "SET dropped: the receiver's queue is full");
                 counted("dropped");
             }
@@ -101,9 +97,15 @@ impl Sender {
 }
 
 impl Endpoint {
-    async fn work(self, mut rx: mpsc::Receiver<String>) {
-        while let Some(token) = rx.recv().await {
-            self.deliver(&token).await;
+    async fn work(self, mut rx: mpsc::Receiver<Value>) {
+        while let Some(set) = rx.recv().await {
+            match self.signer.sign(&set) {
+                Ok(token) => self.deliver(&token).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SET not signed");
+                    counted("sign_failed");
+                }
+            }
         }
     }
 

@@ -4,8 +4,8 @@
 //! each configured receiver, so the IdP or PAM system can drop the standing elevation. The key's
 //! public half is published as a JWKS ([`Signer::jwks`], served on the HTTP port).
 //!
-//! Delivery never delays or changes the approval: SETs go to a bounded queue per receiver and
-//! a worker posts them, retrying with backoff; a full queue drops the SET (counted), a refusal
+//! Delivery never delays or changes the approval: the claims go to a bounded queue per receiver and
+//! its worker signs and posts them, retrying with backoff; a full queue drops the SET (counted), a refusal
 //! (4xx) is final (counted), and every outcome is logged and counted.
 
 use std::path::Path;
