@@ -251,6 +251,11 @@ cpu_ticks() { # cpu_ticks PID → utime + stime of the process, in clock ticks
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+ctx_switches() { # ctx_switches PID → voluntary + involuntary context switches of all its threads
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
 field() { # field KEY "k=v k=v ..."
     local kv
     for kv in $2; do [[ "${kv%%=*}" == "$1" ]] && { echo "${kv#*=}"; return; }; done
@@ -303,16 +308,18 @@ for mode in "${MODES[@]}"; do
                 e * 1e6 / hz / n, a * 1e6 / hz / n, e / hz / s, a / hz / s }')"
 
     # Sensitive-only, the same way: throughput and CPU per sensitive request.
+    x0="$( [[ -n "$apid" ]] && ctx_switches "$apid" || echo 0)"
     e0="$(cpu_ticks "$epid")"; a0="$( [[ -n "$apid" ]] && cpu_ticks "$apid" || echo 0)"
     timeout "$RUN_TIMEOUT" wrk -t1 -c "$MIX_CONNS" -d "${MIX_SECONDS}s" --timeout 5s --latency \
         -s "$ROOT/scripts/load-mix.lua" "$base" "$TOKEN" sensitive >"$TMP/$mode-sensitive.wrk" 2>&1 ||
         { cat "$TMP/$mode-sensitive.wrk" >&2; die "wrk sensitive-only ($mode) failed or timed out"; }
     e1="$(cpu_ticks "$epid")"; a1="$( [[ -n "$apid" ]] && cpu_ticks "$apid" || echo 0)"
+    x1="$( [[ -n "$apid" ]] && ctx_switches "$apid" || echo 0)"
     SWRK[$mode]="$(sed -n 's/^RESULT //p' "$TMP/$mode-sensitive.wrk")"
     [[ -n "${SWRK[$mode]}" ]] || { cat "$TMP/$mode-sensitive.wrk" >&2; die "wrk sensitive-only ($mode) printed no RESULT"; }
-    SCPU[$mode]="$(awk -v e="$((e1 - e0))" -v a="$((a1 - a0))" -v hz="$CLK_TCK" \
+    SCPU[$mode]="$(awk -v e="$((e1 - e0))" -v a="$((a1 - a0))" -v hz="$CLK_TCK" -v x="$((x1 - x0))" \
         -v n="$(field requests "${SWRK[$mode]}")" 'BEGIN {
-            printf "envoy_cpu_us_per_req=%.1f authz_cpu_us_per_req=%.1f", e * 1e6 / hz / n, a * 1e6 / hz / n }')"
+            printf "envoy_cpu_us_per_req=%.1f authz_cpu_us_per_req=%.1f authz_ctxsw_per_req=%.2f", e * 1e6 / hz / n, a * 1e6 / hz / n, x / n }')"
 
     PUB[$mode]="$(run_h2load "$mode-public" "$base/public/hello")"
     SENS[$mode]="$(run_h2load "$mode-sensitive" "$base/v1/accounts/A1/transfers" \
@@ -390,13 +397,13 @@ summary() {
     echo
     echo "CPU during the mix run (from /proc/PID/stat; the authz server is allow_all or stepguard; Redis's own CPU is not counted):"
     echo
-    echo "| configuration | Envoy CPU µs/request | authz server CPU µs/request | Envoy cores busy | authz server cores busy | sensitive-only: Envoy CPU µs/request | sensitive-only: authz server CPU µs/request |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| configuration | Envoy CPU µs/request | authz server CPU µs/request | Envoy cores busy | authz server cores busy | sensitive-only: Envoy CPU µs/request | sensitive-only: authz server CPU µs/request | sensitive-only: authz server context switches/request |"
+    echo "|---|---|---|---|---|---|---|---|"
     for m in "${MODES[@]}"; do
-        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(field envoy_cpu_us_per_req "${CPU[$m]}")" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(field envoy_cpu_us_per_req "${CPU[$m]}")" \
             "$(field authz_cpu_us_per_req "${CPU[$m]}")" "$(field envoy_cores "${CPU[$m]}")" \
             "$(field authz_cores "${CPU[$m]}")" "$(field envoy_cpu_us_per_req "${SCPU[$m]}")" \
-            "$(field authz_cpu_us_per_req "${SCPU[$m]}")"
+            "$(field authz_cpu_us_per_req "${SCPU[$m]}")" "$(field authz_ctxsw_per_req "${SCPU[$m]}")"
     done
     echo
     awk -v sm="$(field rps "${MIX[stepguard]}")" -v am="$(field rps "${MIX[allow_all]}")" \
