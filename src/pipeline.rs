@@ -260,9 +260,11 @@ impl Pipeline {
             }
         };
         metrics::grant_lookup(grant.is_some());
+        let ladder = self.challenger.ladder();
         let (outcome, severity) = self
             .policy_for(id, s, grant.as_ref(), &signals, now)
             .await?;
+        let outcome = act::privileged_needs_its_own_step_up(s, outcome, grant.as_ref(), ladder);
         if let Some(d) = outcome::dry_run(id, &s.action, &outcome, &signals) {
             return Ok(d);
         }
@@ -279,6 +281,7 @@ impl Pipeline {
             // The request carries what its transaction's open challenge asked for (an RFC 9470
             // retry): the policy decides again, with the grant that completion minted.
             let (outcome, severity) = self.policy_for(id, s, Some(&minted), &signals, now).await?;
+            let outcome = act::privileged_needs_its_own_step_up(s, outcome, Some(&minted), ladder);
             let mut d = self
                 .act(id, s, outcome, Some(&minted), now)
                 .await
