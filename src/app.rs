@@ -348,7 +348,8 @@ async fn pipeline(
                 .acr_ladder
                 .first()
                 .map_or("", String::as_str);
-            let sender = Sender::start(send, lowest).map_err(std::io::Error::other)?;
+            let sender = Sender::start(send, lowest, Some(evidence.clone()))
+                .map_err(std::io::Error::other)?;
             tracing::info!(
                 receivers = send.receivers.len(),
                 "Shared Signals events sent after approvals"
@@ -419,7 +420,8 @@ async fn shared_signals(
             pipeline.clock.clone(),
             config.jwks_wait(),
         )
-        .await?,
+        .await?
+        .with_evidence(pipeline.evidence.clone()),
     );
     tracing::info!(transmitter = %transmitter.issuer, "Shared Signals receiver enabled");
     let poller = match &ssf.poll {

@@ -149,6 +149,43 @@ pub enum Lifecycle<'a> {
     Expired { challenge: &'a Challenge },
     /// `grant` expired without ever being used.
     GrantExpired { grant: &'a Grant },
+    /// A Security Event Token received (Shared Signals), verified and applied; refused SETs
+    /// are counted, not recorded, so unauthenticated traffic cannot fill the spool.
+    SignalReceived {
+        signal: Signal<'a>,
+        /// Grants it revoked.
+        revoked: u32,
+        /// Journals it was filed in (0 for an event stepguard does not act on).
+        filed: usize,
+        /// An event type stepguard does not act on.
+        ignored: bool,
+    },
+    /// A Security Event Token stepguard sent after an approval of `action`, and how its
+    /// delivery ended (`delivered`, `refused`, `failed`, `dropped`, `sign_failed`).
+    SignalSent {
+        signal: Signal<'a>,
+        action: &'a str,
+        /// The receiver's audience.
+        audience: &'a str,
+        outcome: &'a str,
+        attempts: u32,
+    },
+}
+
+/// What a Security Event Token said, as evidence records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Signal<'a> {
+    /// The SET's `iss`.
+    pub issuer: &'a str,
+    pub jti: &'a str,
+    /// The event type URI.
+    pub event_type: &'a str,
+    /// The event's time (`event_timestamp`, else `iat`).
+    pub time: i64,
+    /// The SET's subject identifier as sent (RFC 9493 or the SSF complex form).
+    pub subject: &'a serde_json::Value,
+    /// The `iss|sub` key of its user, when it names one (`input.subject.id`, as decisions).
+    pub user: Option<&'a str>,
 }
 
 impl Lifecycle<'_> {
@@ -159,6 +196,7 @@ impl Lifecycle<'_> {
             Lifecycle::Refused { .. } => "completion_refused",
             Lifecycle::Revoked { .. } => "revoked",
             Lifecycle::Expired { .. } | Lifecycle::GrantExpired { .. } => "expired",
+            Lifecycle::SignalReceived { .. } | Lifecycle::SignalSent { .. } => "signal",
         }
     }
 }

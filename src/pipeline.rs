@@ -109,12 +109,12 @@ impl Pipeline {
     async fn run(&self, id: &str, raw: RawRequest, progress: Arc<Progress>) -> Decision {
         let now = self.clock.now();
         let origin = Origin::of(&raw);
-        let s = match self.sensitive(id, raw, now, progress).await {
+        let mut s = match self.sensitive(id, raw, now, progress).await {
             Ok(Some(s)) => s,
             Ok(None) => return Decision::new(id.into(), Verdict::Allow, "not_sensitive"),
             Err(decision) => return self.finish(decision, None, &origin).await,
         };
-        let decision = match self.evaluate(id, &s, now).await {
+        let decision = match self.evaluate(id, &mut s, now).await {
             Ok(decision) | Err(decision) => decision,
         };
         let decision = self.finish(decision, Some(&s), &origin).await;
@@ -170,7 +170,7 @@ impl Pipeline {
             d.action = Some(action.name.clone());
             d
         };
-        let mut subject = stage(Stage::Identify, self.identity.resolve(&req, now))
+        let subject = stage(Stage::Identify, self.identity.resolve(&req, now))
             .await
             .map_err(|e| {
                 let description = match e {
@@ -185,21 +185,6 @@ impl Pipeline {
                     "invalid_token",
                 ))
             })?;
-        // Shared Signals: a revoked session or an account event newer than the sign-in refuses
-        // the sensitive action; changed claims apply before the policy sees them.
-        let mut events = Vec::new();
-        if let Some(standing) = &self.standing {
-            let judged = standing.judge(&mut subject, now).await.map_err(|e| {
-                tracing::warn!(decision_id = id, error = %e, "subject events unreadable");
-                with_action(refuse(Fault::GrantStoreUnavailable))
-            })?;
-            if let Some(fault) = judged.refused {
-                let mut d = refuse(fault);
-                d.subject = Some(subject.binding_key());
-                return Err(with_action(d));
-            }
-            events = judged.events;
-        }
         // Unbindable input is the client's fault (naming the field); a missing key is ours.
         let txn = stage_sync(Stage::Bind, || {
             self.binder.bind(&action, &subject, &req, &params, now)
@@ -228,30 +213,38 @@ impl Pipeline {
             txn,
             policy,
             progress,
-            events,
+            events: Vec::new(),
         }))
     }
 
-    /// Steps 4-7: grant lookup and context signals, policy, and acting on the outcome.
-    async fn evaluate(&self, id: &str, s: &Sensitive, now: i64) -> Step<Decision> {
+    /// Steps 4-7: grant lookup, context signals and Shared Signals standing, policy, and acting
+    /// on the outcome.
+    async fn evaluate(&self, id: &str, s: &mut Sensitive, now: i64) -> Step<Decision> {
         let fault = |fault| Decision::refuse(id.into(), fault);
         let mut digests = vec![s.txn.digest.as_str()];
         digests.extend(s.txn.previous_digests.iter().map(String::as_str));
         let subject = s.subject.binding_key();
-        // Both in flight at once: one round trip's latency with Redis.
-        let (grant, signals) = stage(Stage::GrantLookup, async {
+        // All in flight at once: one round trip's latency with Redis.
+        let (grant, signals, journals) = stage(Stage::GrantLookup, async {
             tokio::join!(
                 self.grants.find_any(&digests, now),
                 Signals::compute(self.grants.as_ref(), &self.context, &subject, &s.req, now),
+                async {
+                    match &self.standing {
+                        Some(standing) => standing.read(&s.subject, now).await,
+                        None => Ok(None),
+                    }
+                },
             )
         })
         .await;
-        let (grant, signals) = match (grant, signals) {
-            (Ok(grant), Ok(signals)) => (grant, signals),
-            (grant, signals) => {
-                let (op, e) = match (grant, signals) {
-                    (Err(e), _) => ("find_grant", e),
-                    (_, Err(e)) => ("context_signals", e),
+        let (grant, signals, journals) = match (grant, signals, journals) {
+            (Ok(grant), Ok(signals), Ok(journals)) => (grant, signals, journals),
+            (grant, signals, journals) => {
+                let (op, e) = match (grant, signals, journals) {
+                    (Err(e), _, _) => ("find_grant", e),
+                    (_, Err(e), _) => ("context_signals", e),
+                    (_, _, Err(e)) => ("subject_events", e),
                     _ => return Err(fault(Fault::GrantStoreUnavailable)),
                 };
                 metrics::store_error(op);
@@ -259,10 +252,22 @@ impl Pipeline {
                 return Err(fault(Fault::GrantStoreUnavailable));
             }
         };
+        // Shared Signals: a revoked session or an account event newer than the sign-in refuses
+        // the sensitive action; changed claims apply before the policy sees them.
+        let judged = Standing::judge(&mut s.subject, journals).map_err(|e| {
+            tracing::warn!(decision_id = id, error = %e, "subject events unreadable");
+            fault(Fault::GrantStoreUnavailable)
+        })?;
+        if let Some(refused) = judged.refused {
+            return Err(fault(refused));
+        }
+        s.events = judged.events;
         metrics::grant_lookup(grant.is_some());
+        let ladder = self.challenger.ladder();
         let (outcome, severity) = self
             .policy_for(id, s, grant.as_ref(), &signals, now)
             .await?;
+        let outcome = act::privileged_needs_its_own_step_up(s, outcome, grant.as_ref(), ladder);
         if let Some(d) = outcome::dry_run(id, &s.action, &outcome, &signals) {
             return Ok(d);
         }
@@ -279,6 +284,7 @@ impl Pipeline {
             // The request carries what its transaction's open challenge asked for (an RFC 9470
             // retry): the policy decides again, with the grant that completion minted.
             let (outcome, severity) = self.policy_for(id, s, Some(&minted), &signals, now).await?;
+            let outcome = act::privileged_needs_its_own_step_up(s, outcome, Some(&minted), ladder);
             let mut d = self
                 .act(id, s, outcome, Some(&minted), now)
                 .await

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod config;
 pub mod envoy;
+pub mod evidence;
 pub mod legacy_input;
 pub mod ports;
 pub mod tokens;

@@ -13,14 +13,13 @@ package stepguard.policy.delegation
 
 import rego.v1
 
-import data.stepguard.policy.settings
 
 # The deny reasons about who is acting, in priority order, for any subject.
 denies := array.concat(shared, delegated) if {
 	s := input.stepguard
 	subj := s.subject
 	act := s.action
-	cfg := settings.all
+	cfg := data.stepguard.policy.settings.all
 	chain := [a | is_array(subj.act); some a in subj.act]
 	reqs := cfg.requirements
 	entry_data := object.get(object.get(reqs, "actions", {}), act.name, object.get(reqs, "default", null))

@@ -21,9 +21,6 @@ package stepguard.policy.requirement
 
 import rego.v1
 
-import data.stepguard.policy.break_glass
-import data.stepguard.policy.settings
-import data.stepguard.policy.signals
 
 # {rank, acr_values, max_age, single_use, ttl, skew, fired}; `fired` holds the
 # explanation codes the layers added (value_tier, unknown_currency,
@@ -52,7 +49,7 @@ human := {
 	is_object(admin)
 	admin.unknown_acrs == 0
 	b := base.entry
-	cfg := settings.all
+	cfg := data.stepguard.policy.settings.all
 	rank_of := base.rank_of
 	data_rank := base.rank
 	data_age := base.max_age
@@ -62,8 +59,8 @@ human := {
 	policy_rank := max(array.concat([data_rank], admin_ranks))
 
 	# Risk signals and break-glass.
-	fired_signals := signals.fired
-	marks := break_glass.marks
+	fired_signals := data.stepguard.policy.signals.fired
+	marks := data.stepguard.policy.break_glass.marks
 	top := count(base.ladder) - 1
 	steps := cfg.raise_steps
 	raised_rank := {min({policy_rank + steps, top}) | count(fired_signals) > 0; is_number(steps)}
@@ -96,7 +93,7 @@ admin_layer := {
 	base := data_layer
 	is_object(base)
 	b := base.entry
-	cfg := settings.all
+	cfg := data.stepguard.policy.settings.all
 	default_entry := [e | d := object.get(cfg.requirements, "default", null); is_object(d); e := object.get(d, "admin", null)]
 	entry := object.get(b, "admin", array.concat(default_entry, [null])[0])
 	admin := [entry | is_object(entry); some role in input.stepguard.subject.roles; role in cfg.admin_roles]
@@ -126,7 +123,7 @@ data_layer := {
 } if {
 	s := input.stepguard
 	act := s.action
-	reqs := settings.all.requirements
+	reqs := data.stepguard.policy.settings.all.requirements
 	b := object.get(object.get(reqs, "actions", {}), act.name, object.get(reqs, "default", null))
 	is_object(b)
 	acrs := s.acr_ladder
@@ -163,7 +160,7 @@ data_layer := {
 privileged if input.stepguard.action.privileged == true
 
 privileged if {
-	reqs := settings.all.requirements
+	reqs := data.stepguard.policy.settings.all.requirements
 	base := object.get(object.get(reqs, "actions", {}), input.stepguard.action.name, object.get(reqs, "default", null))
 	base.privileged == true
 }

@@ -14,11 +14,9 @@ package stepguard.policy.workload
 
 import rego.v1
 
-import data.stepguard.policy.delegation
-import data.stepguard.policy.settings
 
 decision := {"result": "deny", "reason": denies[0], "reasons": denies, "status": 403} if {
-	denies := array.concat(token_denies, delegation.denies)
+	denies := array.concat(token_denies, data.stepguard.policy.delegation.denies)
 	count(denies) > 0
 }
 
@@ -29,7 +27,7 @@ decision := {
 	"used_grant": false,
 } if {
 	count(token_denies) == 0
-	count(delegation.denies) == 0
+	count(data.stepguard.policy.delegation.denies) == 0
 	delegated := [code | count(input.stepguard.subject.act) > 0; code := "delegated"]
 }
 
@@ -47,7 +45,7 @@ token_denies := array.concat(
 ) if {
 	s := input.stepguard
 	tok := s.subject.claims
-	cfg := settings.all
+	cfg := data.stepguard.policy.settings.all
 	txn := [1 | is_string(tok.txn); tok.txn != ""]
 
 	# exp - iat is known, not negative, and within the configured maximum.

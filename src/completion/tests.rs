@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::grant::{GrantTerms, MemoryStore, Requirement};
+use crate::testkit::evidence::Kept;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -311,29 +312,6 @@ async fn a_challenge_is_either_completed_or_expired_never_both() {
     );
 }
 
-/// A sink keeping every lifecycle record it is given.
-#[derive(Default)]
-struct Kept(std::sync::Mutex<Vec<serde_json::Value>>);
-
-#[tonic::async_trait]
-impl Evidence for Kept {
-    async fn record(
-        &self,
-        _: &crate::evidence::EvidenceContext<'_>,
-    ) -> Result<(), crate::evidence::EvidenceError> {
-        Ok(())
-    }
-
-    async fn lifecycle(&self, event: &Lifecycle<'_>) -> Result<(), crate::evidence::EvidenceError> {
-        let record = crate::evidence::Recorder::default().lifecycle(event, std::time::UNIX_EPOCH);
-        self.0
-            .lock()
-            .unwrap()
-            .push(serde_json::Value::Object(record));
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_grant_never_spent_is_recorded_expired_unused_and_a_spent_one_is_not() {
     let store = Arc::new(MemoryStore::new(100));
@@ -365,7 +343,7 @@ async fn a_grant_never_spent_is_recorded_expired_unused_and_a_spent_one_is_not()
         "the first use was claimed"
     );
     assert_eq!(c.sweep(NOW + 140 + EXPIRY_GRACE_SECS).await, 1);
-    let records = evidence.0.lock().unwrap();
+    let records = evidence.records();
     let expired: Vec<_> = records
         .iter()
         .filter(|r| r["event"] == "grant_expired_unused")

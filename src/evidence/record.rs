@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use super::canonical::sanitize;
-use super::{EvidenceContext, Lifecycle, time};
+use super::{EvidenceContext, Lifecycle, Signal, time};
 use crate::decision::Verdict;
 use crate::fault::Fault;
 use crate::grant::{Challenge, Grant, Requirement};
@@ -173,6 +173,28 @@ impl Recorder {
                 );
                 ("grant_expired_unused", input, result)
             }
+            Lifecycle::SignalReceived {
+                signal,
+                revoked,
+                filed,
+                ignored,
+            } => {
+                let input = signal_input(signal, None, None);
+                let outcome = if *ignored { "ignored" } else { "applied" };
+                let result = json!({"outcome": outcome, "revoked": revoked, "journals": filed});
+                ("signal_received", input, object(result))
+            }
+            Lifecycle::SignalSent {
+                signal,
+                action,
+                audience,
+                outcome,
+                attempts,
+            } => {
+                let input = signal_input(signal, Some(action), Some(audience));
+                let result = json!({"outcome": outcome, "attempts": attempts});
+                ("signal_sent", input, object(result))
+            }
         };
         record.insert("event".into(), name.into());
         let id = crate::random::random_token(12).unwrap_or_else(|| "unavailable".into());
@@ -293,6 +315,27 @@ fn subject(ctx: &EvidenceContext<'_>) -> Option<Map<String, Value>> {
         put(&mut out, "workload", s.workload.clone().map(Value::from));
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// A Security Event Token's record input: the subject (as decisions name it, when the SET
+/// names a user) and what the SET said.
+fn signal_input(
+    signal: &Signal<'_>,
+    action: Option<&str>,
+    audience: Option<&str>,
+) -> Map<String, Value> {
+    let mut input = Map::new();
+    put(&mut input, "action", action.map(Value::from));
+    if let Some(user) = signal.user {
+        input.insert("subject".into(), json!({"id": user}));
+    }
+    let mut set = object(json!({
+        "iss": signal.issuer, "jti": signal.jti, "type": signal.event_type,
+        "time": signal.time, "subject": signal.subject,
+    }));
+    put(&mut set, "aud", audience.map(Value::from));
+    input.insert("signal".into(), set.into());
+    input
 }
 
 /// What was decided, and why.

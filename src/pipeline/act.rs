@@ -11,6 +11,68 @@ use crate::policy::Outcome;
 use crate::telemetry::traces::{Stage, record_acr_achieved};
 use crate::telemetry::{metrics, stage};
 
+/// What a privileged action's step-up asks when the policy asked nothing: single use, for a
+/// minute (the shipped policy's terms for privileged actions).
+const PRIVILEGED_TERMS: GrantTerms = GrantTerms {
+    single_use: true,
+    ttl: 60,
+};
+
+/// The standing-privilege rule, whatever the policy and the token say: a person's approval of a
+/// privileged action rests on a step-up for that transaction. A grant found for it is spent
+/// even if the policy said it allowed without; with none, the allow becomes a step-up at the
+/// session's own level or above, signed in afresh (`max_age` 0). So an elevation used for one
+/// privileged action never carries over to another. Workloads present transaction tokens and
+/// never step up.
+pub(super) fn privileged_needs_its_own_step_up(
+    s: &Sensitive,
+    outcome: Outcome,
+    grant: Option<&Grant>,
+    ladder: &[String],
+) -> Outcome {
+    if !s.action.privileged || s.subject.kind == SubjectKind::Workload {
+        return outcome;
+    }
+    match outcome {
+        Outcome::Allow {
+            reason,
+            reasons,
+            requirement,
+            ..
+        } if grant.is_some() => Outcome::Allow {
+            reason,
+            reasons,
+            used_grant: Some(true),
+            requirement,
+        },
+        Outcome::Allow {
+            reasons,
+            requirement,
+            ..
+        } => {
+            let acr_values = requirement.map(|r| r.acr_values).unwrap_or_else(|| {
+                let session = s.subject.acr.as_deref();
+                let from = session
+                    .and_then(|acr| ladder.iter().position(|l| l == acr))
+                    .unwrap_or(0);
+                ladder[from..].to_vec()
+            });
+            let mut reasons = reasons;
+            reasons.push("privileged_needs_its_own_step_up".into());
+            Outcome::StepUp {
+                reason: "privileged_needs_its_own_step_up".into(),
+                reasons,
+                requirement: Requirement {
+                    acr_values,
+                    max_age: 0,
+                },
+                terms: PRIVILEGED_TERMS,
+            }
+        }
+        other => other,
+    }
+}
+
 impl Pipeline {
     /// Allow (spending the transaction's grant unless the policy declared it allowed without
     /// it: `used_grant: false`), deny, or challenge.

@@ -256,5 +256,6 @@ mod context;
 mod evidence;
 mod faults;
 mod limits;
+mod privileged;
 mod signals;
 mod spending;

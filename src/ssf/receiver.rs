@@ -17,6 +17,7 @@ use super::event::{EventKind, Recorded};
 use super::set::{Expect, SecurityEvent, SetError, read};
 use super::subject::{email_key, keys_for, subject_key};
 use crate::clock::Clock;
+use crate::evidence::{Evidence, Lifecycle, Signal};
 use crate::grant::{GrantStore, Revoke, subject_tag};
 use crate::identity::signed::SignedBy;
 use crate::identity::{IdentityError, Jwks, JwksError};
@@ -46,6 +47,7 @@ pub struct Receiver {
     ladder: Vec<String>,
     store: Arc<dyn GrantStore>,
     clock: Arc<dyn Clock>,
+    evidence: Option<Arc<dyn Evidence>>,
 }
 
 impl Receiver {
@@ -69,7 +71,15 @@ impl Receiver {
             ladder: ladder.to_vec(),
             store,
             clock,
+            evidence: None,
         })
+    }
+
+    /// Records every SET applied in `evidence` before it is acknowledged: a SET that cannot be
+    /// recorded is not acknowledged (push answers 503, poll leaves it), and comes again.
+    pub fn with_evidence(mut self, evidence: Arc<dyn Evidence>) -> Self {
+        self.evidence = Some(evidence);
+        self
     }
 
     /// The transmitter's key set (for background refresh).
@@ -102,6 +112,9 @@ impl Receiver {
             return Err(SetError::Replayed);
         }
         let revoked = self.revoke(&event, &keys).await?;
+        // Recorded before it is filed: a SET whose record failed is not filed, so its retry is
+        // applied (and recorded) again rather than taken for a replay.
+        self.record(&event, &keys, revoked, entry.is_some()).await?;
         if let Some(entry) = &entry {
             let until = event.time.max(now) + self.remember;
             for key in &keys {
@@ -117,6 +130,37 @@ impl Receiver {
             revoked,
             event,
         })
+    }
+
+    /// The evidence record of an applied SET.
+    async fn record(
+        &self,
+        event: &SecurityEvent,
+        keys: &[String],
+        revoked: u32,
+        filed: bool,
+    ) -> Result<(), SetError> {
+        let Some(evidence) = &self.evidence else {
+            return Ok(());
+        };
+        let signal = Signal {
+            issuer: self.group.first().map_or("", String::as_str),
+            jti: &event.jti,
+            event_type: &event.uri,
+            time: event.time,
+            subject: &event.sub_id,
+            user: keys.iter().find(|k| is_subject_key(k)).map(String::as_str),
+        };
+        let record = Lifecycle::SignalReceived {
+            signal,
+            revoked,
+            filed: if filed { keys.len() } else { 0 },
+            ignored: event.kind == EventKind::Unknown,
+        };
+        evidence
+            .lifecycle(&record)
+            .await
+            .map_err(|e| SetError::Unavailable(format!("evidence: {e}")))
     }
 
     /// The single-use claim of a SET: the transmitter's issuer and the `jti`, hashed (key-safe).

@@ -78,6 +78,8 @@ pub struct SecurityEvent {
     pub uri: String,
     pub kind: EventKind,
     pub subject: SubjectId,
+    /// The subject identifier as sent (for evidence).
+    pub sub_id: Value,
     /// The event's own time (`event_timestamp`), else `iat`.
     pub time: i64,
     /// The event's payload (without `subject`), for evidence and the policy.
@@ -135,7 +137,7 @@ pub fn read(
     let payload = payload
         .as_object()
         .ok_or_else(|| bad("an event payload is a JSON object"))?;
-    let subject = subject_of(claims, payload)?;
+    let (subject, sub_id) = subject_of(claims, payload)?;
     let kind = EventKind::of(uri);
     let event = Event::read(kind, payload).map_err(bad)?;
     let time = match payload.get("event_timestamp") {
@@ -151,6 +153,7 @@ pub fn read(
         uri: uri.clone(),
         kind,
         subject,
+        sub_id,
         time,
         event,
         txn: claims
@@ -161,9 +164,12 @@ pub fn read(
 }
 
 /// `sub_id` (SSF 1.0) or the event's `subject` (earlier drafts); not both, and one of them.
-fn subject_of(claims: &Value, payload: &Map<String, Value>) -> Result<SubjectId, SetError> {
+fn subject_of(
+    claims: &Value,
+    payload: &Map<String, Value>,
+) -> Result<(SubjectId, Value), SetError> {
     match (claims.get("sub_id"), payload.get("subject")) {
-        (Some(s), None) | (None, Some(s)) => SubjectId::read(s).map_err(bad),
+        (Some(s), None) | (None, Some(s)) => Ok((SubjectId::read(s).map_err(bad)?, s.clone())),
         (Some(_), Some(_)) => Err(bad("both sub_id and an event subject")),
         (None, None) => Err(bad("missing sub_id")),
     }

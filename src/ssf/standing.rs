@@ -1,7 +1,8 @@
 //! A subject's standing on a sensitive request: the events its journals hold (its `iss|sub`, its
 //! verified e-mail address, its session), what they mean for the token presented
 //! ([`super::event::assess`]), and the claims a `token-claims-change` overrides — applied to the
-//! subject before the policy sees it. One grant-store call (a journal per key, pipelined).
+//! subject before the policy sees it. Read in one grant-store call (a journal per key,
+//! pipelined) at the same time as the grant lookup, then judged.
 
 use std::sync::Arc;
 
@@ -33,25 +34,30 @@ impl Standing {
         Self { store }
     }
 
-    /// Judges `subject`'s token against its events and applies changed claims to it. Workloads
-    /// and anonymous callers have no journal.
-    pub async fn judge(&self, subject: &mut Subject, now: i64) -> Result<Judged, GrantError> {
-        let (SubjectKind::Human, Some(iss), Some(sub)) = (
-            subject.kind,
-            subject.issuer.as_deref(),
-            subject.id.as_deref(),
-        ) else {
-            return Ok(Judged::default());
+    /// Reads `subject`'s journals (one grant-store call: pipelined on Redis), to be judged by
+    /// [`Standing::judge`]; `None` for workloads and anonymous callers, who have none.
+    pub async fn read(
+        &self,
+        subject: &Subject,
+        now: i64,
+    ) -> Result<Option<Vec<Vec<String>>>, GrantError> {
+        let Some(keys) = keys_of(subject) else {
+            return Ok(None);
         };
-        let claims = &subject.claims;
-        let verified_email = claims
-            .get("email")
-            .and_then(Value::as_str)
-            .filter(|_| claims.get("email_verified").and_then(Value::as_bool) != Some(false));
-        let keys = token_keys(iss, sub, verified_email, subject.sid.as_deref());
         let names: Vec<String> = keys.iter().map(|k| journal(k)).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let journals = self.store.journals(&names, now).await?;
+        self.store.journals(&names, now).await.map(Some)
+    }
+
+    /// Judges `subject`'s token against the events of its `journals` ([`Standing::read`]) and
+    /// applies changed claims to it.
+    pub fn judge(
+        subject: &mut Subject,
+        journals: Option<Vec<Vec<String>>>,
+    ) -> Result<Judged, GrantError> {
+        let Some(journals) = journals else {
+            return Ok(Judged::default());
+        };
         let mut events =
             Recorded::read_all(journals.into_iter().flatten()).map_err(GrantError::Unavailable)?;
         if events.is_empty() {
@@ -59,6 +65,7 @@ impl Standing {
         }
         events.sort_by(|a, b| (a.time, &a.jti).cmp(&(b.time, &b.jti)));
         events.dedup_by(|a, b| a.jti == b.jti);
+        let claims = &subject.claims;
         let assessment = assess(
             &events,
             Presented {
@@ -78,4 +85,21 @@ impl Standing {
             }),
         })
     }
+}
+
+/// The journals a person's token reads: its `iss|sub`, its verified e-mail address, its session.
+fn keys_of(subject: &Subject) -> Option<Vec<String>> {
+    let (SubjectKind::Human, Some(iss), Some(sub)) = (
+        subject.kind,
+        subject.issuer.as_deref(),
+        subject.id.as_deref(),
+    ) else {
+        return None;
+    };
+    let claims = &subject.claims;
+    let verified_email = claims
+        .get("email")
+        .and_then(Value::as_str)
+        .filter(|_| claims.get("email_verified").and_then(Value::as_bool) != Some(false));
+    Some(token_keys(iss, sub, verified_email, subject.sid.as_deref()))
 }

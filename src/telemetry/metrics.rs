@@ -83,6 +83,7 @@ pub const REASONS: &[&str] = &[
     "idp_metadata_unavailable",
     "step_up_required",
     "step_up_not_completing",
+    "privileged_needs_its_own_step_up",
     "session_revoked",
     "account_event",
     "challenge_rate_limited_subject",

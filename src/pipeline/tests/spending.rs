@@ -5,7 +5,7 @@ use super::*;
 /// A pipeline on a one-file Rego policy (`package custom`, entrypoint `custom/decision`),
 /// written to a directory of its own named `name`; generous time limits (these tests are about
 /// what is spent, not about time, and run beside the whole suite).
-async fn custom_policy(name: &str, rego: &str) -> (Arc<Pipeline>, Arc<ManualClock>) {
+pub(super) async fn custom_policy(name: &str, rego: &str) -> (Arc<Pipeline>, Arc<ManualClock>) {
     let dir = std::env::temp_dir().join(format!("stepguard-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("custom.rego"), rego).unwrap();

@@ -224,3 +224,78 @@ async fn unknown_events_are_ignored_and_account_events_hold_until_a_new_sign_in(
     .await;
     assert_eq!(events.len(), 1);
 }
+
+#[tokio::test]
+async fn applied_sets_are_recorded_before_they_count_and_forgeries_never() {
+    let (receiver, store) = receiver().await;
+    let kept = Arc::new(crate::testkit::evidence::Kept::default());
+    let receiver = receiver.with_evidence(kept.clone());
+    let mut grant = contract::grant("dev1:alice-ev", Some(1), NOW);
+    grant.subject = format!("{ISSUER}|alice");
+    store.put_grant(grant).await.unwrap();
+    let complex = json!({"user": alice(), "session": {"format": "opaque", "id": "s-9"}});
+    let revoked = set(
+        "j-ev-1",
+        &format!("{CAEP}session-revoked"),
+        json!({"event_timestamp": NOW - 10}),
+        complex.clone(),
+    );
+
+    // No record, no effect that counts: the SET is not acknowledged and nothing is filed.
+    kept.fail(true);
+    let refused = receiver.receive(&revoked).await.unwrap_err();
+    assert_eq!(refused.code(), "temporarily_unavailable", "{refused:?}");
+    let keys = token_keys(ISSUER, "alice", None, Some("s-9"));
+    assert!(events_of(&store, &keys).await.is_empty(), "not filed");
+
+    // Its retry is applied and recorded, not taken for a replay.
+    kept.fail(false);
+    let applied = receiver.receive(&revoked).await.unwrap();
+    assert_eq!(events_of(&store, &keys).await.len(), 2);
+    let records = kept.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(
+        (&r["kind"], &r["event"]),
+        (&json!("signal"), &json!("signal_received"))
+    );
+    assert_eq!(r["input"]["subject"]["id"], format!("{ISSUER}|alice"));
+    assert_eq!(r["input"]["signal"]["jti"], "j-ev-1");
+    assert_eq!(r["input"]["signal"]["iss"], ISSUER);
+    assert_eq!(
+        r["input"]["signal"]["type"],
+        format!("{CAEP}session-revoked")
+    );
+    assert_eq!(r["input"]["signal"]["time"], NOW - 10);
+    assert_eq!(r["input"]["signal"]["subject"], complex);
+    assert_eq!(r["result"]["outcome"], "applied");
+    assert_eq!(r["result"]["journals"], applied.keys.len());
+    assert_eq!(r["result"]["journals"], 2);
+
+    // A replay, a forgery and a stranger's SET are refused and leave no record.
+    receiver.receive(&revoked).await.unwrap_err();
+    let (message, _) = revoked.rsplit_once('.').unwrap();
+    receiver
+        .receive(&format!("{message}.{}", "A".repeat(86)))
+        .await
+        .unwrap_err();
+    let stranger = sign(
+        json!({"alg": "ES256", "kid": KID, "typ": "secevent+jwt"}),
+        json!({"iss": ISSUER, "aud": "https://someone-else", "iat": NOW, "jti": "j-ev-2",
+               "sub_id": alice(), "events": {format!("{RISC}account-disabled"): {}}}),
+    );
+    receiver.receive(&stranger).await.unwrap_err();
+    assert_eq!(kept.records().len(), 1);
+
+    // An event stepguard does not act on is recorded as ignored.
+    let unknown = set(
+        "j-ev-3",
+        &format!("{CAEP}device-compliance-change"),
+        json!({"current_status": "not-compliant"}),
+        alice(),
+    );
+    receiver.receive(&unknown).await.unwrap();
+    let records = kept.records();
+    assert_eq!(records[1]["result"]["outcome"], "ignored");
+    assert_eq!(records[1]["result"]["journals"], 0);
+}

@@ -9,7 +9,6 @@ package stepguard.policy.break_glass
 
 import rego.v1
 
-import data.stepguard.policy.settings
 
 # {} for an ordinary request; {"break_glass"} for a break-glass request, plus
 # "justified" when its justification is long enough.
@@ -19,7 +18,7 @@ marks := {code | count(request) > 0; code := "break_glass"} | {code |
 	code := "justified"
 } if {
 	s := input.stepguard
-	cfg := settings.all
+	cfg := data.stepguard.policy.settings.all
 	request := [1 |
 		s.subject.kind == "human"
 		s.action.name in cfg.break_glass_actions

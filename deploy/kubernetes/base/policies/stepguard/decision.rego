@@ -46,10 +46,6 @@ package stepguard.authz
 
 import rego.v1
 
-import data.stepguard.policy.break_glass as emergency
-import data.stepguard.policy.delegation
-import data.stepguard.policy.requirement
-import data.stepguard.policy.workload
 
 # Backstop: should the rules below ever fail to produce a decision, refuse.
 # Reaching it would be a bug in this policy.
@@ -62,13 +58,13 @@ default decision := {
 
 decision := human_decision if input.stepguard.subject.kind == "human"
 
-decision := workload.decision if input.stepguard.subject.kind == "workload"
+decision := data.stepguard.policy.workload.decision if input.stepguard.subject.kind == "workload"
 
 # Defence in depth: stepguard normally answers invalid_token before asking.
 decision := {
 	"result": "deny",
 	"reason": "authentication_required",
-	"reasons": array.concat(["authentication_required"], delegation.denies),
+	"reasons": array.concat(["authentication_required"], data.stepguard.policy.delegation.denies),
 	"status": 401,
 } if {
 	input.stepguard.subject.kind == "anonymous"
@@ -135,7 +131,7 @@ human_facts := {
 	"requirement": {"acr_values": r.acr_values, "max_age": max_age},
 	"grant": {"single_use": r.single_use, "ttl": r.ttl},
 } if {
-	r := requirement.human
+	r := data.stepguard.policy.requirement.human
 	is_object(r)
 	s := input.stepguard
 	subj := s.subject
@@ -143,7 +139,7 @@ human_facts := {
 
 	# Deny reasons, in priority order (none of these is a step-up).
 	denies := array.concat(
-		delegation.denies,
+		data.stepguard.policy.delegation.denies,
 		[code |
 			count(bg) > 0
 			not "justified" in r.fired
@@ -209,10 +205,10 @@ human_facts := {
 human_decision := {
 	"result": "deny",
 	"reason": "policy_misconfigured",
-	"reasons": array.concat(["policy_misconfigured"], delegation.denies),
+	"reasons": array.concat(["policy_misconfigured"], data.stepguard.policy.delegation.denies),
 	"status": 503,
 } if {
-	requirement.human == null
+	data.stepguard.policy.requirement.human == null
 }
 
 # Reason codes that explain a decision, in the order they are listed after
@@ -251,10 +247,10 @@ misconfiguration := data.stepguard.validate.misconfiguration
 
 # For explaining a decision (`stepguard check` lists every defined rule); not
 # on the decision's path.
-required_rank := requirement.human.rank
+required_rank := data.stepguard.policy.requirement.human.rank
 
-required_max_age := requirement.human.max_age
+required_max_age := data.stepguard.policy.requirement.human.max_age
 
-privileged if requirement.privileged
+privileged if data.stepguard.policy.requirement.privileged
 
-break_glass if emergency.active
+break_glass if data.stepguard.policy.break_glass.active

@@ -6,11 +6,10 @@ package stepguard.policy.signals
 
 import rego.v1
 
-import data.stepguard.policy.settings
 
 fired := (new_network | high_velocity) | untrusted_device if {
 	s := input.stepguard
-	cfg := settings.all
+	cfg := data.stepguard.policy.settings.all
 
 	# true: approved from other networks, never from this one. null: no source
 	# address, or no baseline yet; judged new only with unknown_network_is_new.
