@@ -235,4 +235,4 @@ fn counted(outcome: &'static str) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

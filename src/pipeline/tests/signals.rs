@@ -144,30 +144,9 @@ async fn a_challenge_opened_before_a_revocation_never_completes() {
     assert_eq!(outcome.err(), Some(CompletionError::Revoked));
 }
 
-/// A receiver of stepguard's SETs on loopback: what it was sent.
-async fn receiver_of_sets() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    use axum::routing::post;
-    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = got.clone();
-    let app = axum::Router::new().route(
-        "/events",
-        post(move |body: String| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(body);
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, got)
-}
-
 #[tokio::test]
 async fn a_privileged_approval_sends_a_session_revoked_set_verifiable_by_the_published_jwks() {
-    let (url, got) = receiver_of_sets().await;
+    let (url, got) = crate::ssf::deliver::tests::receiver(202).await;
     let send = format!(
         "shared_signals:\n  send:\n    issuer: https://stepguard.example\n    signing_key_file: dev-signing-key.DEV-ONLY.pem\n    \
          receivers: [{{url: '{url}', audience: https://idp.example/ssf}}]\n"

@@ -9,8 +9,8 @@ use super::*;
 use crate::ssf::config::SendReceiver;
 use crate::testkit::evidence::Kept;
 
-/// A receiver answering `status` to every SET, keeping their bodies; its URL.
-async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+/// A receiver of SETs on loopback answering `status` to each, keeping their bodies; its URL.
+pub(crate) async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let seen = got.clone();
     let app = axum::Router::new().route(
