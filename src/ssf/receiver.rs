@@ -5,8 +5,9 @@
 //! key), where every replica reads it on the subject's next sensitive request.
 //!
 //! Applying is idempotent and ordered so a failure part-way can be retried: grants are revoked
-//! first, the journal entries written last, and a SET whose `jti` was already claimed is
-//! applied again unless its entries are all there (only then is it a replay).
+//! first, the journal entries written last, and a SET whose `jti` was already claimed by these
+//! same bytes is applied again unless its entries are all there (only then is it a replay); a
+//! `jti` claimed by another SET is a duplicate whatever it says.
 
 use std::sync::Arc;
 
@@ -97,18 +98,25 @@ impl Receiver {
             leeway: LEEWAY,
         };
         let event = read(verified.typ.as_deref(), &verified.claims, &expect, now)?;
+        // Two claims, this SET's bytes first, then its `jti`: a `jti` already claimed by other
+        // bytes is a duplicate; by these bytes, a retry (a transmitter resends the same SET),
+        // applied again unless it was filed in full.
+        let until = event.iat + self.max_age + LEEWAY;
+        let new_bytes = self
+            .store
+            .claim_once(&self.claim(&event, Some(token)), until, now)
+            .await
+            .map_err(unavailable)?;
         let first = self
             .store
-            .claim_once(
-                &self.jti_claim(&event),
-                event.iat + self.max_age + LEEWAY,
-                now,
-            )
+            .claim_once(&self.claim(&event, None), until, now)
             .await
             .map_err(unavailable)?;
         let keys = self.keys(&event);
         let entry = self.entry(&event);
-        if !first && (entry.is_none() || self.filed(&keys, entry.as_deref(), now).await?) {
+        if !first
+            && (new_bytes || entry.is_none() || self.filed(&keys, entry.as_deref(), now).await?)
+        {
             return Err(SetError::Replayed);
         }
         let revoked = self.revoke(&event, &keys).await?;
@@ -163,15 +171,24 @@ impl Receiver {
             .map_err(|e| SetError::Unavailable(format!("evidence: {e}")))
     }
 
-    /// The single-use claim of a SET: the transmitter's issuer and the `jti`, hashed (key-safe).
-    fn jti_claim(&self, event: &SecurityEvent) -> String {
+    /// The single-use claim of a SET's `jti` under the transmitter's issuer, or with `token`, of
+    /// these very bytes; hashed (key-safe).
+    fn claim(&self, event: &SecurityEvent, token: Option<&str>) -> String {
         let issuer = self.group.first().map_or("", String::as_str);
-        let hash = digest(&SHA256, format!("{issuer}|{}", event.jti).as_bytes());
+        let mut text = format!("{issuer}|{}", event.jti);
+        if let Some(token) = token {
+            text.push('|');
+            text.push_str(token);
+        }
+        let hash = digest(&SHA256, text.as_bytes());
         let hex: String = hash.as_ref()[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("ssf-jti:{hex}")
+        match token {
+            None => format!("ssf-jti:{hex}"),
+            Some(_) => format!("ssf-set:{hex}"),
+        }
     }
 
     /// The journals an event is filed under: its user's keys, and its session's.

@@ -299,3 +299,28 @@ async fn applied_sets_are_recorded_before_they_count_and_forgeries_never() {
     assert_eq!(records[1]["result"]["outcome"], "ignored");
     assert_eq!(records[1]["result"]["journals"], 0);
 }
+
+#[tokio::test]
+async fn another_set_under_an_applied_jti_is_a_duplicate() {
+    let (receiver, store) = receiver().await;
+    let first = set(
+        "j-dup",
+        &format!("{CAEP}session-revoked"),
+        json!({"event_timestamp": NOW - 10}),
+        json!({"user": alice(), "session": {"format": "opaque", "id": "s-1"}}),
+    );
+    receiver.receive(&first).await.unwrap();
+    // Validly signed, another event, the same `jti`: refused, nothing filed for it.
+    let other = set(
+        "j-dup",
+        &format!("{RISC}account-disabled"),
+        json!({}),
+        json!({"format": "iss_sub", "iss": ISSUER, "sub": "bob"}),
+    );
+    assert_eq!(
+        receiver.receive(&other).await.unwrap_err(),
+        SetError::Replayed
+    );
+    let bob = token_keys(ISSUER, "bob", None, None);
+    assert!(events_of(&store, &bob).await.is_empty());
+}
