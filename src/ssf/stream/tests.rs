@@ -3,6 +3,7 @@
 //! created, a right one left alone, a differing one updated, what cannot be fixed refused; the
 //! verification state matched, unknown and missing states accepted and told apart.
 
+mod app;
 pub(crate) mod transmitter;
 
 use std::sync::Arc;

@@ -1,9 +1,9 @@
-//! An SSF transmitter on loopback for the discovery and stream tests: its metadata at the SSF
-//! well-known location of its issuer (`{base}/t1`), its key set (the dev JWKS), a stream
+//! An SSF transmitter on loopback for the discovery, stream and app tests: its metadata at the
+//! SSF well-known location of its issuer (`{base}/t1`), its key set (the dev JWKS), a stream
 //! configuration endpoint holding streams in memory, a status endpoint, and a verification
-//! endpoint that signs a verification SET with the dev key and pushes it to the stream's
-//! `endpoint_url` with its `authorization_header` before answering 204. Every management
-//! request must carry [`TOKEN`].
+//! endpoint that signs a verification SET of its `iss` with the dev key and pushes it to the
+//! stream's `endpoint_url` with its `authorization_header` before answering 204. Every
+//! management request must carry [`TOKEN`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::ssf::receiver::tests::set;
+use crate::testkit::sign;
+use crate::testkit::tokens::KID;
 
 /// The management bearer token the transmitter expects.
 pub(crate) const TOKEN: &str = "mgmt-token";
@@ -98,7 +99,8 @@ impl Transmitter {
             .find(|s| s["stream_id"] == stream_id)
             .cloned()
             .unwrap();
-        push_verification(&stream, state).await
+        let iss = self.held().iss.clone();
+        push_verification(&iss, &stream, state).await
     }
 }
 
@@ -220,35 +222,38 @@ async fn verify(State(held): Shared, headers: HeaderMap, body: String) -> Respon
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let body: Value = serde_json::from_str(&body).unwrap();
-    let stream = {
+    let (iss, stream) = {
         let mut held = held.lock().unwrap();
         held.requests.push(("VERIFY".into(), body.clone()));
-        held.streams
+        let stream = held
+            .streams
             .iter()
             .find(|s| s["stream_id"] == body["stream_id"])
-            .cloned()
+            .cloned();
+        (held.iss.clone(), stream)
     };
     let Some(stream) = stream else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let pushed = push_verification(&stream, body["state"].as_str()).await;
+    let pushed = push_verification(&iss, &stream, body["state"].as_str()).await;
     held.lock().unwrap().pushed.push(pushed);
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Signs a verification SET for `stream` and pushes it to its endpoint (RFC 8935).
-async fn push_verification(stream: &Value, state: Option<&str>) -> u16 {
+/// Signs a verification SET of `iss` for `stream` with the dev key (`iat` the receiver tests'
+/// clock) and pushes it to the stream's endpoint (RFC 8935).
+async fn push_verification(iss: &str, stream: &Value, state: Option<&str>) -> u16 {
     let stream_id = stream["stream_id"].as_str().unwrap();
     let payload = match state {
         Some(state) => json!({"state": state}),
         None => json!({}),
     };
-    let jti = crate::random::random_token(12).unwrap();
-    let token = set(
-        &jti,
-        VERIFICATION,
-        payload,
-        json!({"format": "opaque", "id": stream_id}),
+    let token = sign(
+        json!({"alg": "ES256", "kid": KID, "typ": "secevent+jwt"}),
+        json!({"iss": iss, "aud": AUD, "iat": 1_800_000_000 - 5,
+               "jti": crate::random::random_token(12).unwrap(),
+               "sub_id": {"format": "opaque", "id": stream_id},
+               "events": {VERIFICATION: payload}}),
     );
     let mut request = reqwest::Client::new()
         .post(stream["delivery"]["endpoint_url"].as_str().unwrap())
