@@ -29,7 +29,6 @@ use tokio::sync::watch;
 
 use super::config::SharedSignalsConfig;
 use super::discovery::{Metadata, POLL, PUSH};
-use crate::capped::CappedError;
 use crate::telemetry::metrics::{SSF_STREAM_ENABLED, SSF_STREAM_UNDELIVERED};
 use properties::{Pick, delivery, differs, pick, strings, undelivered, with_stream_id};
 
@@ -45,8 +44,6 @@ pub const EVENTS: [&str; 8] = [
     "https://schemas.openid.net/secevent/risc/event-type/sessions-revoked",
 ];
 
-/// Largest management response read.
-const MAX_BYTES: u64 = 256 << 10;
 /// Time allowed for one management request.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Time before a failed check is tried again.
@@ -437,8 +434,7 @@ impl Management {
         }
     }
 
-    /// One management request with the bearer token: its status and JSON body (`null` when
-    /// empty). A redirect is not followed; the body is capped.
+    /// One management request with the bearer token ([`request::call`]).
     async fn call(
         &self,
         what: &'static str,
@@ -446,41 +442,11 @@ impl Management {
         url: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), StreamError> {
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(&self.token)
-            .header("accept", "application/json");
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| http(what, e.to_string()))?;
-        let status = response.status();
-        if status.is_redirection() {
-            return Err(http(
-                what,
-                format!("status {status}: redirects are not followed"),
-            ));
-        }
-        let bytes = crate::capped::read(response, MAX_BYTES)
-            .await
-            .map_err(|e| match e {
-                CappedError::TooLarge(max) => http(what, format!("body over {max} bytes")),
-                CappedError::Read(e) => http(what, e.to_string()),
-            })?;
-        if !status.is_success() || bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status.as_u16(), Value::Null));
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|e| http(what, e.to_string()))?;
-        Ok((status.as_u16(), value))
+        request::call(&self.http, &self.token, what, (method, url), body).await
     }
 }
 
 mod properties;
+mod request;
 #[cfg(test)]
 pub(crate) mod tests;
