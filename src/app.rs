@@ -57,6 +57,8 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Evidence(#[from] crate::evidence::EvidenceError),
+    #[error("shared signals: {0}")]
+    SharedSignals(String),
 }
 
 /// A built sidecar, ready to serve.
@@ -75,8 +77,10 @@ pub struct App {
     ssf_push: Option<(String, Push)>,
     /// With `shared_signals.poll`: the RFC 8936 poller (started by `serve`).
     ssf_poll: Option<Poller>,
-    /// With `shared_signals.send`: where stepguard's SET key set is served, and the set.
-    ssf_jwks: Option<(String, serde_json::Value)>,
+    /// With `shared_signals.send`: stepguard's SET key set and transmitter metadata.
+    ssf_published: Option<crate::ssf::metadata::Published>,
+    /// With `transmitter.management`: the SSF stream checks (started by `serve`).
+    ssf_stream: Option<crate::ssf::stream::Management>,
 }
 
 /// The longest shutdown waits to ship the spool's last records (within the grace period the
@@ -124,17 +128,18 @@ impl App {
             None => None,
         };
         let grant_api = grant_api(config, &pipeline).await?;
-        let (ssf_push, ssf_poll) = shared_signals(config, &pipeline).await?;
-        let ssf_jwks = config
+        let (ssf_push, ssf_poll, ssf_stream) = shared_signals(config, &pipeline).await?;
+        let ssf_published = config
             .shared_signals
             .as_ref()
             .and_then(|s| s.send.as_ref())
             .zip(pipeline.notifier.as_ref())
-            .map(|(send, sender)| (send.jwks_path.clone(), sender.jwks()));
+            .map(|(send, sender)| crate::ssf::metadata::Published::new(send, sender.jwks()));
         Ok(Self {
-            ssf_jwks,
+            ssf_published,
             ssf_push,
             ssf_poll,
+            ssf_stream,
             pipeline,
             drain: Duration::from_millis(config.decision.drain_ms),
             grant_api,
@@ -194,6 +199,9 @@ impl App {
         if let Some(poller) = self.ssf_poll.take() {
             poller.spawn(stop_rx.clone());
         }
+        if let Some(stream) = self.ssf_stream.take() {
+            stream.spawn(stop_rx.clone());
+        }
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
         // Not serving until a policy is active (a bundle server's first bundle), as OPA
@@ -239,7 +247,7 @@ impl App {
                 )
             }),
             ssf_push: self.ssf_push.clone(),
-            ssf_jwks: self.ssf_jwks.clone(),
+            ssf_published: self.ssf_published.clone(),
         };
         let (http_endpoints, admin_task) = match admin {
             Some(admin) => (
@@ -398,19 +406,23 @@ async fn grant_api(
     Ok(Some(Arc::new(api)))
 }
 
-/// The Shared Signals receiver, when configured: the transmitter's key set loaded, its push
-/// endpoint and its poller.
+/// The Shared Signals receiver, when configured: the transmitter discovered (a failure refuses
+/// to start), its key set loaded, its push endpoint, its poller and the stream management.
 async fn shared_signals(
     config: &Config,
     pipeline: &Pipeline,
-) -> Result<(Option<(String, Push)>, Option<Poller>), AppError> {
+) -> Result<crate::ssf::Receiving, AppError> {
     let Some((ssf, transmitter)) = config
         .shared_signals
         .as_ref()
         .and_then(|s| Some((s, s.transmitter.as_ref()?)))
     else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
+    let (transmitter, stream) = crate::ssf::discovered(transmitter, ssf)
+        .await
+        .map_err(AppError::SharedSignals)?;
+    let transmitter = &transmitter;
     let receiver = Arc::new(
         Receiver::new(
             transmitter,
@@ -432,7 +444,7 @@ async fn shared_signals(
         Some(push) => Some((push.path.clone(), Push::new(receiver, push)?)),
         None => None,
     };
-    Ok((push, poller))
+    Ok((push, poller, stream))
 }
 
 /// Refreshes URL JWKS in the background at their TTL.

@@ -193,6 +193,13 @@ impl Config {
                 "is the OIDC callback's path (challenge.redirect_uri)",
             ));
         }
+        let jwks = ssf.send.as_ref().map(|s| s.jwks_path.as_str());
+        if jwks.is_some() && jwks == self.challenge.callback_path() {
+            return Err(invalid(
+                "shared_signals.send.jwks_path",
+                "is the OIDC callback's path (challenge.redirect_uri)",
+            ));
+        }
         Ok(())
     }
 

@@ -7,7 +7,9 @@
 //! OIDC callback at `redirect_uri`'s path ([`crate::oidc::callback`]). With `listen.admin`, the
 //! admin endpoints are served there and the `listen.http` port serves the callback (and the
 //! Shared Signals push endpoint and key set, when configured) only (it is
-//! the internet-facing one); without it, one port serves both ([`Endpoints`]).
+//! the internet-facing one); without it, one port serves both ([`Endpoints`]). With
+//! `shared_signals.send`, stepguard's SET key set and transmitter metadata
+//! ([`crate::ssf::metadata`]) are served beside the callback.
 
 pub mod config;
 
@@ -44,8 +46,8 @@ pub struct HttpState {
     pub callback: Option<(String, CallbackState)>,
     /// The Shared Signals push endpoint's path and state, when configured (RFC 8935).
     pub ssf_push: Option<(String, crate::ssf::push::Push)>,
-    /// The path and key set of stepguard's own SET signing key, when it sends events.
-    pub ssf_jwks: Option<(String, Value)>,
+    /// stepguard's own SET key set and transmitter metadata, when it sends events.
+    pub ssf_published: Option<crate::ssf::metadata::Published>,
 }
 
 /// Which endpoints one listener serves.
@@ -93,6 +95,13 @@ pub async fn serve(
         .filter(|_| endpoints != Endpoints::Admin)
     {
         app = app.merge(crate::ssf::push::router(&path, push));
+    }
+    if let Some(published) = state
+        .ssf_published
+        .clone()
+        .filter(|_| endpoints != Endpoints::Admin)
+    {
+        app = app.merge(crate::ssf::metadata::router(published));
     }
     let app = app.with_state(state);
     axum::serve(listener, app)

@@ -11,20 +11,29 @@
 //!   recorded events mean for a token presented later;
 //! - [`receiver`]: one SET verified, read, refused if replayed, applied (grants revoked, the
 //!   event filed in the subject's journals in the grant store, read by every replica);
-//! - [`push`]: RFC 8935 push delivery on the HTTP port.
+//! - [`push`]: RFC 8935 push delivery on the HTTP port;
+//! - [`discovery`], [`stream`], [`verification`]: the transmitter's metadata, the stream
+//!   stepguard manages there, and the verification events that prove it delivers;
+//! - [`metadata`]: stepguard's own transmitter metadata and key set, when it sends SETs.
 
 pub mod config;
 pub mod deliver;
+pub mod discovery;
 pub mod event;
+pub mod metadata;
 pub mod poll;
 pub mod push;
 pub mod receiver;
 pub mod send;
 pub mod set;
 pub mod standing;
+pub mod stream;
 pub mod subject;
+pub mod verification;
 
+use config::{SharedSignalsConfig, TransmitterConfig};
 use receiver::Applied;
+use stream::Management;
 
 use crate::telemetry::metrics::SSF_EVENTS;
 
@@ -45,8 +54,35 @@ pub(crate) fn counted(delivery: &'static str, outcome: &'static str) {
         .increment(1);
 }
 
-/// Counts one applied SET by its event type (`ignored` for the types stepguard does not act on).
+/// What receiving serves and runs: the push endpoint (its path), the poller, the stream
+/// management.
+pub type Receiving = (
+    Option<(String, push::Push)>,
+    Option<poll::Poller>,
+    Option<Management>,
+);
+
+/// Discovery, before the receiver is built: the transmitter as receiving uses it (its key set
+/// the discovered `jwks_uri` when the configuration names none) and its stream management,
+/// when configured and offered. A failure refuses to start ([`discovery`]).
+pub async fn discovered(
+    transmitter: &TransmitterConfig,
+    config: &SharedSignalsConfig,
+) -> Result<(TransmitterConfig, Option<Management>), String> {
+    let metadata = discovery::discover(transmitter, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let management = match &metadata {
+        Some(metadata) => Management::new(config, metadata)?,
+        None => None,
+    };
+    Ok((discovery::keyed(transmitter, metadata.as_ref()), management))
+}
+
+/// Counts one applied SET by its event type (`ignored` for the types stepguard does not act on);
+/// a verification event is matched ([`verification::answered`]).
 pub(crate) fn applied(delivery: &'static str, applied: &Applied) {
+    verification::answered(&applied.event);
     let outcome = if applied.ignored {
         "ignored"
     } else {

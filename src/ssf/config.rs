@@ -1,5 +1,6 @@
 //! The `shared_signals` section: stepguard as an SSF receiver — the transmitter it trusts (its
-//! issuer, key set, algorithms, and the issuers whose subjects are its), the audience that
+//! issuer, key set or the metadata it is discovered from, algorithms, the issuers whose
+//! subjects are its, and the stream management stepguard may do there), the audience that
 //! names stepguard, how SETs arrive (push on the HTTP port, RFC 8935; poll, RFC 8936), and how
 //! long events count; and its rules ([`SharedSignalsConfig::validate`]).
 
@@ -7,8 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::identity::config::{IssuerConfig, JwksConfig, SigningAlgorithm};
-use crate::section::{Invalid, Resolve, invalid, resolve_opt, secure_url};
+use crate::identity::config::{
+    IssuerConfig, JwksConfig, SigningAlgorithm, default_jwks_max_bytes, default_jwks_max_stale,
+    default_jwks_timeout, default_jwks_ttl, default_refresh_secs,
+};
+use crate::section::{Invalid, Resolve, invalid, resolve_opt, resolve_path, secure_url};
 
 /// The section.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,8 +86,19 @@ pub struct SendReceiver {
 pub struct TransmitterConfig {
     /// Its issuer (`iss` of its SETs, exact).
     pub issuer: String,
-    /// Its key set (`url`, or a `file`); SETs signed by any other key are refused.
+    /// Its key set (`url`, or a `file`); SETs signed by any other key are refused. Without
+    /// `url` or `file`, the key set is the discovered metadata's `jwks_uri` (the other fields,
+    /// the fetch limits, still apply).
+    #[serde(default = "default_jwks")]
     pub jwks: JwksConfig,
+    /// Where its SSF transmitter metadata is read; without it, the SSF well-known location of
+    /// `issuer` (`/.well-known/ssf-configuration` inserted before the issuer's path). Discovery
+    /// happens when this is set, when `jwks` names no key set, or with `management`.
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    /// Stream management (SSF 1.0 §8) at the transmitter, when its metadata offers it.
+    #[serde(default)]
+    pub management: Option<ManagementConfig>,
     /// Asymmetric algorithms accepted for SETs.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<SigningAlgorithm>,
@@ -91,6 +106,24 @@ pub struct TransmitterConfig {
     /// `opaque` subject, or an `iss_sub` of one of these, is that `sub` under each.
     #[serde(default)]
     pub same_subjects_as: Vec<String>,
+}
+
+/// Stream management: stepguard reads its stream at the transmitter, creates it when absent,
+/// updates it when it differs from what stepguard needs, reads its status, and asks for a
+/// verification event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// A file holding the bearer token presented to the transmitter's management endpoints.
+    pub bearer_token_file: PathBuf,
+    /// Ask for a verification event after each check of the stream (when the transmitter
+    /// offers a `verification_endpoint`).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Time between checks of the stream (configuration, status, verification) after the first
+    /// successful one; 0: checked once, at start.
+    #[serde(default = "default_recheck")]
+    pub recheck_secs: u64,
 }
 
 /// Push delivery.
@@ -105,6 +138,10 @@ pub struct PushConfig {
     /// is what is trusted either way).
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// The public URL of `path` as the transmitter reaches it (the stream's
+    /// `delivery.endpoint_url`): needed by stream management.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
 }
 
 /// Poll delivery.
@@ -124,6 +161,23 @@ pub struct PollConfig {
     pub bearer_token_file: Option<PathBuf>,
 }
 
+fn default_jwks() -> JwksConfig {
+    JwksConfig {
+        file: None,
+        url: None,
+        min_refresh_secs: default_refresh_secs(),
+        ttl_secs: default_jwks_ttl(),
+        max_stale_secs: default_jwks_max_stale(),
+        max_bytes: default_jwks_max_bytes(),
+        timeout_ms: default_jwks_timeout(),
+    }
+}
+fn default_true() -> bool {
+    true
+}
+fn default_recheck() -> u64 {
+    3_600
+}
 fn default_max_age() -> u64 {
     86_400
 }
@@ -170,6 +224,14 @@ impl TransmitterConfig {
         }
     }
 
+    /// Whether its metadata is discovered: `metadata_url` set, no key set named, or stream
+    /// management configured.
+    pub fn discovers(&self) -> bool {
+        self.metadata_url.is_some()
+            || (self.jwks.file.is_none() && self.jwks.url.is_none())
+            || self.management.is_some()
+    }
+
     /// The issuers whose subjects are the transmitter's: itself and `same_subjects_as`.
     pub fn subject_group(&self) -> Vec<String> {
         let mut group = vec![self.issuer.clone()];
@@ -182,9 +244,12 @@ impl Resolve for SharedSignalsConfig {
     fn resolve(&mut self, base: &Path) {
         if let Some(transmitter) = &mut self.transmitter {
             resolve_opt(&mut transmitter.jwks.file, base);
+            if let Some(management) = &mut transmitter.management {
+                resolve_path(&mut management.bearer_token_file, base);
+            }
         }
         if let Some(send) = &mut self.send {
-            crate::section::resolve_path(&mut send.signing_key_file, base);
+            resolve_path(&mut send.signing_key_file, base);
             for receiver in &mut send.receivers {
                 resolve_opt(&mut receiver.bearer_token_file, base);
             }
@@ -204,6 +269,12 @@ impl SharedSignalsConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         if let Some(send) = &self.send {
             send.validate()?;
+            if self.push.as_ref().is_some_and(|p| p.path == send.jwks_path) {
+                return Err(invalid(
+                    "shared_signals.send.jwks_path",
+                    "is the push endpoint's path (shared_signals.push.path)",
+                ));
+            }
         }
         match &self.transmitter {
             Some(transmitter) => self.validate_receiving(transmitter),
@@ -224,7 +295,11 @@ impl SharedSignalsConfig {
     /// Receiving: a transmitter that validates like a token issuer, audiences, at least one
     /// delivery method, sane paths, endpoints and lifetimes.
     fn validate_receiving(&self, transmitter: &TransmitterConfig) -> Result<(), Invalid> {
-        let issuer = transmitter.as_issuer(&self.audiences);
+        let mut issuer = transmitter.as_issuer(&self.audiences);
+        if issuer.jwks.file.is_none() && issuer.jwks.url.is_none() {
+            // The key set is discovered: its limits are checked here, its URL when read.
+            issuer.jwks.url = Some("https://discovered.invalid/jwks".into());
+        }
         issuer
             .validate("shared_signals.transmitter")
             .map_err(|e| match e.field.as_str() {
@@ -242,13 +317,21 @@ impl SharedSignalsConfig {
                 "set push (the transmitter posts SETs) or poll (stepguard fetches them)",
             ));
         }
-        if let Some(push) = &self.push
-            && !safe_path(&push.path)
-        {
-            return Err(invalid(
-                "shared_signals.push.path",
-                "an absolute path of letters, digits and `/-._~`",
-            ));
+        self.validate_discovery(transmitter)?;
+        if let Some(push) = &self.push {
+            if !servable(&push.path) {
+                return Err(invalid(
+                    "shared_signals.push.path",
+                    "an absolute path of letters, digits and `/-._~` (not an admin or a \
+                     well-known one)",
+                ));
+            }
+            if push.endpoint_url.as_deref().is_some_and(|u| !secure_url(u)) {
+                return Err(invalid(
+                    "shared_signals.push.endpoint_url",
+                    "must be https:// (plain http only on loopback)",
+                ));
+            }
         }
         if let Some(poll) = &self.poll {
             if !secure_url(&poll.endpoint) {
@@ -286,6 +369,46 @@ impl SharedSignalsConfig {
     }
 }
 
+impl SharedSignalsConfig {
+    /// Discovery and stream management: somewhere to read the metadata from, a sane re-check
+    /// period, and the push endpoint's public URL when the stream delivers by push.
+    fn validate_discovery(&self, transmitter: &TransmitterConfig) -> Result<(), Invalid> {
+        let field = "shared_signals.transmitter";
+        match &transmitter.metadata_url {
+            Some(url) if !secure_url(url) => {
+                return Err(invalid(
+                    format!("{field}.metadata_url"),
+                    "must be https:// (plain http only on loopback)",
+                ));
+            }
+            None if transmitter.discovers() && !secure_url(&transmitter.issuer) => {
+                return Err(invalid(
+                    format!("{field}.issuer"),
+                    "discovery reads the metadata at the issuer's well-known location: an \
+                     https:// issuer (plain http only on loopback), or set metadata_url or jwks",
+                ));
+            }
+            _ => {}
+        }
+        let Some(management) = &transmitter.management else {
+            return Ok(());
+        };
+        if management.recheck_secs != 0 && !(60..=86_400).contains(&management.recheck_secs) {
+            return Err(invalid(
+                format!("{field}.management.recheck_secs"),
+                "0 (at start only) or between 60 and 86400",
+            ));
+        }
+        if self.push.as_ref().is_some_and(|p| p.endpoint_url.is_none()) {
+            return Err(invalid(
+                "shared_signals.push.endpoint_url",
+                "stream management needs the push endpoint's public URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl SendConfig {
     /// Sending: an issuer, receivers with safe URLs and an audience, a servable JWKS path.
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -312,10 +435,11 @@ impl SendConfig {
                 ));
             }
         }
-        if !safe_path(&self.jwks_path) {
+        if !servable(&self.jwks_path) {
             return Err(invalid(
                 "shared_signals.send.jwks_path",
-                "an absolute path of letters, digits and `/-._~`",
+                "an absolute path of letters, digits and `/-._~` (not an admin or a well-known \
+                 one)",
             ));
         }
         if !(1..=50).contains(&self.max_attempts) || !(1..=100_000).contains(&self.queue) {
@@ -328,11 +452,25 @@ impl SendConfig {
     }
 }
 
+/// Where SSF transmitter metadata is served (SSF 1.0 §6.2); no other path may start with it.
+pub const WELL_KNOWN_SSF: &str = "/.well-known/ssf-configuration";
+
+/// Whether `path` can be served beside the others on the HTTP port: an absolute path of
+/// letters, digits and `/-._~`, not an admin endpoint's, not under the SSF well-known location.
+fn servable(path: &str) -> bool {
+    safe_path(path)
+        && !["/healthz", "/readyz", "/metrics"].contains(&path)
+        && !path.starts_with(WELL_KNOWN_SSF)
+}
+
 /// An absolute path of letters, digits and `/-._~`.
-fn safe_path(path: &str) -> bool {
+pub(crate) fn safe_path(path: &str) -> bool {
     path.starts_with('/')
         && path.len() > 1
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
 }
+
+#[cfg(test)]
+mod tests;

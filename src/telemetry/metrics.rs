@@ -11,7 +11,9 @@
 //! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`,
 //! `stepguard_intake_refusals_total{reason}`, `stepguard_build_info{version}`, `stepguard_jwks_refresh_total{jwks,result}`,
 //! `stepguard_idp_discovery_total{result}`, `stepguard_idp_discovered`,
-//! `stepguard_store_connected{store}`, `stepguard_ssf_events_total{delivery,outcome,type}`, `stepguard_ssf_sent_total{outcome}`;
+//! `stepguard_store_connected{store}`, `stepguard_ssf_events_total{delivery,outcome,type}`, `stepguard_ssf_sent_total{outcome}`,
+//! `stepguard_ssf_stream_enabled`, `stepguard_ssf_stream_undelivered_events`,
+//! `stepguard_ssf_stream_verified`, `stepguard_ssf_verifications_total{outcome}`;
 //! policy reloads and evidence shipping are counted where
 //! they happen; the standard `process_*` families ([`super::process`]) are appended at render.
 //!
@@ -50,6 +52,10 @@ pub const IDP_DISCOVERED: &str = "stepguard_idp_discovered";
 pub const STORE_CONNECTED: &str = "stepguard_store_connected";
 pub const SSF_EVENTS: &str = "stepguard_ssf_events_total";
 pub const SSF_SENT: &str = "stepguard_ssf_sent_total";
+pub const SSF_STREAM_ENABLED: &str = "stepguard_ssf_stream_enabled";
+pub const SSF_STREAM_UNDELIVERED: &str = "stepguard_ssf_stream_undelivered_events";
+pub const SSF_STREAM_VERIFIED: &str = "stepguard_ssf_stream_verified";
+pub const SSF_VERIFICATIONS: &str = "stepguard_ssf_verifications_total";
 
 /// The `reason` label of a reason code outside [`REASONS`].
 pub const OTHER_REASON: &str = "other";
@@ -187,6 +193,22 @@ fn describe() {
     describe_counter!(
         SSF_SENT,
         "Security Event Tokens sent after privileged approvals, by outcome (delivered, retried, refused, failed, dropped)"
+    );
+    describe_gauge!(
+        SSF_STREAM_ENABLED,
+        "1 while the managed SSF stream's status is enabled, 0 when paused or disabled"
+    );
+    describe_gauge!(
+        SSF_STREAM_UNDELIVERED,
+        "Event types stepguard acts on that the SSF transmitter does not deliver on the stream"
+    );
+    describe_gauge!(
+        SSF_STREAM_VERIFIED,
+        "1 once a verification event with a state this deployment asked for arrived"
+    );
+    describe_counter!(
+        SSF_VERIFICATIONS,
+        "SSF verification events received, by outcome (matched, unknown_state, unsolicited)"
     );
     describe_histogram!(
         STAGE_DURATION,
