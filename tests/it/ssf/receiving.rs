@@ -170,3 +170,39 @@ async fn replayed_forged_misaddressed_and_unknown_sets_are_refused_or_ignored() 
     let (status, body) = c.b.transfer(&erin).await;
     assert_eq!((status, &body["reason"]), (403, &json!("session_revoked")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug?: a different SET under an applied jti is applied (202), not refused as the docs' \
+            `duplicate jti` says (receiver.rs re-applies a claimed jti whose entries are missing)"]
+async fn another_set_under_an_already_applied_jti_is_refused_as_a_duplicate() {
+    let c = Cluster::start(Options::default());
+    let lee = session_token("lee", "lee-s1");
+    let mo = session_token("mo", "mo-s1");
+    for token in [&lee, &mo] {
+        assert_eq!(
+            c.b.transfer(token).await.0,
+            200,
+            "approved before any event"
+        );
+    }
+    let first = session_revoked(IDP, "lee", "lee-s1");
+    let applied = c.transmitter.sign(&first);
+    assert_eq!(
+        push(&c.a.push_url(), &applied, Some(PUSH_TOKEN)).await,
+        (202, Value::Null)
+    );
+    // Another event, signed by the transmitter, reusing that `jti` (RFC 8417 §2.2: unique).
+    let reused = c
+        .transmitter
+        .sign(&session_revoked(IDP, "mo", "mo-s1").with_jti(&first.jti));
+    let duplicate = json!({"err": "invalid_request", "description": "duplicate jti"});
+    assert_eq!(
+        push(&c.b.push_url(), &reused, Some(PUSH_TOKEN)).await,
+        (400, duplicate)
+    );
+    assert_eq!(
+        c.b.transfer(&mo).await.0,
+        200,
+        "the reused jti's SET was applied"
+    );
+}
