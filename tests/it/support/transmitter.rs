@@ -4,17 +4,16 @@
 //! endpoint (a queue of SETs that records the acknowledgements and errors it gets), minimal
 //! stream configuration, status and verification endpoints, and RFC 8935 [`push`].
 //!
-//! SETs are built with [`Set`] and the CAEP/RISC builders ([`session_revoked`],
-//! [`account_disabled`], [`assurance_level_change`], [`unknown_event`]), with knobs for a wrong
-//! `aud`, a bad signature and a reused `jti`; [`Transmitter::sign`] signs them. [`SigningKey`]
-//! and [`verify_es256`] also serve the tests that receive stepguard's own SETs.
+//! SETs are built with [`Set`] and the CAEP/RISC builders of [`set`] ([`session_revoked`],
+//! [`account_disabled`], [`set::assurance_level_change`], [`unknown_event`]), with knobs for a
+//! wrong `aud`, a bad signature and a reused `jti`; [`Transmitter::sign`] signs them.
+//! [`SigningKey`] and [`verify_es256`] also serve the tests that receive stepguard's own SETs.
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -28,6 +27,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
+pub mod set;
+pub use set::{Set, account_disabled, iss_sub, session_revoked, unknown_event};
+
 /// The audience the test receivers are configured with (`shared_signals.audiences`).
 pub const AUDIENCE: &str = "https://stepguard.test/ssf";
 /// The `kid` of the transmitter's key (and of the impostor's).
@@ -39,26 +41,6 @@ pub const SSF: &str = "https://schemas.openid.net/secevent/ssf/event-type/";
 /// SSF delivery method URNs.
 pub const PUSH: &str = "urn:ietf:rfc:8935";
 pub const POLL: &str = "urn:ietf:rfc:8936";
-
-/// The wall clock in unix seconds.
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// A process-unique `jti`.
-fn fresh_jti() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut random = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut random).unwrap();
-    format!(
-        "set-{}-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        URL_SAFE_NO_PAD.encode(random)
-    )
-}
 
 /// An ES256 key pair generated for the test.
 pub struct SigningKey {
@@ -138,100 +120,6 @@ pub fn decode(token: &str) -> (Value, Value) {
         panic!("not a compact JWS: {token}");
     };
     (part(header), part(claims))
-}
-
-/// One SET to be signed: its event, subject and the knobs tests turn.
-#[derive(Debug, Clone)]
-pub struct Set {
-    pub jti: String,
-    pub aud: Value,
-    pub event_type: String,
-    pub sub_id: Value,
-    pub event: Value,
-    pub iat: i64,
-    /// Signed by the impostor key under the transmitter's `kid`.
-    pub forged: bool,
-}
-
-impl Set {
-    /// A SET of `event_type` (full URI) about `sub_id`, to [`AUDIENCE`], issued now.
-    pub fn new(event_type: &str, sub_id: Value, event: Value) -> Set {
-        Set {
-            jti: fresh_jti(),
-            aud: json!(AUDIENCE),
-            event_type: event_type.to_string(),
-            sub_id,
-            event,
-            iat: now(),
-            forged: false,
-        }
-    }
-
-    /// Addressed to another receiver.
-    pub fn with_aud(mut self, aud: &str) -> Set {
-        self.aud = json!(aud);
-        self
-    }
-
-    /// Under another SET's `jti`.
-    pub fn with_jti(mut self, jti: &str) -> Set {
-        self.jti = jti.to_string();
-        self
-    }
-
-    /// Signed by another key under the transmitter's `kid` (a bad signature).
-    pub fn forged(mut self) -> Set {
-        self.forged = true;
-        self
-    }
-
-    fn claims(&self, iss: &str) -> Value {
-        json!({"iss": iss, "aud": self.aud, "iat": self.iat, "jti": self.jti,
-               "sub_id": self.sub_id, "events": {self.event_type.clone(): self.event}})
-    }
-}
-
-/// An RFC 9493 `iss_sub` identifier.
-pub fn iss_sub(iss: &str, sub: &str) -> Value {
-    json!({"format": "iss_sub", "iss": iss, "sub": sub})
-}
-
-/// CAEP `session-revoked` of `sub`'s session `sid` (SSF complex subject), at `event_timestamp`.
-pub fn session_revoked(iss: &str, sub: &str, sid: &str) -> Set {
-    Set::new(
-        &format!("{CAEP}session-revoked"),
-        json!({"user": iss_sub(iss, sub), "session": {"format": "opaque", "id": sid}}),
-        json!({"event_timestamp": now(), "initiating_entity": "admin",
-               "reason_admin": {"en": "session revoked by the test"}}),
-    )
-}
-
-/// CAEP `assurance-level-change` of `sub` from `previous` to `current` (NIST AAL names).
-pub fn assurance_level_change(iss: &str, sub: &str, previous: &str, current: &str) -> Set {
-    Set::new(
-        &format!("{CAEP}assurance-level-change"),
-        iss_sub(iss, sub),
-        json!({"namespace": "NIST-AAL", "previous_level": previous, "current_level": current,
-               "event_timestamp": now()}),
-    )
-}
-
-/// RISC `account-disabled` of `sub`, at `event_timestamp` `at`.
-pub fn account_disabled(iss: &str, sub: &str, at: i64) -> Set {
-    Set::new(
-        &format!("{RISC}account-disabled"),
-        iss_sub(iss, sub),
-        json!({"reason": "hijacking", "event_timestamp": at}),
-    )
-}
-
-/// An event type no specification defines, about `sub`.
-pub fn unknown_event(iss: &str, sub: &str) -> Set {
-    Set::new(
-        "https://schemas.example.com/secevent/event-type/unheard-of",
-        iss_sub(iss, sub),
-        json!({"event_timestamp": now(), "note": "nobody acts on this"}),
-    )
 }
 
 /// An axum router served on its own thread and runtime, on a free loopback port; stopped on drop.
