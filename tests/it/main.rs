@@ -41,5 +41,6 @@ mod redis_store;
 mod serve_ports;
 mod soak;
 mod soundness_completion;
+mod ssf;
 mod telemetry_metrics;
 mod telemetry_traces;

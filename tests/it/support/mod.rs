@@ -22,4 +22,5 @@ pub mod sidecar;
 pub mod stack;
 pub mod stepup;
 pub mod tokens;
+pub mod transmitter;
 pub mod upstream;
