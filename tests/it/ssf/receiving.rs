@@ -172,8 +172,6 @@ async fn replayed_forged_misaddressed_and_unknown_sets_are_refused_or_ignored() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug?: a different SET under an applied jti is applied (202), not refused as the docs' \
-            `duplicate jti` says (receiver.rs re-applies a claimed jti whose entries are missing)"]
 async fn another_set_under_an_already_applied_jti_is_refused_as_a_duplicate() {
     let c = Cluster::start(Options::default());
     let lee = session_token("lee", "lee-s1");

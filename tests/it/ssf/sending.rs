@@ -135,7 +135,6 @@ async fn a_privileged_approval_sends_one_session_revoked_set_signed_with_the_sen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: shared_signals.send.jwks_path is never routed (src/http.rs serves no ssf_jwks): 404"]
 async fn the_set_sent_after_a_privileged_approval_verifies_with_stepguards_published_jwks() {
     let c = Cluster::start(Options {
         send: true,
