@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `config check`, `policy test|schema`, `audit verify|export|public-key`.
+//! The command line: `serve`, `check`, `config check`, `policy test|schema`,
+//! `audit verify|export|privileges|public-key`.
 //! It parses and prints; the work is in the library.
 
 use std::io::Write as _;
@@ -10,6 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::app::{App, shutdown_signal};
 use crate::config::Config;
 use crate::request::RawRequest;
+use audit::{AuditCommand, audit};
+
+mod audit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,45 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Evidence tools: verify spools, export records.
+    /// Evidence tools: verify spools, export records, report privileges.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Verify spool files (segments, chain directories or a spool directory): hash chain,
-    /// sequence, checkpoints (what each covers, its signature). Names the first record altered,
-    /// removed, reordered or truncated, and exits non-zero; reports records after the last
-    /// checkpoint as an unsigned tail.
-    Verify {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// A public key (PEM, DER or raw) to check signatures with; repeat for rotated keys.
-        #[arg(long = "key")]
-        keys: Vec<PathBuf>,
-    },
-    /// Print the decision records that match, as JSON lines (run `verify` first).
-    Export {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// From this time (RFC 3339 or unix seconds), inclusive.
-        #[arg(long)]
-        from: Option<String>,
-        /// Until this time (RFC 3339 or unix seconds), exclusive.
-        #[arg(long)]
-        to: Option<String>,
-        /// The subject: `iss|sub`, or `sub`.
-        #[arg(long)]
-        subject: Option<String>,
-        /// A transaction digest.
-        #[arg(long)]
-        transaction: Option<String>,
-    },
-    /// Print the public key (PEM) of an evidence signing key, for `verify --key`.
-    PublicKey { signing_key: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,51 +358,4 @@ fn policy_test(dir: &Path) -> Result<(), String> {
         return Err("no policy tests found".into());
     }
     Ok(())
-}
-
-fn audit(command: AuditCommand) -> Result<(), String> {
-    use crate::evidence::{PublicKey, SigningKey, audit};
-    match command {
-        AuditCommand::Verify { files, keys } => {
-            let keys = keys
-                .iter()
-                .map(|k| PublicKey::load(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            let report = audit::verify(&files, &keys)?;
-            print!("{report}");
-            match report.first_problem() {
-                None if report.ok() => Ok(()),
-                None => Err("no evidence records found".into()),
-                Some(p) => Err(p.to_string()),
-            }
-        }
-        AuditCommand::Export {
-            files,
-            from,
-            to,
-            subject,
-            transaction,
-        } => {
-            let time = |t: Option<String>| t.map(|t| crate::evidence::parse_time(&t)).transpose();
-            let filter = audit::Filter {
-                from: time(from)?,
-                to: time(to)?,
-                subject,
-                transaction,
-            };
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let (_, skipped) = audit::export(&files, &filter, &mut out)?;
-            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
-            if skipped > 0 {
-                eprintln!("stepguard: {skipped} unreadable line(s) skipped: run `audit verify`");
-            }
-            Ok(())
-        }
-        AuditCommand::PublicKey { signing_key } => {
-            let key = SigningKey::load(&signing_key)
-                .map_err(|e| format!("{}: {e}", signing_key.display()))?;
-            print!("{}", key.public_key().to_pem());
-            Ok(())
-        }
-    }
 }

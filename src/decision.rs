@@ -35,6 +35,14 @@ pub enum Verdict {
     Fault,
 }
 
+/// What the route table says of an action, for evidence: whether it is privileged, and whether
+/// it can be undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionClass {
+    pub privileged: bool,
+    pub reversible: bool,
+}
+
 /// One decision.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
@@ -69,6 +77,12 @@ pub struct Decision {
     /// The grant this approval spent: what satisfied the step-up (evidence).
     #[serde(skip)]
     pub satisfied_by: Option<Grant>,
+    /// The action's class as the route table has it (evidence), once the request is identified.
+    #[serde(skip)]
+    pub action_class: Option<ActionClass>,
+    /// The break-glass justification the request carried, as the policy saw it (evidence).
+    #[serde(skip)]
+    pub justification: Option<String>,
     /// Client-sent `x-stepguard-*` headers to strip before the upstream.
     #[serde(skip)]
     pub remove_headers: Vec<String>,
@@ -93,6 +107,8 @@ impl Decision {
             span_id: None,
             fault: None,
             satisfied_by: None,
+            action_class: None,
+            justification: None,
             remove_headers: Vec::new(),
         }
     }

@@ -15,7 +15,7 @@
 //! | `key.rs` | Ed25519 signing and public keys, key ids |
 //! | `chain.rs` | sealing a record (unsigned) or a checkpoint (signed) into the chain; checking one line |
 //! | `spool.rs` (+ `spool/`) | the durable append-only spool: group commit, checkpoints, segments, recovery |
-//! | `audit.rs` | `stepguard audit verify` and `export` |
+//! | `audit.rs` | `stepguard audit verify`, `export` and `privileges` |
 //! | `ship.rs` | shipping the spool to Redis Streams |
 //! | `time.rs` | RFC 3339 |
 

@@ -271,10 +271,12 @@ impl Pipeline {
         if let Some(d) = outcome::dry_run(id, &s.action, &outcome, &signals) {
             return Ok(d);
         }
-        // The policy's severity (break-glass is `high`) goes into the decision and its evidence
-        // whatever the answer.
+        // The policy's severity (break-glass is `high`) and the break-glass justification go
+        // into the decision and its evidence whatever the answer.
         let with_severity = |mut d: Decision, severity: &Option<String>| {
             d.severity.clone_from(severity);
+            d.justification
+                .clone_from(&signals.break_glass_justification);
             d
         };
         let decision = if matches!(outcome, Outcome::StepUp { .. })

@@ -1,4 +1,4 @@
-//! `stepguard audit`: verify spools and export records.
+//! `stepguard audit`: verify spools, export records, report privileges.
 //!
 //! [`verify`] checks each chain it is given — every line intact (canonical bytes that hash to
 //! the record's `hash`), `seq` consecutive and each `prev` the hash of the record before,
@@ -7,7 +7,8 @@
 //! and covering exactly the unsigned records since the previous one (`covers`; format 1: the
 //! decisions it counts) — and names the first record that was altered, removed, reordered or
 //! truncated. Records after the last checkpoint are reported as an unsigned tail. [`export`]
-//! prints the decision records that match a filter, as they are stored.
+//! prints the decision records that match a filter, as they are stored. [`privileges::privileges`] reports,
+//! per subject, standing privilege against its use, from records that verify.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use export::{Filter, export};
 pub use report::{ChainReport, Problem, ProblemKind, Report};
 
 mod export;
+pub mod privileges;
 mod report;
 
 /// Segment files for `paths`: a segment file as is; a chain directory's segments in order; a

@@ -255,8 +255,29 @@ impl Recorder {
         let d = ctx.decision;
         let mut input = Map::new();
         put(&mut input, "action", d.action.clone().map(Value::from));
+        if let Some(class) = &d.action_class {
+            input.insert(
+                "action_class".into(),
+                json!({"privileged": class.privileged, "reversible": class.reversible}),
+            );
+        }
         if let Some(subject) = subject(ctx) {
             input.insert("subject".into(), subject.into());
+        }
+        if let Some(justification) = &d.justification {
+            // Free text, not a bound value: redacted with the action's bound values.
+            let field = "context.break_glass_justification";
+            let value = match self.redaction.covers(d.action.as_deref(), field) {
+                true => {
+                    masked.push("/input/context/break_glass_justification".into());
+                    self.redaction.apply(field, justification)
+                }
+                false => justification.clone(),
+            };
+            input.insert(
+                "context".into(),
+                json!({"break_glass_justification": value}),
+            );
         }
         let o = ctx.origin;
         if let Some(address) = &o.source_address {
@@ -309,6 +330,13 @@ fn subject(ctx: &EvidenceContext<'_>) -> Option<Map<String, Value>> {
         put(&mut out, "acr", s.acr.clone().map(Value::from));
         if !s.amr.is_empty() {
             out.insert("amr".into(), json!(s.amr));
+        }
+        // What the token granted (not the token): for access reviews (`audit privileges`).
+        if !s.roles.is_empty() {
+            out.insert("roles".into(), json!(s.roles));
+        }
+        if !s.scopes.is_empty() {
+            out.insert("scopes".into(), json!(s.scopes));
         }
         put(&mut out, "auth_time", s.auth_time.map(Value::from));
         put(&mut out, "client_id", s.client_id.clone().map(Value::from));

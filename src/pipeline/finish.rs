@@ -2,7 +2,7 @@
 //! answered only once its record is durable).
 
 use super::{Pipeline, Sensitive};
-use crate::decision::Decision;
+use crate::decision::{ActionClass, Decision};
 use crate::evidence::{EvidenceContext, Origin};
 use crate::fault::Fault;
 use crate::intake;
@@ -24,6 +24,10 @@ impl Pipeline {
             decision.subject = Some(s.subject.binding_key());
             decision.transaction = Some(s.txn.digest.clone());
             decision.policy_revision = Some(s.policy.revision().to_string());
+            decision.action_class = Some(ActionClass {
+                privileged: s.action.privileged,
+                reversible: s.action.reversible,
+            });
             if decision.grant_id.is_none()
                 && let Some(acr) = &s.subject.acr
             {

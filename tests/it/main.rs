@@ -7,6 +7,7 @@
 mod support;
 
 mod ambiguous_consume;
+mod audit_privileges;
 mod cli;
 mod envoy_deploy_configs;
 mod envoy_e2e;
