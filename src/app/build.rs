@@ -162,4 +162,3 @@ pub(super) async fn shared_signals(
     };
     Ok((push, poller, stream))
 }
-
