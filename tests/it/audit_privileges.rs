@@ -11,21 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::approvals::{APPROVALS, AUDIENCE, complete};
 use crate::support::binary::{
     Served, config_text, evidence_key, evidence_public_key, spool_records,
 };
-use crate::support::check::request;
+use crate::support::check::{answer, request};
 use crate::support::envoy::{TempDir, manifest_dir};
 use crate::support::tokens::{claims, now, sign};
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
 use serde_json::{Value, json};
-use stepguard::proto;
-use stepguard::proto::grant_service_client::GrantServiceClient;
 
-const APPROVALS: &str = "https://approvals.test";
-const AUDIENCE: &str = "stepguard-grant-api";
 const ISS: &str = "https://idp.stepguard.local";
 const JUSTIFICATION: &str = "INC-20261205: production signing key compromised, rotating";
 
@@ -94,23 +89,7 @@ fn transfer(bearer: &str) -> CheckRequest {
 
 /// The status and, for an approval, its decision id (else the denial's body).
 async fn check(served: &Served, req: CheckRequest) -> (u16, String) {
-    let mut client = AuthorizationClient::connect(served.grpc_url())
-        .await
-        .unwrap();
-    match client.check(req).await.unwrap().into_inner().http_response {
-        Some(HttpResponse::OkResponse(ok)) => {
-            let id = ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-stepguard-decision-id")
-                .map(|h| h.value.clone())
-                .unwrap();
-            (200, id)
-        }
-        Some(HttpResponse::DeniedResponse(d)) => (d.status.map_or(403, |s| s.code as u16), d.body),
-        _ => (0, String::new()),
-    }
+    answer(served.grpc_url(), req).await
 }
 
 /// The challenge `req` is answered with (RFC 9470 401).
@@ -124,34 +103,7 @@ async fn challenged(served: &Served, req: CheckRequest) -> String {
 /// The approval service completes challenge `id` (webauthn, a hardware key) for a sign-in at
 /// `auth_time`: the grant's id.
 async fn approve(served: &Served, id: &str, auth_time: i64) -> String {
-    let pem =
-        std::fs::read(manifest_dir().join("tests/fixtures/rsa-test-key.TEST-ONLY.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-test-1".into());
-    let claims = json!({"iss": APPROVALS, "aud": AUDIENCE, "sub": "approval-service",
-                        "iat": now() - 5, "exp": now() + 300});
-    let caller = encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap();
-    let mut req = tonic::Request::new(proto::CompleteChallengeRequest {
-        challenge_id: id.into(),
-        assurance: Some(proto::Assurance {
-            acr: "aal3".into(),
-            amr: vec!["hwk".into()],
-            method: "webauthn".into(),
-            auth_time,
-            approver: "oncall-lead@example.com".into(),
-        }),
-    });
-    let value = format!("Bearer {caller}").parse().unwrap();
-    req.metadata_mut().insert("authorization", value);
-    let mut client = GrantServiceClient::connect(served.grpc_url())
-        .await
-        .unwrap();
-    client
-        .complete_challenge(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .grant_id
+    complete(served.grpc_url(), id, auth_time, "oncall-lead@example.com").await
 }
 
 /// What the run did, as clients saw it.

@@ -20,7 +20,6 @@ use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use stepguard::app::App;
 use stepguard::decision::Verdict;
@@ -30,8 +29,7 @@ use stepguard::proto::grant_service_client::GrantServiceClient;
 use stepguard::proto::revoke_grants_request::Target;
 use stepguard::request::RawRequest;
 
-const APPROVALS: &str = "https://approvals.test";
-const AUDIENCE: &str = "stepguard-grant-api";
+use crate::support::approvals::{APPROVALS, AUDIENCE, bearer as approval_service};
 const ALICE: &str = "https://idp.stepguard.local|alice";
 /// A redaction key (test only): 32 bytes.
 const REDACTION_KEY: &str = "test-only-redaction-key-32-bytes!";
@@ -56,17 +54,6 @@ fn edit(dir: &Path) -> impl Fn(String) -> String + Clone {
             key_file.display(),
         )
     }
-}
-
-fn approval_service() -> String {
-    let pem =
-        std::fs::read(manifest_dir().join("tests/fixtures/rsa-test-key.TEST-ONLY.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-test-1".into());
-    let claims = json!({"iss": APPROVALS, "aud": AUDIENCE, "sub": "approval-service",
-                        "iat": now() - 5, "exp": now() + 300});
-    let jwt = encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap();
-    format!("Bearer {jwt}")
 }
 
 fn authorized<T>(message: T) -> tonic::Request<T> {

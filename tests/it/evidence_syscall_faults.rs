@@ -19,21 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::approvals::{APPROVALS, AUDIENCE, complete};
 use crate::support::binary::{
     Served, config_text, evidence_key, evidence_public_key, spool_records,
 };
 use crate::support::envoy::{TempDir, manifest_dir};
 use crate::support::tokens::{now, token};
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use serde_json::{Value, json};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use serde_json::Value;
 use stepguard::evidence::{PublicKey, audit};
-use stepguard::proto;
-use stepguard::proto::grant_service_client::GrantServiceClient;
-
-const APPROVALS: &str = "https://approvals.test";
-const AUDIENCE: &str = "stepguard-grant-api";
 
 /// The binary's config: memory store, a spool in `spool`, the grant API for an approval service.
 fn config(dir: &Path, spool: &Path, grpc: u16, http: u16) -> PathBuf {
@@ -54,24 +48,7 @@ fn config(dir: &Path, spool: &Path, grpc: u16, http: u16) -> PathBuf {
 
 /// What a client saw: the status, the decision id of an approval, the body of a denial.
 async fn check(served: &Served, req: CheckRequest) -> (u16, String) {
-    let mut client = AuthorizationClient::connect(served.grpc_url())
-        .await
-        .unwrap();
-    let r = client.check(req).await.unwrap().into_inner();
-    match r.http_response {
-        Some(HttpResponse::OkResponse(ok)) => {
-            let id = ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-stepguard-decision-id")
-                .map(|h| h.value.clone())
-                .unwrap_or_default();
-            (200, id)
-        }
-        Some(HttpResponse::DeniedResponse(d)) => (d.status.map_or(403, |s| s.code as u16), d.body),
-        _ => (0, String::new()),
-    }
+    crate::support::check::answer(served.grpc_url(), req).await
 }
 
 fn transfer(sub: &str, acr: &str) -> CheckRequest {
@@ -100,30 +77,8 @@ async fn grant_for(served: &Served, key: &str, auth_time: i64) {
     let (status, body) = check(served, export(key)).await;
     assert_eq!(status, 401, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
-    let id = body["challenge_id"].as_str().unwrap().to_string();
-    let pem =
-        std::fs::read(manifest_dir().join("tests/fixtures/rsa-test-key.TEST-ONLY.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-test-1".into());
-    let claims = json!({"iss": APPROVALS, "aud": AUDIENCE, "sub": "approval-service",
-                        "iat": now() - 5, "exp": now() + 300});
-    let caller = encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap();
-    let mut req = tonic::Request::new(proto::CompleteChallengeRequest {
-        challenge_id: id,
-        assurance: Some(proto::Assurance {
-            acr: "aal3".into(),
-            amr: vec!["hwk".into()],
-            method: "webauthn".into(),
-            auth_time,
-            approver: "bob@example.com".into(),
-        }),
-    });
-    let value = format!("Bearer {caller}").parse().unwrap();
-    req.metadata_mut().insert("authorization", value);
-    let mut client = GrantServiceClient::connect(served.grpc_url())
-        .await
-        .unwrap();
-    client.complete_challenge(req).await.unwrap();
+    let id = body["challenge_id"].as_str().unwrap();
+    complete(served.grpc_url(), id, auth_time, "bob@example.com").await;
 }
 
 /// strace attached to every thread of `pid`, injecting `inject` into the syscalls `trace`

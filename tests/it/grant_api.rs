@@ -9,22 +9,19 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::support::envoy::manifest_dir;
 use crate::support::sidecar::Sidecar;
 use crate::support::tokens::{now, token};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use stepguard::proto;
 use stepguard::proto::grant_service_client::GrantServiceClient;
 use stepguard::proto::revoke_grants_request::Target;
 use tonic::Code;
 
-const APPROVALS: &str = "https://approvals.test";
-const AUDIENCE: &str = "stepguard-grant-api";
+use crate::support::approvals::{self, APPROVALS, AUDIENCE, token as approver_token};
 const ALICE: &str = "https://idp.stepguard.local|alice";
 
 /// The quickstart plus a grant API for the approval service's tokens.
@@ -36,22 +33,8 @@ fn with_grant_api(text: String) -> String {
     )
 }
 
-/// A caller token of the approvals issuer (TEST-ONLY RSA key).
-fn approver_token(sub: &str, aud: &str, exp_in: i64) -> String {
-    let pem =
-        std::fs::read(manifest_dir().join("tests/fixtures/rsa-test-key.TEST-ONLY.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-test-1".into());
-    let claims = json!({"iss": APPROVALS, "aud": aud, "sub": sub, "iat": now() - 5,
-                        "exp": now() + exp_in});
-    encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
-}
-
 fn approval_service() -> String {
-    format!(
-        "Bearer {}",
-        approver_token("approval-service", AUDIENCE, 300)
-    )
+    approvals::bearer()
 }
 
 fn authorized<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {

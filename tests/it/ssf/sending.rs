@@ -5,51 +5,21 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use stepguard::proto;
-use stepguard::proto::grant_service_client::GrantServiceClient;
 
 use super::cluster::{
-    APPROVALS, APPROVALS_AUDIENCE, Cluster, IDP, Options, RECEIVER_AUDIENCE, RECEIVER_TOKEN,
-    SEND_ISSUER, SEND_JWKS_PATH, SEND_KID, eventually,
+    Cluster, IDP, Options, RECEIVER_AUDIENCE, RECEIVER_TOKEN, SEND_ISSUER, SEND_JWKS_PATH,
+    SEND_KID, eventually,
 };
 use super::receiver::Delivery;
-use crate::support::envoy::manifest_dir;
+use crate::support::approvals;
 use crate::support::tokens::{claims, now, sign};
 use crate::support::transmitter::{CAEP, decode, iss_sub, verify_es256};
 
-/// The approval service's bearer token (TEST-ONLY RSA key of `tests/fixtures`).
-fn approval_service() -> String {
-    let pem =
-        std::fs::read(manifest_dir().join("tests/fixtures/rsa-test-key.TEST-ONLY.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-test-1".into());
-    let claims = json!({"iss": APPROVALS, "aud": APPROVALS_AUDIENCE, "sub": "approval-service",
-                        "iat": now() - 5, "exp": now() + 300});
-    encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
-}
-
 /// Completes challenge `id` at aal3 through the grant API on the replica's gRPC port.
 async fn complete(grpc: u16, id: &str) {
-    let mut client = GrantServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(proto::CompleteChallengeRequest {
-        challenge_id: id.into(),
-        assurance: Some(proto::Assurance {
-            acr: "aal3".into(),
-            amr: vec!["hwk".into()],
-            method: "webauthn".into(),
-            auth_time: now(),
-            approver: "security-officer@example.com".into(),
-        }),
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", approval_service()).parse().unwrap(),
-    );
-    client.complete_challenge(request).await.unwrap();
+    let url = format!("http://127.0.0.1:{grpc}");
+    approvals::complete(url, id, now(), "security-officer@example.com").await;
 }
 
 /// `sub` (aal1 session `sid`) exports a key through A's Envoy: challenged, the challenge

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod approvals;
 pub mod binary;
 pub mod blackhole;
 pub mod check;
