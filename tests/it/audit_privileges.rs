@@ -11,12 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::approvals::{APPROVALS, AUDIENCE, complete};
-use crate::support::binary::{
-    Served, config_text, evidence_key, evidence_public_key, spool_records,
-};
+use crate::support::approvals::{complete, spool_and_grant_api};
+use crate::support::binary::{Served, evidence_public_key, spool_records};
 use crate::support::check::{answer, request};
-use crate::support::envoy::{TempDir, manifest_dir};
+use crate::support::envoy::TempDir;
 use crate::support::tokens::{claims, now, sign};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use serde_json::{Value, json};
@@ -27,17 +25,7 @@ const JUSTIFICATION: &str = "INC-20261205: production signing key compromised, r
 /// The binary's config: memory store, a spool, the grant API, a decision budget a loaded
 /// machine keeps to.
 fn config(dir: &Path, spool: &Path, grpc: u16, http: u16) -> PathBuf {
-    let evidence = format!(
-        "evidence:\n  spool:\n    dir: {}\n  signing_key_file: {}\n\ngrant_api:\n  token:\n    \
-         issuer: {APPROVALS}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256]\n    \
-         jwks: {{file: {}}}\n  allowed_subjects: [approval-service]\n",
-        spool.display(),
-        evidence_key().display(),
-        manifest_dir()
-            .join("tests/fixtures/rsa-test-jwks.json")
-            .display()
-    );
-    let text = config_text(grpc, http, &evidence)
+    let text = spool_and_grant_api(spool, grpc, http)
         .replacen("  budget_ms: 250\n", "  budget_ms: 3000\n", 1)
         .replacen("  timeout_ms: 100\n", "  timeout_ms: 1000\n", 1);
     let path = dir.join("stepguard.yaml");

@@ -19,11 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::approvals::{APPROVALS, AUDIENCE, complete};
-use crate::support::binary::{
-    Served, config_text, evidence_key, evidence_public_key, spool_records,
-};
-use crate::support::envoy::{TempDir, manifest_dir};
+use crate::support::approvals::complete;
+use crate::support::binary::{Served, evidence_public_key, spool_records};
+use crate::support::envoy::TempDir;
 use crate::support::tokens::{now, token};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use serde_json::Value;
@@ -31,18 +29,9 @@ use stepguard::evidence::{PublicKey, audit};
 
 /// The binary's config: memory store, a spool in `spool`, the grant API for an approval service.
 fn config(dir: &Path, spool: &Path, grpc: u16, http: u16) -> PathBuf {
-    let evidence = format!(
-        "evidence:\n  spool:\n    dir: {}\n  signing_key_file: {}\n\ngrant_api:\n  token:\n    \
-         issuer: {APPROVALS}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256]\n    \
-         jwks: {{file: {}}}\n  allowed_subjects: [approval-service]\n",
-        spool.display(),
-        evidence_key().display(),
-        manifest_dir()
-            .join("tests/fixtures/rsa-test-jwks.json")
-            .display()
-    );
     let path = dir.join("stepguard.yaml");
-    std::fs::write(&path, config_text(grpc, http, &evidence)).unwrap();
+    let text = crate::support::approvals::spool_and_grant_api(spool, grpc, http);
+    std::fs::write(&path, text).unwrap();
     path
 }
 

@@ -60,3 +60,20 @@ pub async fn complete(
         .into_inner()
         .grant_id
 }
+
+/// The config of `stepguard serve` for the approval service: a spool in `spool` signed with the
+/// test evidence key, and the grant API trusting the approvals issuer; the rest is
+/// [`super::binary::config_text`]'s (memory store, ports `grpc` and `http`).
+pub fn spool_and_grant_api(spool: &std::path::Path, grpc: u16, http: u16) -> String {
+    let sections = format!(
+        "evidence:\n  spool:\n    dir: {}\n  signing_key_file: {}\n\ngrant_api:\n  token:\n    \
+         issuer: {APPROVALS}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256]\n    \
+         jwks: {{file: {}}}\n  allowed_subjects: [approval-service]\n",
+        spool.display(),
+        super::binary::evidence_key().display(),
+        manifest_dir()
+            .join("tests/fixtures/rsa-test-jwks.json")
+            .display()
+    );
+    super::binary::config_text(grpc, http, &sections)
+}
