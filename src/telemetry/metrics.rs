@@ -11,7 +11,7 @@
 //! `stepguard_evidence_failures_total`, `stepguard_evidence_spool_bytes`,
 //! `stepguard_intake_refusals_total{reason}`, `stepguard_build_info{version}`, `stepguard_jwks_refresh_total{jwks,result}`,
 //! `stepguard_idp_discovery_total{result}`, `stepguard_idp_discovered`,
-//! `stepguard_store_connected{store}`, `stepguard_ssf_events_total{delivery,outcome,type}`, `stepguard_ssf_sent_total{outcome}`,
+//! `stepguard_store_connected{store}`, `stepguard_identity_cache_entries`, `stepguard_ssf_events_total{delivery,outcome,type}`, `stepguard_ssf_sent_total{outcome}`,
 //! `stepguard_ssf_stream_enabled`, `stepguard_ssf_stream_undelivered_events`,
 //! `stepguard_ssf_stream_verified`, `stepguard_ssf_verifications_total{outcome}`;
 //! policy reloads and evidence shipping are counted where
@@ -259,6 +259,10 @@ fn describe() {
     describe_gauge!(
         IDP_DISCOVERED,
         "1 once the step-up IdP's metadata is discovered, 0 until then"
+    );
+    describe_gauge!(
+        "stepguard_identity_cache_entries",
+        "Tokens in the verified-signature cache (valid ones, and expired ones not yet swept)"
     );
     describe_gauge!(
         STORE_CONNECTED,

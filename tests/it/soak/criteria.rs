@@ -6,6 +6,8 @@ use crate::support::evidence_tail::Audit;
 
 pub struct Report<'a> {
     pub secs: u64,
+    /// The paced request rate the clients aimed at (requests/s).
+    pub rate: u64,
     pub samples: &'a [Sample],
     pub seen: &'a Seen,
     pub audit: &'a Audit,
@@ -25,6 +27,18 @@ fn halves(samples: &[Sample], warm: u64, f: impl Fn(&Sample) -> Option<u64>) -> 
     (max(&after[..mid]), max(&after[mid..]))
 }
 
+/// Per second over each half (A from the first sample after warm-up to the first of B, B from
+/// there to the last), of a counter `f` that only grows.
+fn rates(samples: &[Sample], warm: u64, f: impl Fn(&Sample) -> u64) -> (f64, f64) {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.at >= warm).collect();
+    if after.len() < 3 {
+        return (0.0, 0.0);
+    }
+    let (first, mid, last) = (after[0], after[after.len() / 2], after[after.len() - 1]);
+    let per_s = |x: &Sample, y: &Sample| (f(y) - f(x)) as f64 / (y.at - x.at).max(1) as f64;
+    (per_s(first, mid), per_s(mid, last))
+}
+
 impl Report<'_> {
     pub fn print_and_assert(&self) {
         let warm = (self.secs / 3).max(60).min(self.secs / 2);
@@ -33,6 +47,13 @@ impl Report<'_> {
         let (fd_a, fd_b) = halves(s, warm, |s| Some(s.files as u64));
         let (keys_a, keys_b) = halves(s, warm, |s| s.keys);
         let (spool_a, spool_b) = halves(s, warm, |s| Some(s.spool));
+        let (anon_a, anon_b) = halves(s, warm, |s| Some(s.memory.anon_kib));
+        let (huge_a, huge_b) = halves(s, warm, |s| Some(s.memory.huge_kib));
+        let (cache_a, cache_b) = halves(s, warm, |s| s.cache);
+        let (rate_a, rate_b) = rates(s, warm, |s| s.answered);
+        let (fresh_a, fresh_b) = rates(s, warm, |s| s.minted);
+        let (decided_a, decided_b) = rates(s, warm, |s| s.decisions);
+        let missed = s.last().map_or(0, |s| s.missed);
         let untimed = s.iter().filter_map(|s| s.untimed).max().unwrap_or(0);
         let long = s.iter().filter_map(|s| s.long_keys).max().unwrap_or(0);
         let longest = self.shapes.values().map(|v| v.1).max().unwrap_or(0);
@@ -61,6 +82,9 @@ impl Report<'_> {
         };
         let rss_ok = rss_b <= rss_a + (rss_a / share).max(floor);
         let fd_ok = fd_b <= fd_a + 16;
+        // The load was what it was meant to be in both halves: RSS is compared at one rate.
+        let target = self.rate as f64;
+        let rate_ok = rate_a >= 0.9 * target && rate_b >= 0.9 * target;
         // One first-use claim per grant consumed — at most one per stepped-up request, whatever
         // it was answered (a consume whose decision then ran out of budget is not an approval)
         // — and two known-network marks per subject.
@@ -84,21 +108,31 @@ impl Report<'_> {
             "events: {restarts} Redis restarts, {storms} challenge storms, {reloads} policy reloads"
         );
         eprintln!(
-            "samples (t s, RSS MiB, open files, Redis keys short-lived + long-lived, spool KiB):"
+            "samples (t s, RSS MiB, anonymous MiB, of it huge pages MiB, file-backed MiB, cached tokens, \
+             open files, Redis keys short-lived + long-lived, spool KiB, threads, requests/s, decisions/s, new tokens/s):"
         );
         for (i, x) in s.iter().enumerate() {
             let previous = i.checked_sub(1).map(|p| &s[p]);
-            let rate = previous.map_or(0, |p| (x.decisions - p.decisions) / (x.at - p.at).max(1));
+            let per_s = |f: fn(&Sample) -> u64| {
+                previous.map_or(0, |p| (f(x) - f(p)) / (x.at - p.at).max(1))
+            };
+            let mib = |kib: u64| kib as f64 / 1024.0;
             eprintln!(
-                "  {:>5} {:>7.1} {:>4} {:>6} + {:>6} {:>6} {:>4} {:>5}",
+                "  {:>5} {:>7.1} {:>7.1} {:>5.1} {:>5.1} {:>6} {:>4} {:>6} + {:>6} {:>6} {:>4} {:>5} {:>5} {:>4}",
                 x.at,
-                x.rss_kib as f64 / 1024.0,
+                mib(x.rss_kib),
+                mib(x.memory.anon_kib),
+                mib(x.memory.huge_kib),
+                mib(x.memory.file_kib),
+                x.cache.map_or("-".into(), |c| c.to_string()),
                 x.files,
                 x.keys.map_or("-".into(), |k| k.to_string()),
                 x.long_keys.map_or("-".into(), |k| k.to_string()),
                 x.spool / 1024,
                 x.threads,
-                rate
+                per_s(|s| s.answered),
+                per_s(|s| s.decisions),
+                per_s(|s| s.minted),
             );
         }
         eprintln!("Redis keys at the last sample (shape: keys, longest TTL s):");
@@ -109,7 +143,26 @@ impl Report<'_> {
         for ((kind, status), n) in &seen.answers {
             eprintln!("  {kind:<10} {status}: {n}");
         }
+        eprintln!(
+            "load per half (A, B): requests {rate_a:.0}/s, {rate_b:.0}/s (target {}/s; {missed} slots dropped in all); \
+             decisions {decided_a:.0}/s, {decided_b:.0}/s; new tokens {fresh_a:.1}/s, {fresh_b:.1}/s",
+            self.rate
+        );
+        eprintln!(
+            "memory per half (max A, max B): anonymous {:.1}, {:.1} MiB (huge pages {:.1}, {:.1} MiB); cached tokens {}, {}",
+            anon_a as f64 / 1024.0,
+            anon_b as f64 / 1024.0,
+            huge_a as f64 / 1024.0,
+            huge_b as f64 / 1024.0,
+            cache_a,
+            cache_b
+        );
         eprintln!("criteria:");
+        eprintln!(
+            "  [{}] load held: {rate_a:.0} and {rate_b:.0} requests/s in A and B (>= 90% of {}/s)",
+            pass(rate_ok),
+            self.rate
+        );
         eprintln!(
             "  [{}] RSS flat: max A {:.1} MiB, max B {:.1} MiB (B <= A + max({}%, {} MiB))",
             pass(rss_ok),
@@ -169,6 +222,10 @@ impl Report<'_> {
             a.revisions.len()
         );
 
+        assert!(
+            rate_ok,
+            "the load fell short of its rate: RSS not comparable"
+        );
         assert!(rss_ok, "RSS grew");
         assert!(fd_ok, "open files grew");
         assert!(keys_ok, "Redis keys grew, or some have no TTL");
