@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::ssf::receiver::Receiver;
-use crate::ssf::receiver::tests::{RISC, alice, set};
+use crate::ssf::receiver::tests::{RISC, alice, receiver_for, set};
 use crate::testkit::tokens::{claims, sign_claims};
 
 const SECTION: &str = "shared_signals:\n  transmitter:\n    issuer: https://idp.stepguard.local\n    jwks: {file: dev-jwks.json}\n  audiences: [https://stepguard.example/ssf]\n  push: {}\n";
@@ -21,20 +21,7 @@ async fn pipeline_and_receiver_with(
 ) -> (Arc<Pipeline>, Receiver) {
     let (p, clock) = pipeline_with(edit.clone()).await;
     let config = config(edit);
-    let receiver = Receiver::new(
-        config
-            .shared_signals
-            .as_ref()
-            .and_then(|s| s.transmitter.as_ref())
-            .unwrap(),
-        config.shared_signals.as_ref().unwrap(),
-        &config.challenge.acr_ladder,
-        p.grants.clone(),
-        clock,
-        std::time::Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let receiver = receiver_for(&config, p.grants.clone(), clock).await;
     (p, receiver)
 }
 

@@ -28,21 +28,23 @@ pub(crate) async fn receiver() -> (Receiver, Arc<MemoryStore>) {
     )
     .unwrap();
     let store = Arc::new(MemoryStore::new(1_000));
-    let receiver = Receiver::new(
-        config
-            .shared_signals
-            .as_ref()
-            .and_then(|s| s.transmitter.as_ref())
-            .unwrap(),
-        config.shared_signals.as_ref().unwrap(),
-        &config.challenge.acr_ladder,
-        store.clone(),
-        Arc::new(ManualClock::new(NOW)),
-        std::time::Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let receiver = receiver_for(&config, store.clone(), Arc::new(ManualClock::new(NOW))).await;
     (receiver, store)
+}
+
+/// The receiver `config`'s `shared_signals` section describes, over `store`.
+pub(crate) async fn receiver_for(
+    config: &crate::config::Config,
+    store: Arc<dyn GrantStore>,
+    clock: Arc<dyn Clock>,
+) -> Receiver {
+    let ssf = config.shared_signals.as_ref().unwrap();
+    let transmitter = ssf.transmitter.as_ref().unwrap();
+    let ladder = &config.challenge.acr_ladder;
+    let wait = std::time::Duration::from_secs(1);
+    Receiver::new(transmitter, ssf, ladder, store, clock, wait)
+        .await
+        .unwrap()
 }
 
 /// A SET of the dev issuer for [`AUD`] carrying one `event`.
